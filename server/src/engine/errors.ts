@@ -1,0 +1,31 @@
+/**
+ * A problem the user caused and can fix (a missing file, a bad option, a model we do not support).
+ * Front ends print `message` as one line and never a stack trace; `hint` says what to do next.
+ */
+export class UserError extends Error {
+  constructor(message: string, readonly hint?: string) {
+    super(message);
+    this.name = 'UserError';
+  }
+
+  /** The message and the way out, as the single line a CLI or notification shows. */
+  get line(): string {
+    return this.hint ? `${this.message} ${this.hint}` : this.message;
+  }
+}
+
+/** Thrown when an AbortSignal or cancellation token stops work between steps. */
+export class CancelledError extends Error {
+  constructor(message = 'Cancelled.') {
+    super(message);
+    this.name = 'CancelledError';
+  }
+}
+
+export function isCancelled(e: unknown): e is CancelledError {
+  return e instanceof CancelledError || (e instanceof Error && e.name === 'AbortError');
+}
+
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new CancelledError();
+}
