@@ -1,0 +1,125 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { UserError } from '../errors';
+import { parseBlip2Config, type Blip2Config } from './config';
+import { expectedTensors, names } from './layout';
+import { readSafetensorsHeader, readTensorF32, type TensorInfo } from './safetensors';
+
+/** A Hugging Face BLIP-2 OPT model folder, opened lazily: headers parsed, tensors read on demand. */
+export interface Checkpoint {
+  dir: string;
+  config: Blip2Config;
+  /** Rows of the embedding table, which may exceed the tokenizer's size (padded to a multiple of 64). */
+  vocabSize: number;
+  /** Every file the model is made of (configs, tokenizer, weights), for the manifest's checksums. */
+  files: string[];
+  /** The tensor that serves as lm_head: its own if saved, else the tied input embedding. */
+  lmHeadName: string;
+  info(name: string): TensorInfo;
+  read(name: string): Promise<Float32Array>;
+}
+
+export const CONFIG_FILES = {
+  required: ['config.json', 'tokenizer.json'],
+  optional: [
+    'generation_config.json',
+    'preprocessor_config.json',
+    'processor_config.json',
+    'tokenizer_config.json',
+    'special_tokens_map.json',
+  ],
+};
+
+export function readJson(file: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    throw new UserError(`Cannot read ${file}.`, 'Check that the model folder is complete.');
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new UserError(`${file} is not valid JSON.`, 'Download the model again.');
+  }
+}
+
+export function isCheckpointDir(dir: string): boolean {
+  return (
+    fs.existsSync(path.join(dir, 'config.json')) &&
+    (fs.existsSync(path.join(dir, 'model.safetensors')) || fs.existsSync(path.join(dir, 'model.safetensors.index.json')))
+  );
+}
+
+export function openCheckpoint(dir: string): Checkpoint {
+  if (!fs.existsSync(path.join(dir, 'config.json'))) {
+    throw new UserError(`${dir} has no config.json, so it is not a Hugging Face model folder.`);
+  }
+  const config = parseBlip2Config(readJson(path.join(dir, 'config.json')), path.join(dir, 'config.json'));
+  for (const f of CONFIG_FILES.required) {
+    if (!fs.existsSync(path.join(dir, f))) throw new UserError(`The checkpoint in ${dir} has no ${f}.`, 'Download the complete model folder.');
+  }
+  if (!fs.existsSync(path.join(dir, 'preprocessor_config.json')) && !fs.existsSync(path.join(dir, 'processor_config.json'))) {
+    throw new UserError(`The checkpoint in ${dir} has neither preprocessor_config.json nor processor_config.json.`, 'Download the complete model folder.');
+  }
+
+  const shards = weightFiles(dir);
+  const tensors = new Map<string, TensorInfo>();
+  for (const shard of shards) for (const [k, v] of readSafetensorsHeader(shard)) tensors.set(k, v);
+
+  const embed = tensors.get(names.text.embedTokens);
+  if (!embed) throw missing(dir, names.text.embedTokens);
+  const vocabSize = embed.shape[0];
+  for (const spec of expectedTensors(config, vocabSize)) {
+    const t = tensors.get(spec.name);
+    if (!t) throw missing(dir, spec.name);
+    if (t.shape.join(',') !== spec.shape.join(',')) {
+      throw new UserError(`Tensor ${spec.name} has shape [${t.shape}] but config.json implies [${spec.shape}].`, 'The checkpoint and its config.json do not match.');
+    }
+  }
+  const lmHeadName = tensors.has(names.text.lmHead) ? names.text.lmHead : names.text.embedTokens;
+
+  const files = [...CONFIG_FILES.required, ...CONFIG_FILES.optional, 'model.safetensors.index.json']
+    .map((f) => path.join(dir, f))
+    .filter((f) => fs.existsSync(f))
+    .concat(shards);
+
+  return {
+    dir,
+    config,
+    vocabSize,
+    files,
+    lmHeadName,
+    info(name) {
+      const t = tensors.get(name);
+      if (!t) throw missing(dir, name);
+      return t;
+    },
+    read(name) {
+      return readTensorF32(this.info(name));
+    },
+  };
+}
+
+function weightFiles(dir: string): string[] {
+  const index = path.join(dir, 'model.safetensors.index.json');
+  if (fs.existsSync(index)) {
+    const json = readJson(index) as { weight_map?: Record<string, string> };
+    if (!json.weight_map) throw new UserError(`${index} has no weight_map.`, 'Download the model again.');
+    const shards = [...new Set(Object.values(json.weight_map))].map((f) => path.join(dir, f));
+    for (const s of shards) {
+      if (!fs.existsSync(s)) throw new UserError(`Shard ${path.basename(s)} named by model.safetensors.index.json is missing.`, 'Download the complete model folder.');
+    }
+    return shards;
+  }
+  const single = path.join(dir, 'model.safetensors');
+  if (fs.existsSync(single)) return [single];
+  if (fs.readdirSync(dir).some((f) => f.endsWith('.bin'))) {
+    throw new UserError(`${dir} holds PyTorch .bin weights; only safetensors checkpoints can be converted.`, 'Use the safetensors files the Hub offers for this model.');
+  }
+  throw new UserError(`${dir} has no model.safetensors or model.safetensors.index.json.`);
+}
+
+function missing(dir: string, name: string): UserError {
+  return new UserError(`The checkpoint in ${dir} has no tensor ${name}, which a BLIP-2 OPT model needs.`, 'Check that this is a complete BLIP-2 OPT checkpoint.');
+}

@@ -1,0 +1,108 @@
+import * as fs from 'node:fs';
+import { UserError } from '../errors';
+import { bf16ArrayToF32, f16ArrayToF32 } from '../tensor/half';
+
+export type StoredDtype = 'F32' | 'F16' | 'BF16';
+const DTYPE_BYTES: Record<StoredDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+
+export interface TensorInfo {
+  name: string;
+  dtype: StoredDtype;
+  shape: number[];
+  /** Absolute byte offsets in the file. */
+  begin: number;
+  end: number;
+  file: string;
+}
+
+// A real header is a few hundred kilobytes; anything far larger is a corrupt length prefix.
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+/**
+ * Reads a safetensors file's header only. Tensor data stays on disk and is read one tensor at a time,
+ * so converting a 15 GB checkpoint never holds more than one tensor in memory.
+ */
+export function readSafetensorsHeader(file: string): Map<string, TensorInfo> {
+  const name = file.split(/[\\/]/).pop();
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch {
+    throw new UserError(`Weights file not found: ${file}.`, 'Check that the checkpoint folder is complete.');
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const prefix = Buffer.alloc(8);
+    if (size < 8 || fs.readSync(fd, prefix, 0, 8, 0) !== 8) throw corrupt(name, 'it is too short to hold a header');
+    const headerLen = Number(prefix.readBigUInt64LE(0));
+    if (headerLen <= 0 || headerLen > MAX_HEADER_BYTES || 8 + headerLen > size) {
+      throw corrupt(name, 'its header length is invalid');
+    }
+    const headerBuf = Buffer.alloc(headerLen);
+    fs.readSync(fd, headerBuf, 0, headerLen, 8);
+    let header: Record<string, unknown>;
+    try {
+      header = JSON.parse(headerBuf.toString('utf8')) as Record<string, unknown>;
+    } catch {
+      throw corrupt(name, 'its header is not valid JSON');
+    }
+    const dataStart = 8 + headerLen;
+    const tensors = new Map<string, TensorInfo>();
+    for (const [key, value] of Object.entries(header)) {
+      if (key === '__metadata__') continue;
+      const v = value as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
+      if (!v || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets)) throw corrupt(name, `tensor ${key} has no shape or offsets`);
+      if (v.dtype !== 'F32' && v.dtype !== 'F16' && v.dtype !== 'BF16') {
+        throw new UserError(
+          `Tensor ${key} in ${name} is stored as ${v.dtype}; only F32, F16 and BF16 checkpoints are supported.`,
+          'Use a checkpoint saved in float32, float16 or bfloat16.',
+        );
+      }
+      const numel = v.shape.reduce((a, b) => a * b, 1);
+      const [b, e] = v.data_offsets;
+      if (e - b !== numel * DTYPE_BYTES[v.dtype]) throw corrupt(name, `tensor ${key} has ${e - b} bytes for shape [${v.shape}]`);
+      if (dataStart + e > size) {
+        throw new UserError(
+          `${name} is truncated: it holds ${size} bytes but its header needs ${dataStart + e}.`,
+          'The download or copy was interrupted; download the file again.',
+        );
+      }
+      tensors.set(key, { name: key, dtype: v.dtype, shape: v.shape, begin: dataStart + b, end: dataStart + e, file });
+    }
+    return tensors;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function corrupt(name: string | undefined, why: string): UserError {
+  return new UserError(`${name} is not a valid safetensors file: ${why}.`, 'Download the checkpoint again.');
+}
+
+/** Reads one tensor's bytes and widens F16/BF16 to float32. */
+export async function readTensorF32(info: TensorInfo): Promise<Float32Array> {
+  const bytes = info.end - info.begin;
+  // A fresh ArrayBuffer keeps the typed-array views aligned whatever the file offset.
+  const buf = new Uint8Array(new ArrayBuffer(bytes));
+  const fh = await fs.promises.open(info.file, 'r');
+  try {
+    let done = 0;
+    // read() caps one call at 2 GiB; the embedding of a large model can exceed that in F32.
+    while (done < bytes) {
+      const chunk = Math.min(bytes - done, 1 << 30);
+      const { bytesRead } = await fh.read(buf, done, chunk, info.begin + done);
+      if (bytesRead === 0) throw new UserError(`${info.file} ended while reading ${info.name}.`, 'The file is truncated; download it again.');
+      done += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  switch (info.dtype) {
+    case 'F32':
+      return new Float32Array(buf.buffer);
+    case 'F16':
+      return f16ArrayToF32(new Uint16Array(buf.buffer));
+    case 'BF16':
+      return bf16ArrayToF32(new Uint16Array(buf.buffer));
+  }
+}

@@ -1,0 +1,121 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CONFIG_FILES, openCheckpoint } from '../checkpoint/checkpoint';
+import { isCancelled, throwIfAborted, UserError } from '../errors';
+import { buildDecoder, buildEmbedTokens } from '../graphs/decoder';
+import { writeModel } from '../graphs/external-data';
+import { DataType } from '../graphs/onnx-builder';
+import { buildVisionEncoder } from '../graphs/vision-encoder';
+import { CONVERTER_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, type ConvertedManifest, type SourceFile } from './manifest';
+import { DEFAULT_BLOCK_SIZE, moduleFormats, PRECISION_SUFFIX, type Precision } from './precision';
+
+export interface ConvertProgress {
+  /** 'hash' while checksumming the source, then the graph being written. */
+  phase: 'hash' | 'vision_encoder' | 'embed_tokens' | 'decoder_model_merged';
+  done: number;
+  total: number;
+  detail?: string;
+}
+
+export interface ConvertOptions {
+  checkpointDir: string;
+  outDir: string;
+  precision: Precision;
+  /** What the user named (a repo id or folder), recorded in the manifest. */
+  sourceName?: string;
+  revision?: string;
+  blockSize?: number;
+  onProgress?: (p: ConvertProgress) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Converts a Hugging Face BLIP-2 OPT checkpoint into three ONNX graphs at one precision.
+ * Everything is written into a temporary sibling folder that is renamed into place only when complete,
+ * so an interrupted conversion never leaves a folder that looks finished.
+ */
+export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertedManifest> {
+  const ckpt = openCheckpoint(opts.checkpointDir);
+  const outDir = path.resolve(opts.outDir);
+  if (fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0) {
+    throw new UserError(`${outDir} already exists and is not empty.`, 'Choose another --out folder or delete it first.');
+  }
+  fs.mkdirSync(path.dirname(outDir), { recursive: true });
+  const tmp = `${outDir}.partial-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  fs.mkdirSync(path.join(tmp, 'onnx'), { recursive: true });
+  try {
+    const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
+    const formats = moduleFormats(opts.precision, blockSize);
+    const suffix = PRECISION_SUFFIX[opts.precision];
+    const graphs = {
+      visionEncoder: `onnx/vision_encoder${suffix}.onnx`,
+      embedTokens: `onnx/embed_tokens${suffix}.onnx`,
+      decoder: `onnx/decoder_model_merged${suffix}.onnx`,
+    };
+    const files = await hashFiles(ckpt.files, opts);
+    const sizes: Record<string, number> = {};
+    const doc = `BLIP-2 ${opts.precision} converted from ${opts.sourceName ?? ckpt.dir}`;
+    const jobs = [
+      { phase: 'vision_encoder' as const, file: graphs.visionEncoder, build: () => buildVisionEncoder(ckpt, formats) },
+      { phase: 'embed_tokens' as const, file: graphs.embedTokens, build: () => buildEmbedTokens(ckpt, formats.embed) },
+      { phase: 'decoder_model_merged' as const, file: graphs.decoder, build: () => buildDecoder(ckpt, formats.decoder) },
+    ];
+    for (const job of jobs) {
+      throwIfAborted(opts.signal);
+      const { bytes } = await writeModel(job.build(), path.join(tmp, job.file), doc, {
+        signal: opts.signal,
+        onProgress: (p) => opts.onProgress?.({ phase: job.phase, done: p.done, total: p.total, detail: p.tensor }),
+      });
+      sizes[job.file] = bytes;
+    }
+    for (const f of [...CONFIG_FILES.required, ...CONFIG_FILES.optional]) {
+      const src = path.join(ckpt.dir, f);
+      if (fs.existsSync(src)) fs.copyFileSync(src, path.join(tmp, f));
+    }
+    const quant = formats.decoder.quant;
+    const manifest: ConvertedManifest = {
+      format: MANIFEST_FORMAT,
+      converterVersion: CONVERTER_VERSION,
+      precision: opts.precision,
+      quantization: quant ? { bits: quant.bits, blockSize: quant.blockSize, accuracyLevel: quant.accuracyLevel } : null,
+      source: { model: opts.sourceName ?? ckpt.dir, revision: opts.revision, dir: ckpt.dir, files },
+      createdAt: new Date().toISOString(),
+      vocabSize: ckpt.vocabSize,
+      kvCacheType: formats.decoder.floatType === DataType.FLOAT16 ? 'float16' : 'float32',
+      graphs,
+      sizes,
+    };
+    // The manifest is written last: a folder with a manifest is a finished conversion.
+    fs.writeFileSync(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    if (fs.existsSync(outDir)) fs.rmdirSync(outDir);
+    fs.renameSync(tmp, outDir);
+    return manifest;
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    if (isCancelled(e)) throw e;
+    if (e instanceof UserError) throw e;
+    if ((e as NodeJS.ErrnoException).code === 'ENOSPC') {
+      throw new UserError(`The disk holding ${outDir} is full.`, 'Free some space or choose another --store/--out folder.');
+    }
+    throw e;
+  }
+}
+
+async function hashFiles(files: string[], opts: ConvertOptions): Promise<SourceFile[]> {
+  const total = files.reduce((s, f) => s + fs.statSync(f).size, 0);
+  let done = 0;
+  const out: SourceFile[] = [];
+  for (const file of files) {
+    const hash = crypto.createHash('sha256');
+    const stream = fs.createReadStream(file, { highWaterMark: 4 << 20 });
+    for await (const chunk of stream) {
+      throwIfAborted(opts.signal);
+      hash.update(chunk as Buffer);
+      done += (chunk as Buffer).length;
+      opts.onProgress?.({ phase: 'hash', done, total, detail: path.basename(file) });
+    }
+    out.push({ name: path.basename(file), bytes: fs.statSync(file).size, sha256: hash.digest('hex') });
+  }
+  return out;
+}

@@ -1,0 +1,109 @@
+/**
+ * Block-wise round-to-nearest quantization in the layout of ONNX Runtime's MatMulNBits and
+ * GatherBlockQuantized: each row of a [N, K] weight (a Hugging Face Linear is already [out, in])
+ * is cut into blocks along K; each block gets a float scale and an unsigned zero point, so
+ * w ≈ (q - zp) * scale. Asymmetric, with zero always representable, as ORT's own quantizer does.
+ */
+export interface BlockQuantized {
+  bits: 4 | 8;
+  blockSize: number;
+  rows: number;
+  cols: number;
+  blocksPerRow: number;
+  /** Unpacked codes, [rows, blocksPerRow * blockSize]; padding past `cols` holds the zero point. */
+  codes: Uint8Array;
+  scales: Float32Array; // [rows * blocksPerRow]
+  zeroPoints: Uint8Array; // [rows * blocksPerRow], unpacked
+}
+
+export function quantizeBlockwise(w: Float32Array, rows: number, cols: number, bits: 4 | 8, blockSize: number): BlockQuantized {
+  const blocksPerRow = Math.ceil(cols / blockSize);
+  const padded = blocksPerRow * blockSize;
+  const qmax = (1 << bits) - 1;
+  const codes = new Uint8Array(rows * padded);
+  const scales = new Float32Array(rows * blocksPerRow);
+  const zeroPoints = new Uint8Array(rows * blocksPerRow);
+  for (let r = 0; r < rows; r++) {
+    const rowIn = r * cols;
+    const rowOut = r * padded;
+    for (let b = 0; b < blocksPerRow; b++) {
+      const start = b * blockSize;
+      const end = Math.min(cols, start + blockSize);
+      let min = 0;
+      let max = 0;
+      for (let k = start; k < end; k++) {
+        const v = w[rowIn + k];
+        if (v < min) min = v;
+        if (v > max) max = v;
+      }
+      let scale = (max - min) / qmax;
+      let zp: number;
+      if (scale === 0) {
+        scale = 1;
+        zp = 1 << (bits - 1);
+      } else {
+        zp = Math.min(qmax, Math.max(0, Math.round(-min / scale)));
+      }
+      const inv = 1 / scale;
+      const bi = r * blocksPerRow + b;
+      scales[bi] = scale;
+      zeroPoints[bi] = zp;
+      for (let k = start; k < start + blockSize; k++) {
+        const q = k < end ? Math.round(w[rowIn + k] * inv) + zp : zp;
+        codes[rowOut + k] = q < 0 ? 0 : q > qmax ? qmax : q;
+      }
+    }
+  }
+  return { bits, blockSize, rows, cols, blocksPerRow, codes, scales, zeroPoints };
+}
+
+/** MatMulNBits' B input: [N, blocks, blockSize * bits / 8], first element in the low nibble. */
+export function packMatMulNBits(q: BlockQuantized): Uint8Array {
+  if (q.bits === 8) return q.codes;
+  const out = new Uint8Array(q.codes.length / 2);
+  for (let i = 0, j = 0; j < out.length; i += 2, j++) out[j] = q.codes[i] | (q.codes[i + 1] << 4);
+  return out;
+}
+
+/** Zero points packed per row: two per byte (low nibble first) for 4 bits, one per byte for 8. */
+export function packZeroPoints(q: BlockQuantized): Uint8Array {
+  if (q.bits === 8) return q.zeroPoints;
+  const perRow = Math.ceil(q.blocksPerRow / 2);
+  const out = new Uint8Array(q.rows * perRow);
+  for (let r = 0; r < q.rows; r++) {
+    for (let b = 0; b < q.blocksPerRow; b++) {
+      const zp = q.zeroPoints[r * q.blocksPerRow + b];
+      out[r * perRow + (b >> 1)] |= b & 1 ? zp << 4 : zp;
+    }
+  }
+  return out;
+}
+
+/** GatherBlockQuantized's data input: codes without block padding, [rows, cols * bits / 8]. */
+export function packGatherData(q: BlockQuantized): Uint8Array {
+  const padded = q.blocksPerRow * q.blockSize;
+  const perRow = (q.cols * q.bits) / 8;
+  const out = new Uint8Array(q.rows * perRow);
+  for (let r = 0; r < q.rows; r++) {
+    const src = r * padded;
+    if (q.bits === 8) {
+      out.set(q.codes.subarray(src, src + q.cols), r * perRow);
+    } else {
+      for (let k = 0; k < q.cols; k += 2) out[r * perRow + k / 2] = q.codes[src + k] | (q.codes[src + k + 1] << 4);
+    }
+  }
+  return out;
+}
+
+/** The float weight the quantized one stands for, for tests and error measurements. */
+export function dequantize(q: BlockQuantized): Float32Array {
+  const out = new Float32Array(q.rows * q.cols);
+  const padded = q.blocksPerRow * q.blockSize;
+  for (let r = 0; r < q.rows; r++) {
+    for (let k = 0; k < q.cols; k++) {
+      const bi = r * q.blocksPerRow + Math.floor(k / q.blockSize);
+      out[r * q.cols + k] = (q.codes[r * padded + k] - q.zeroPoints[bi]) * q.scales[bi];
+    }
+  }
+  return out;
+}

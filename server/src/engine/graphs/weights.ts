@@ -1,0 +1,181 @@
+import type { Checkpoint } from '../checkpoint/checkpoint';
+import { f32ArrayToF16 } from '../tensor/half';
+import { DataType, MS_DOMAIN, type ElemType, type GraphBuilder } from './onnx-builder';
+import { packGatherData, packMatMulNBits, packZeroPoints, quantizeBlockwise } from './quantize';
+
+export interface QuantSettings {
+  bits: 4 | 8;
+  blockSize: number;
+  /** MatMulNBits accuracy_level: 4 computes in int8 on CPU, measured twice as fast here as the fp32 path. */
+  accuracyLevel: number;
+}
+
+/** How one module's weights are stored: the float type of activations and weights, and optional quantization of Linear layers. */
+export interface WeightFormat {
+  floatType: ElemType;
+  quant?: QuantSettings;
+}
+
+/** One checkpoint Linear, or a slice of the rows of a fused one, with an optional factor folded into its rows. */
+export interface LinearPart {
+  weight: string;
+  bias?: string;
+  /** Multiplies the first `rows` output rows (weight and bias), e.g. attention's 1/sqrt(head_dim) folded into q. */
+  scaleRows?: { rows: number; factor: number };
+}
+
+/**
+ * Emits weights into a graph in the chosen format. Weights are read from the checkpoint only when the
+ * external-data writer asks for them, and fused Linears (q|k|v) are concatenated along the output rows.
+ */
+export class WeightEmitter {
+  constructor(
+    private readonly g: GraphBuilder,
+    private readonly ckpt: Checkpoint,
+    readonly format: WeightFormat,
+  ) {}
+
+  withFormat(format: WeightFormat): WeightEmitter {
+    return new WeightEmitter(this.g, this.ckpt, format);
+  }
+
+  get floatType(): ElemType {
+    return this.format.floatType;
+  }
+
+  /** A float tensor copied as-is (embeddings, norms, biases), in this module's float type. */
+  tensor(name: string, dims?: number[], transform?: (data: Float32Array) => Float32Array): string {
+    const info = this.ckpt.info(name);
+    const id = `${name}${this.suffix()}`;
+    return this.g.weight(id, this.floatType, dims ?? info.shape, async () => {
+      let data = await this.ckpt.read(name);
+      if (transform) data = transform(data);
+      return this.floatBytes(data);
+    });
+  }
+
+  layerNorm(x: string, prefix: string, eps: number): string {
+    return this.g.layerNorm(x, this.tensor(`${prefix}.weight`), this.tensor(`${prefix}.bias`), eps);
+  }
+
+  /** y = x·Wᵀ + b over the concatenation of `parts` along the output dimension. */
+  linear(x: string, parts: LinearPart[], id: string): string {
+    const k = this.ckpt.info(parts[0].weight).shape[1];
+    const n = parts.reduce((s, p) => s + this.ckpt.info(p.weight).shape[0], 0);
+    const load = () => this.loadLinear(parts, n, k);
+    let y: string;
+    const quant = this.format.quant;
+    if (quant) {
+      const shared = shareOnce(async () => quantizeBlockwise(await load(), n, k, quant.bits, quant.blockSize), 3);
+      const blocks = Math.ceil(k / quant.blockSize);
+      const B = this.g.weight(`${id}.qweight`, DataType.UINT8, [n, blocks, (quant.blockSize * quant.bits) / 8], async () => packMatMulNBits(await shared()));
+      const scales = this.g.weight(`${id}.scales`, DataType.FLOAT, [n * blocks], async () => bytes((await shared()).scales));
+      const zp = this.g.weight(`${id}.zero_points`, DataType.UINT8, [n * (quant.bits === 4 ? Math.ceil(blocks / 2) : blocks)], async () => packZeroPoints(await shared()));
+      y = this.g.op('MatMulNBits', [x, B, scales, zp], {
+        K: k,
+        N: n,
+        bits: quant.bits,
+        block_size: quant.blockSize,
+        accuracy_level: quant.accuracyLevel,
+      }, { domain: MS_DOMAIN });
+    } else {
+      const wT = this.g.weight(`${id}.weight_t${this.suffix()}`, this.floatType, [k, n], async () => this.floatBytes(transpose(await load(), n, k)));
+      y = this.g.matmul(x, wT);
+    }
+    if (parts.every((p) => p.bias)) {
+      const b = this.g.weight(`${id}.bias${this.suffix()}`, this.floatType, [n], async () => this.floatBytes(await this.loadBias(parts, n)));
+      y = this.g.add(y, b);
+    }
+    return y;
+  }
+
+  /**
+   * An embedding lookup: ids [..] -> [.., dim]. Quantized formats keep the table block-quantized
+   * (GatherBlockQuantized) so the largest tensor of the model shrinks with the rest.
+   */
+  embedding(ids: string, name: string, outType: ElemType): string {
+    const [rows, cols] = this.ckpt.info(name).shape;
+    const quant = this.format.quant;
+    if (!quant) {
+      const y = this.g.gather(this.tensor(name), ids);
+      return this.floatType === outType ? y : this.g.cast(y, outType);
+    }
+    const shared = shareOnce(async () => quantizeBlockwise(await this.ckpt.read(name), rows, cols, quant.bits, quant.blockSize), 3);
+    const blocks = Math.ceil(cols / quant.blockSize);
+    const data = this.g.weight(`${name}.qdata`, DataType.UINT8, [rows, (cols * quant.bits) / 8], async () => packGatherData(await shared()));
+    const scales = this.g.weight(`${name}.scales`, DataType.FLOAT, [rows, blocks], async () => bytes((await shared()).scales));
+    const zp = this.g.weight(`${name}.zero_points`, DataType.UINT8, [rows, quant.bits === 4 ? Math.ceil(blocks / 2) : blocks], async () => packZeroPoints(await shared()));
+    return this.g.op('GatherBlockQuantized', [data, ids, scales, zp], {
+      bits: quant.bits,
+      block_size: quant.blockSize,
+      gather_axis: 0,
+      quantize_axis: 1,
+    }, { domain: MS_DOMAIN });
+  }
+
+  private loadLinear(parts: LinearPart[], n: number, k: number): Promise<Float32Array> {
+    return this.loadRows(parts, (p) => p.weight, n, k);
+  }
+
+  private loadBias(parts: LinearPart[], n: number): Promise<Float32Array> {
+    return this.loadRows(parts, (p) => p.bias!, n, 1);
+  }
+
+  /** Reads each part's tensor, folds its row scale in, and stacks the parts along the output rows. */
+  private async loadRows(parts: LinearPart[], pick: (p: LinearPart) => string, n: number, width: number): Promise<Float32Array> {
+    const out = parts.length === 1 ? undefined : new Float32Array(n * width);
+    let row = 0;
+    for (const p of parts) {
+      const data = await this.ckpt.read(pick(p));
+      if (p.scaleRows) {
+        const end = p.scaleRows.rows * width;
+        for (let i = 0; i < end; i++) data[i] *= p.scaleRows.factor;
+      }
+      if (!out) return data;
+      out.set(data, row * width);
+      row += data.length / width;
+    }
+    return out!;
+  }
+
+  private floatBytes(data: Float32Array): Uint8Array {
+    return this.floatType === DataType.FLOAT16 ? bytes(f32ArrayToF16(data)) : bytes(data);
+  }
+
+  private suffix(): string {
+    return this.floatType === DataType.FLOAT16 ? '.fp16' : '';
+  }
+}
+
+function bytes(a: Float32Array | Uint16Array | Uint8Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  // Blocked to stay in cache: a 10240x2560 weight would otherwise stride through memory on every read.
+  const T = 64;
+  for (let r0 = 0; r0 < rows; r0 += T) {
+    const r1 = Math.min(rows, r0 + T);
+    for (let c0 = 0; c0 < cols; c0 += T) {
+      const c1 = Math.min(cols, c0 + T);
+      for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) out[c * rows + r] = w[r * cols + c];
+    }
+  }
+  return out;
+}
+
+/**
+ * Runs `fn` once for `consumers` callers and then drops the result, so a quantized weight's codes,
+ * scales and zero points come from one quantization and do not outlive their writing.
+ */
+function shareOnce<T>(fn: () => Promise<T>, consumers: number): () => Promise<T> {
+  let pending: Promise<T> | undefined;
+  let left = consumers;
+  return () => {
+    pending ??= fn();
+    const p = pending;
+    if (--left === 0) pending = undefined;
+    return p;
+  };
+}
