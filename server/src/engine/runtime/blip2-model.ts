@@ -1,0 +1,106 @@
+import * as path from 'node:path';
+import { readJson } from '../checkpoint/checkpoint';
+import { parseBlip2Config, parseGenerationConfig, type Blip2Config, type GenerationDefaults } from '../checkpoint/config';
+import { readManifest, type ConvertedManifest } from '../convert/manifest';
+import { VISION_OUTPUTS } from '../graphs/vision-encoder';
+import { TextTokenizer } from '../preprocess/tokenizer';
+import { DecoderSession } from './decoder-session';
+import { openSession, Tensor, type Device, type OpenedSession, type SessionSettings } from './ort';
+
+export interface LoadOptions {
+  device: Exclude<Device, 'auto'>;
+  threads: number;
+}
+
+export interface ImageEncoding {
+  /** [batch, queries, text hidden]: the rows that replace the `<image>` tokens. */
+  imageFeatures: Float32Array;
+  batch: number;
+  /** Present when asked for: the ViT output and the Q-Former output, for parity checks. */
+  visionHidden?: Float32Array;
+  qformerHidden?: Float32Array;
+}
+
+/** A converted BLIP-2 model loaded into onnxruntime: its three sessions, configs and tokenizer. */
+export class Blip2Model {
+  private constructor(
+    readonly dir: string,
+    readonly manifest: ConvertedManifest,
+    readonly config: Blip2Config,
+    readonly generation: GenerationDefaults,
+    readonly tokenizer: TextTokenizer,
+    private readonly vision: OpenedSession,
+    private readonly embed: OpenedSession,
+    private readonly decoder: OpenedSession,
+  ) {}
+
+  static async load(dir: string, opts: LoadOptions): Promise<Blip2Model> {
+    const manifest = readManifest(dir);
+    const config = parseBlip2Config(readJson(path.join(dir, 'config.json')));
+    let generationJson: unknown = {};
+    try {
+      generationJson = readJson(path.join(dir, 'generation_config.json'));
+    } catch {
+      // Optional file: the text config carries the same ids.
+    }
+    const generation = parseGenerationConfig(generationJson, config.text);
+    const tokenizer = TextTokenizer.load(dir);
+    const settings: SessionSettings = { device: opts.device, threads: opts.threads };
+    const vision = await openSession(path.join(dir, manifest.graphs.visionEncoder), settings);
+    // Once one session fell back to the CPU the others would too; skip the second failed attempt.
+    const rest: SessionSettings = vision.fallbackReason ? { ...settings, device: 'cpu' } : settings;
+    const embed = await openSession(path.join(dir, manifest.graphs.embedTokens), rest);
+    const decoder = await openSession(path.join(dir, manifest.graphs.decoder), rest);
+    return new Blip2Model(dir, manifest, config, generation, tokenizer, vision, embed, decoder);
+  }
+
+  get device(): string {
+    return this.decoder.device;
+  }
+
+  get fallbackReason(): string | undefined {
+    return this.vision.fallbackReason;
+  }
+
+  get imageSize(): number {
+    return this.config.vision.imageSize;
+  }
+
+  get imageTokenId(): number {
+    // Legacy checkpoints have no `<image>` token; the placeholders are replaced all the same, and pad is never a penalty target.
+    return this.config.imageTokenIndex ?? this.generation.padTokenId;
+  }
+
+  async encodeImages(pixelValues: Float32Array, batch: number, withIntermediates = false): Promise<ImageEncoding> {
+    const size = this.imageSize;
+    const fetches = withIntermediates
+      ? [VISION_OUTPUTS.imageFeatures, VISION_OUTPUTS.visionHidden, VISION_OUTPUTS.qformerHidden]
+      : [VISION_OUTPUTS.imageFeatures];
+    const out = await this.vision.session.run({ pixel_values: new Tensor('float32', pixelValues, [batch, 3, size, size]) }, fetches);
+    return {
+      imageFeatures: out[VISION_OUTPUTS.imageFeatures].data as Float32Array,
+      batch,
+      visionHidden: out[VISION_OUTPUTS.visionHidden]?.data as Float32Array | undefined,
+      qformerHidden: out[VISION_OUTPUTS.qformerHidden]?.data as Float32Array | undefined,
+    };
+  }
+
+  /** input_ids rows (equal length) -> embeddings [rows, len, hidden]. */
+  async embedTokens(ids: readonly (readonly number[])[]): Promise<Float32Array> {
+    const rows = ids.length;
+    const len = ids[0].length;
+    const flat = new BigInt64Array(rows * len);
+    ids.forEach((row, r) => row.forEach((id, c) => (flat[r * len + c] = BigInt(id))));
+    const out = await this.embed.session.run({ input_ids: new Tensor('int64', flat, [rows, len]) });
+    return out.inputs_embeds.data as Float32Array;
+  }
+
+  /** A decoding session over the given prompt rows, whose `<image>` positions take the image features row by row. */
+  startDecoding(inputIds: number[][], attentionMask: number[][], imageFeatures: Float32Array): DecoderSession {
+    return new DecoderSession(this, this.decoder.session, inputIds, attentionMask, imageFeatures);
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.all([this.vision.session.release(), this.embed.session.release(), this.decoder.session.release()]);
+  }
+}
