@@ -10,9 +10,13 @@ export interface LanguageModelSession {
   /**
    * The first forward pass over the prompt rows the session was created with.
    * Returns the last-position logits of every row: rows * vocabSize floats, row-major.
+   * The loop processes the returned array in place, so it must not be one the session reads again.
    */
   prefill(): Promise<Float32Array>;
-  /** Appends one token to every current row (attention mask extended by one) and returns the new last-position logits. */
+  /**
+   * Appends one token to every current row (attention mask extended by one) and returns the new last-position logits
+   * (same ownership rule as prefill). Rows that have finished still get a token (the pad id), as in transformers.
+   */
   next(tokens: readonly number[]): Promise<Float32Array>;
   /**
    * Re-arranges the rows of the cached state: new row i is old row rows[i]. Used to expand a prompt to
@@ -23,7 +27,11 @@ export interface LanguageModelSession {
   dispose(): void;
 }
 
-/** Generation settings, named and defaulted as transformers' GenerationConfig. */
+/**
+ * Generation settings, named and defaulted as transformers' GenerationConfig: numBeams 1, lengthPenalty 1,
+ * earlyStopping false, numReturnSequences 1, doSample false, temperature 1, topK 50, topP 1, repetitionPenalty 1,
+ * noRepeatNgramSize 0, minNewTokens 0; seed random when left out. Sampling settings are ignored unless doSample.
+ */
 export interface GenerationOptions {
   maxNewTokens: number;
   minNewTokens?: number;
@@ -51,20 +59,31 @@ export interface GenerationInput {
 export interface GeneratedSequence {
   /** New tokens only, the end token included when one was generated. */
   tokenIds: number[];
-  /** Beam score (sum of log-probs / length^lengthPenalty) for beam search; sum of chosen log-probs otherwise. */
+  /**
+   * Beam search: transformers' sequences_scores, sum of the (processed) log-probs / generated length ** lengthPenalty.
+   * Greedy and sampling: the sum over steps of log_softmax(processed scores) at the chosen token.
+   */
   score: number;
 }
 
 export interface GenerationResult {
   /** Per input row, numReturnSequences sequences, best first. */
   sequences: GeneratedSequence[][];
-  /** Greedy and sampling only: the processed scores of every step, [step][row * vocab] (for parity checks and diagnostics). */
+  /**
+   * The scores of every step as transformers' output_scores records them, [step][row * vocab]: greedy and sampling,
+   * the processed logits of every row (numReturnSequences rows per prompt when sampling several); beam search, the
+   * processed log-probabilities of every beam (numBeams rows per prompt), before the running beam score is added.
+   */
   stepScores?: Float32Array[];
 }
 
 export interface GenerationCallbacks {
-  /** Called after every step with each input row's newest token (greedy/sampling) or best beam so far. */
-  onToken?: (row: number, tokenId: number) => void;
+  /**
+   * Called after every step for each input row still generating. Greedy/sampling: the row's newest token, and which
+   * of its numReturnSequences sequences it extends. Beam search: the newest token of the row's best running beam
+   * (sequence 0), a preview only, since the best beam can change and the result comes from the finished beams.
+   */
+  onToken?: (row: number, tokenId: number, sequence: number) => void;
   signal?: AbortSignal;
   /** Keep the processed scores of every step in the result. */
   keepStepScores?: boolean;
