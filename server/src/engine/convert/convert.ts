@@ -7,7 +7,7 @@ import { buildDecoder, buildEmbedTokens } from '../graphs/decoder';
 import { writeModel } from '../graphs/external-data';
 import { DataType } from '../graphs/onnx-builder';
 import { buildVisionEncoder } from '../graphs/vision-encoder';
-import { CONVERTER_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, type ConvertedManifest, type SourceFile } from './manifest';
+import { CONVERTER_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, readManifest, type ConvertedManifest, type SourceFile } from './manifest';
 import { DEFAULT_BLOCK_SIZE, moduleFormats, PRECISION_SUFFIX, type Precision } from './precision';
 
 export interface ConvertProgress {
@@ -88,6 +88,11 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Converted
     };
     // The manifest is written last: a folder with a manifest is a finished conversion.
     fs.writeFileSync(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    if (fs.existsSync(path.join(outDir, MANIFEST_FILE))) {
+      // Another process (the CLI beside the editor, say) finished the same conversion first: keep theirs.
+      fs.rmSync(tmp, { recursive: true, force: true });
+      return readManifest(outDir);
+    }
     if (fs.existsSync(outDir)) fs.rmdirSync(outDir);
     fs.renameSync(tmp, outDir);
     return manifest;

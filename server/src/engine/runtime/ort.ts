@@ -85,5 +85,8 @@ async function create(file: string, options: ort.InferenceSession.SessionOptions
 }
 
 function firstLine(e: unknown): string {
-  return String(e instanceof Error ? e.message : e).split('\n')[0].trim();
+  const line = String(e instanceof Error ? e.message : e).split('\n')[0].trim();
+  // onnxruntime prefixes its reasons with the source location and the failed check; users need only the reason.
+  const reason = line.split(' was false. ').pop()!;
+  return reason.replace(/^\/onnxruntime_src\/\S+ /, '');
 }

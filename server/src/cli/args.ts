@@ -1,0 +1,163 @@
+import { parseArgs } from 'node:util';
+import { parsePrecision, type PrecisionChoice } from '../engine/convert/precision';
+import { UserError } from '../engine/errors';
+import { DEFAULT_MAX_NEW_TOKENS, type GenerationSettings } from '../engine/pipeline';
+import { parseDevice, type Device } from '../engine/runtime/ort';
+
+export const DEFAULT_MODEL = 'Salesforce/blip2-opt-2.7b';
+
+export const USAGE = `Usage:
+  blip2 caption IMAGE... [--prompt TEXT]     caption images (a prompt such as "a photo of" is continued)
+  blip2 ask IMAGE QUESTION                   answer a question about an image
+  blip2 chat IMAGE                           chat about an image (type questions; Ctrl-D ends)
+  blip2 convert --model M --precision P [--out DIR]
+                                             convert a checkpoint to ONNX once, into the model store or DIR
+
+Model options:
+  --model M           a Hub repo id (default ${DEFAULT_MODEL}), a checkpoint folder or a converted folder
+  --precision P       auto (default: int4 on CPU, fp16 on GPU), fp32, fp16, int8, int4
+  --device D          auto (default), cpu, cuda, dml, coreml, webgpu; falls back to cpu with a message
+  --threads N         threads per operator (default: onnxruntime's choice)
+  --store DIR         model store for converted models (default: $BLIP2_HOME or the per-user cache)
+  --offline           never contact the Hub
+
+Generation options:
+  --max-new-tokens N (default ${DEFAULT_MAX_NEW_TOKENS})  --min-new-tokens N  --num-beams N  --num-return-sequences N
+  --length-penalty X  --repetition-penalty X  --no-repeat-ngram-size N
+  --temperature X  --top-k N  --top-p X  (any of these turns sampling on)  --seed N
+
+Output:
+  --json              one JSON object per image with text, token_ids, model, precision, device and timings_ms
+  -h, --help`;
+
+export interface ModelArgs {
+  model: string;
+  precision: PrecisionChoice;
+  device: Device;
+  threads: number;
+  store?: string;
+  offline: boolean;
+}
+
+export interface CliArgs {
+  command: 'caption' | 'ask' | 'chat' | 'convert' | 'help';
+  positionals: string[];
+  model: ModelArgs;
+  generation: GenerationSettings;
+  prompt?: string;
+  out?: string;
+  json: boolean;
+  blockSize?: number;
+}
+
+const OPTIONS = {
+  model: { type: 'string' },
+  precision: { type: 'string' },
+  device: { type: 'string' },
+  threads: { type: 'string' },
+  store: { type: 'string' },
+  offline: { type: 'boolean' },
+  out: { type: 'string' },
+  prompt: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  'block-size': { type: 'string' },
+  'max-new-tokens': { type: 'string' },
+  'min-new-tokens': { type: 'string' },
+  'num-beams': { type: 'string' },
+  'num-return-sequences': { type: 'string' },
+  'length-penalty': { type: 'string' },
+  'repetition-penalty': { type: 'string' },
+  'no-repeat-ngram-size': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  seed: { type: 'string' },
+} as const;
+
+export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): CliArgs {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UserError(String((e as Error).message).split('\n')[0].replace(/\.$/, '') + '.', 'Run `blip2 --help` for the options.');
+  }
+  const v = parsed.values;
+  const [command = 'help', ...positionals] = parsed.positionals;
+  if (v.help || command === 'help') return { command: 'help', positionals: [], model: defaults(env), generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS }, json: false };
+  if (!['caption', 'ask', 'chat', 'convert'].includes(command)) {
+    throw new UserError(`Unknown command "${command}".`, 'Use caption, ask, chat or convert (`blip2 --help`).');
+  }
+  const model: ModelArgs = {
+    ...defaults(env),
+    ...(v.model !== undefined && { model: v.model }),
+    ...(v.precision !== undefined && { precision: parsePrecision(v.precision) }),
+    ...(v.device !== undefined && { device: parseDevice(v.device) }),
+    ...(v.threads !== undefined && { threads: int(v.threads, '--threads', 0) }),
+    ...(v.store !== undefined && { store: v.store }),
+    offline: v.offline ?? false,
+  };
+  const generation: GenerationSettings = {
+    maxNewTokens: v['max-new-tokens'] !== undefined ? int(v['max-new-tokens'], '--max-new-tokens', 1) : DEFAULT_MAX_NEW_TOKENS,
+    minNewTokens: opt(v['min-new-tokens'], (s) => int(s, '--min-new-tokens', 0)),
+    numBeams: opt(v['num-beams'], (s) => int(s, '--num-beams', 1)),
+    numReturnSequences: opt(v['num-return-sequences'], (s) => int(s, '--num-return-sequences', 1)),
+    lengthPenalty: opt(v['length-penalty'], (s) => num(s, '--length-penalty')),
+    repetitionPenalty: opt(v['repetition-penalty'], (s) => num(s, '--repetition-penalty', 0)),
+    noRepeatNgramSize: opt(v['no-repeat-ngram-size'], (s) => int(s, '--no-repeat-ngram-size', 0)),
+    temperature: opt(v.temperature, (s) => num(s, '--temperature', 0)),
+    topK: opt(v['top-k'], (s) => int(s, '--top-k', 1)),
+    topP: opt(v['top-p'], (s) => num(s, '--top-p', 0)),
+    seed: opt(v.seed, (s) => int(s, '--seed', 0)),
+  };
+  const args: CliArgs = {
+    command: command as CliArgs['command'],
+    positionals,
+    model,
+    generation,
+    prompt: v.prompt,
+    out: v.out,
+    json: v.json ?? false,
+    blockSize: opt(v['block-size'], (s) => int(s, '--block-size', 16)),
+  };
+  checkPositionals(args);
+  return args;
+}
+
+function defaults(env: NodeJS.ProcessEnv): ModelArgs {
+  return { model: DEFAULT_MODEL, precision: 'auto', device: 'auto', threads: 0, store: undefined, offline: env.HF_HUB_OFFLINE === '1' };
+}
+
+function checkPositionals(a: CliArgs): void {
+  const p = a.positionals;
+  switch (a.command) {
+    case 'caption':
+      if (p.length === 0) throw new UserError('caption needs at least one image.', 'Example: blip2 caption photo.jpg');
+      break;
+    case 'ask':
+      if (p.length !== 2) throw new UserError('ask needs an image and a question.', 'Example: blip2 ask photo.jpg "what is on the table?"');
+      break;
+    case 'chat':
+      if (p.length !== 1) throw new UserError('chat needs exactly one image.', 'Example: blip2 chat photo.jpg');
+      break;
+    case 'convert':
+      if (p.length !== 0) throw new UserError(`convert takes no positional arguments (got "${p[0]}").`, 'Example: blip2 convert --model DIR --precision int4');
+      break;
+  }
+}
+
+function opt<T>(s: string | undefined, f: (s: string) => T): T | undefined {
+  return s === undefined ? undefined : f(s);
+}
+
+function int(s: string, flag: string, min: number): number {
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < min) throw new UserError(`${flag} must be a whole number of at least ${min} (got "${s}").`);
+  return n;
+}
+
+function num(s: string, flag: string, min = -Infinity): number {
+  const n = Number(s);
+  if (!Number.isFinite(n) || n < min) throw new UserError(`${flag} must be a number${min > -Infinity ? ` of at least ${min}` : ''} (got "${s}").`);
+  return n;
+}

@@ -1,0 +1,170 @@
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { convertCheckpoint } from '../engine/convert/convert';
+import { resolvePrecision } from '../engine/convert/precision';
+import { isCancelled, UserError } from '../engine/errors';
+import { openModel, type OpenedModel } from '../engine/open-model';
+import type { ChatTurn } from '../engine/preprocess/prompts';
+import type { EncodedImage, GenerationSettings } from '../engine/pipeline';
+import { resolveDevice } from '../engine/runtime/ort';
+import { resolveModel } from '../engine/store/resolve';
+import { parseCli, USAGE, type CliArgs } from './args';
+import { ProgressReporter } from './progress';
+
+// Images per batch: one left-padded generate() call; larger batches gain little on CPU and hold more memory.
+const BATCH = 4;
+
+async function main(argv: string[]): Promise<number> {
+  const args = parseCli(argv);
+  if (args.command === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const abort = new AbortController();
+  process.once('SIGINT', () => abort.abort());
+  const progress = new ProgressReporter();
+  try {
+    if (args.command === 'convert') return await convert(args, progress, abort.signal);
+    const start = performance.now();
+    const opened = await openModel({ ...args.model, blockSize: args.blockSize, signal: abort.signal, onProgress: (p) => progress.update(p) });
+    progress.stop();
+    if (opened.fallbackReason) process.stderr.write(`blip2: running on the CPU because ${opened.fallbackReason}.\n`);
+    try {
+      const loadMs = performance.now() - start;
+      if (args.command === 'chat') return await chat(args, opened, abort.signal);
+      const prompts = args.command === 'ask'
+        ? [opened.pipeline.questionPrompt(args.positionals[1])]
+        : [opened.pipeline.captionPrompt(args.prompt)];
+      const images = args.command === 'ask' ? [args.positionals[0]] : args.positionals;
+      for (let i = 0; i < images.length; i += BATCH) {
+        await runBatch(args, opened, images.slice(i, i + BATCH), prompts[0], i === 0 ? loadMs : 0, abort.signal);
+      }
+      return 0;
+    } finally {
+      await opened.pipeline.dispose();
+    }
+  } finally {
+    progress.stop();
+  }
+}
+
+async function runBatch(args: CliArgs, opened: OpenedModel, images: string[], prompt: string, loadMs: number, signal: AbortSignal): Promise<void> {
+  const t0 = performance.now();
+  const encoded = await opened.pipeline.encodeImages(images, signal);
+  const { answers, timings } = await opened.pipeline.generate(
+    encoded.map((image) => ({ image, prompt })),
+    args.generation,
+    { signal },
+  );
+  const total = performance.now() - t0;
+  answers.forEach((a, i) => {
+    if (args.json) {
+      const record = {
+        image: images[i],
+        text: a.text,
+        token_ids: a.tokenIds,
+        ...(a.alternatives.length > 0 && { alternatives: a.alternatives.map((x) => ({ text: x.text, token_ids: x.tokenIds })) }),
+        model: opened.source,
+        precision: opened.precision,
+        device: opened.device,
+        timings_ms: round({
+          load: loadMs,
+          preprocess: encoded[i].preprocessMs,
+          vision: encoded[i].visionMs,
+          prefill: timings.prefillMs,
+          decode: timings.decodeMs,
+          total: loadMs + total,
+        }),
+      };
+      process.stdout.write(JSON.stringify(record) + '\n');
+    } else {
+      const lines = [a.text, ...a.alternatives.map((x) => `  alternative: ${x.text}`)];
+      process.stdout.write((args.command === 'caption' && args.positionals.length > 1 ? `${images[i]}: ` : '') + lines.join('\n') + '\n');
+    }
+  });
+}
+
+async function chat(args: CliArgs, opened: OpenedModel, signal: AbortSignal): Promise<number> {
+  const image = args.positionals[0];
+  let encoded: EncodedImage;
+  [encoded] = await opened.pipeline.encodeImages([image], signal);
+  const history: ChatTurn[] = [];
+  const rl = readline.createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY === true });
+  process.stderr.write(`Chatting about ${path.basename(image)}. Ask a question; an empty line or Ctrl-D ends.\n`);
+  const settings: GenerationSettings = args.generation;
+  for await (const line of rl) {
+    const question = line.trim();
+    if (!question) break;
+    let printed = '';
+    const { answers } = await opened.pipeline.generate([{ image: encoded, prompt: opened.pipeline.chatPrompt(history, question) }], settings, {
+      signal,
+      onToken: args.json
+        ? undefined
+        : (_row, _token, text) => {
+            // Stream what is new; decoding whole prefixes keeps multi-byte characters intact.
+            if (text.startsWith(printed)) process.stdout.write(text.slice(printed.length));
+            printed = text;
+          },
+    });
+    const answer = answers[0];
+    if (args.json) process.stdout.write(JSON.stringify({ image, question, text: answer.text, token_ids: answer.tokenIds }) + '\n');
+    else process.stdout.write(answer.text.slice(printed.length) + '\n');
+    history.push({ question, answer: answer.text });
+  }
+  rl.close();
+  return 0;
+}
+
+async function convert(args: CliArgs, progress: ProgressReporter, signal: AbortSignal): Promise<number> {
+  const precision = resolvePrecision(args.model.precision, resolveDevice(args.model.device));
+  const resolved = await resolveModel(args.model.model, {
+    store: args.model.store,
+    offline: args.model.offline,
+    precision,
+    signal,
+    onProgress: (p) => progress.update({ stage: 'download', ...p }),
+  });
+  if (resolved.kind === 'converted') {
+    if (args.out) throw new UserError(`${args.model.model} is already converted (${resolved.dir}).`, 'Pass the original checkpoint to convert it again.');
+    process.stdout.write(`${resolved.dir}\n`);
+    return 0;
+  }
+  const outDir = args.out ? path.resolve(args.out) : resolved.convertedDir;
+  const manifest = await convertCheckpoint({
+    checkpointDir: resolved.checkpointDir,
+    outDir,
+    precision,
+    sourceName: resolved.source,
+    revision: resolved.revision,
+    blockSize: args.blockSize,
+    signal,
+    onProgress: (p) => progress.update({ stage: 'convert', ...p }),
+  });
+  progress.stop();
+  const bytes = Object.values(manifest.sizes).reduce((a, b) => a + b, 0);
+  if (args.json) process.stdout.write(JSON.stringify({ dir: outDir, precision, bytes }) + '\n');
+  else process.stdout.write(`${outDir}\n`);
+  return 0;
+}
+
+function round(t: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    if (e instanceof UserError) {
+      process.stderr.write(`blip2: ${e.line}\n`);
+      process.exit(1);
+    }
+    if (isCancelled(e)) {
+      process.stderr.write('blip2: cancelled.\n');
+      process.exit(130);
+    }
+    process.stderr.write(`blip2: internal error: ${e instanceof Error ? e.message : String(e)}\n`);
+    if (process.env.BLIP2_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
+    else process.stderr.write('Set BLIP2_DEBUG=1 for details, and please report it.\n');
+    process.exit(70);
+  },
+);

@@ -1,0 +1,50 @@
+import { SingleBar } from 'cli-progress';
+import type { ModelProgress } from '../engine/open-model';
+
+const PHASES: Record<string, string> = {
+  hash: 'Checksumming',
+  vision_encoder: 'Vision encoder',
+  embed_tokens: 'Token embeddings',
+  decoder_model_merged: 'Language model',
+};
+
+/**
+ * Progress bars on stderr for downloads and conversion; silent when stderr is not a terminal,
+ * so logs and --json pipelines stay clean.
+ */
+export class ProgressReporter {
+  private bar?: SingleBar;
+  private label = '';
+
+  constructor(private readonly enabled = process.stderr.isTTY === true) {}
+
+  update(p: ModelProgress): void {
+    if (!this.enabled) return;
+    if (p.stage === 'load') return this.stop();
+    const label = p.stage === 'download' ? `Downloading ${p.file}` : `Converting: ${PHASES[p.phase] ?? p.phase}`;
+    const [value, total, unit] = p.stage === 'download' ? [p.bytes, p.total, 'bytes'] : [p.done, p.total, p.phase === 'hash' ? 'bytes' : 'tensors'];
+    if (label !== this.label) {
+      this.stop();
+      this.label = label;
+      this.bar = new SingleBar({
+        stream: process.stderr,
+        format: `${label.padEnd(34)} {bar} {percentage}% | {shown}`,
+        hideCursor: true,
+        clearOnComplete: false,
+      });
+      this.bar.start(total, 0, { shown: '' });
+    }
+    this.bar!.setTotal(total);
+    this.bar!.update(value, { shown: unit === 'bytes' ? `${mb(value)} / ${mb(total)}` : `${value}/${total} tensors` });
+  }
+
+  stop(): void {
+    this.bar?.stop();
+    this.bar = undefined;
+    this.label = '';
+  }
+}
+
+function mb(bytes: number): string {
+  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`;
+}

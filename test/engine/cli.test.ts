@@ -1,0 +1,208 @@
+// The blip2 CLI end to end on the tiny checkpoint: outputs against transformers' reference, and every bad input.
+import assert from 'node:assert/strict';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chatPrompt } from '../../server/src/engine/preprocess/prompts';
+import { isolatedEnv, runCli, type CliResult } from '../helpers/cli';
+import { tinyCheckpointDir } from '../helpers/paths';
+import { imagePath, loadManifest, type ReferenceCase } from '../helpers/reference';
+
+const manifest = loadManifest();
+const byId = (id: string): ReferenceCase => manifest.cases.find((c) => c.id === id)!;
+
+function jsonLines(r: CliResult): Record<string, unknown>[] {
+  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
+  return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** One line on stderr, a non-zero exit, no stack trace. */
+function assertUserError(r: CliResult, pattern: RegExp): void {
+  assert.notEqual(r.code, 0);
+  assert.equal(r.stdout, '');
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line, got:\n${r.stderr}`);
+  assert.match(lines[0], /^blip2: /);
+  assert.match(lines[0], pattern);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
+}
+
+describe('blip2 CLI on tiny-blip2 (fp32)', () => {
+  const iso = isolatedEnv();
+  const model = ['--model', tinyCheckpointDir, '--precision', 'fp32'];
+  after(() => iso.cleanup());
+
+  it('captions several images in one run with the tokens transformers generates', async () => {
+    const cases = ['caption-astronaut', 'caption-horse-rgba', 'caption-noise-palette', 'caption-rocket'].map(byId);
+    const r = await runCli(['caption', ...cases.map((c) => imagePath(c.images[0])), ...model, '--max-new-tokens', '12', '--json'], iso.env);
+    const records = jsonLines(r);
+    assert.equal(records.length, cases.length);
+    records.forEach((rec, i) => {
+      assert.equal(rec.image, imagePath(cases[i].images[0]));
+      assert.deepEqual(rec.token_ids, cases[i].new_token_ids[0]);
+      assert.equal(rec.text, cases[i].text[0]);
+      assert.equal(rec.precision, 'fp32');
+      assert.equal(rec.device, 'cpu');
+      assert.deepEqual(Object.keys(rec.timings_ms as object).sort(), ['decode', 'load', 'prefill', 'preprocess', 'total', 'vision']);
+    });
+  });
+
+  it('answers a question in the "Question: … Answer:" form', async () => {
+    const c = byId('vqa-cat');
+    const question = c.prompts![0].replace(/^Question: /, '').replace(/ Answer:$/, '');
+    const r = await runCli(['ask', imagePath(c.images[0]), question, ...model, '--max-new-tokens', '12'], iso.env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `${c.text[0]}\n`);
+  });
+
+  it('continues a caption prompt with repetition penalty and no-repeat n-grams', async () => {
+    const c = byId('penalties-rocket');
+    const r = await runCli(['caption', imagePath(c.images[0]), '--prompt', c.prompts![0], ...model,
+      '--max-new-tokens', String(c.generate.max_new_tokens), '--repetition-penalty', String(c.generate.repetition_penalty),
+      '--no-repeat-ngram-size', String(c.generate.no_repeat_ngram_size), '--json'], iso.env);
+    const [rec] = jsonLines(r);
+    assert.deepEqual(rec.token_ids, c.new_token_ids[0]);
+  });
+
+  it('runs beam search and returns the other beams as alternatives', async () => {
+    const c = byId('beam-coffee');
+    const r = await runCli(['caption', imagePath(c.images[0]), ...model, '--num-beams', String(c.generate.num_beams),
+      '--num-return-sequences', '2', '--max-new-tokens', String(c.generate.max_new_tokens), '--json'], iso.env);
+    const [rec] = jsonLines(r);
+    assert.deepEqual(rec.token_ids, c.new_token_ids[0]);
+    assert.equal((rec.alternatives as unknown[]).length, 1);
+  });
+
+  it('chats: the first answer is the visual answer, later questions carry the earlier turns', async () => {
+    const question = 'what is in the picture?';
+    const asked = await runCli(['ask', imagePath('astronaut.png'), question, ...model, '--max-new-tokens', '8'], iso.env);
+    const r = await runCli(['chat', imagePath('astronaut.png'), ...model, '--max-new-tokens', '8', '--json'], iso.env, `${question}\nwhat color is it?\n`);
+    const records = jsonLines(r);
+    assert.equal(records.length, 2);
+    assert.equal(`${records[0].text}\n`, asked.stdout);
+    // The chat prompt format is the one transformers' reference case was built with.
+    const c = byId('chat-astronaut');
+    assert.equal(chatPrompt([{ question, answer: 'a man in a suit' }], 'what color is it?'), c.prompts![0]);
+  });
+
+  it('falls back to the CPU with a message when the requested device cannot run', async () => {
+    const c = byId('caption-cat');
+    for (const device of ['webgpu', 'cuda']) {
+      const r = await runCli(['caption', imagePath(c.images[0]), ...model, '--device', device, '--max-new-tokens', '12', '--json'], iso.env);
+      const [rec] = jsonLines(r);
+      assert.equal(rec.device, 'cpu');
+      assert.equal(rec.text, c.text[0]);
+      assert.match(r.stderr, new RegExp(`running on the CPU because the ${device} execution provider`));
+    }
+  });
+
+  it('converts into the store once, recording the source checksums', async () => {
+    const out = path.join(iso.store, 'explicit-int4');
+    const r = await runCli(['convert', '--model', tinyCheckpointDir, '--precision', 'int4', '--out', out], iso.env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), out);
+    const m = JSON.parse(fs.readFileSync(path.join(out, 'blip2-onnx.json'), 'utf8'));
+    assert.equal(m.precision, 'int4');
+    const weights = m.source.files.find((f: { name: string }) => f.name === 'model.safetensors');
+    const sha = crypto.createHash('sha256').update(fs.readFileSync(path.join(tinyCheckpointDir, 'model.safetensors'))).digest('hex');
+    assert.equal(weights.sha256, sha);
+    for (const g of Object.values(m.graphs) as string[]) assert.ok(fs.existsSync(path.join(out, g)), g);
+  });
+});
+
+describe('blip2 CLI: bad input gets one clear line and a non-zero exit', () => {
+  const iso = isolatedEnv();
+  let work: string;
+  const model = (dir: string) => ['--model', dir, '--precision', 'fp32'];
+  before(() => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-bad-'));
+  });
+  after(() => {
+    iso.cleanup();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  /** A copy of the tiny checkpoint with one file replaced. */
+  function brokenCheckpoint(name: string, mutate: (dir: string) => void): string {
+    const dir = path.join(work, name);
+    fs.cpSync(tinyCheckpointDir, dir, { recursive: true, filter: (src) => !src.includes(`${path.sep}reference`) });
+    mutate(dir);
+    return dir;
+  }
+
+  /** Nothing half-written: every folder in the store is either absent or a finished conversion. */
+  function assertStoreClean(): void {
+    if (!fs.existsSync(iso.store)) return;
+    const walk = (dir: string): string[] => fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? [path.join(dir, e.name), ...walk(path.join(dir, e.name))] : []));
+    for (const d of walk(iso.store)) {
+      assert.doesNotMatch(d, /\.partial-/, `leftover ${d}`);
+      if (fs.existsSync(path.join(d, 'onnx'))) assert.ok(fs.existsSync(path.join(d, 'blip2-onnx.json')), `unfinished ${d}`);
+    }
+  }
+
+  it('a missing image', async () => {
+    assertUserError(await runCli(['caption', path.join(work, 'nope.png'), ...model(tinyCheckpointDir)], iso.env), /Image not found: .*nope\.png/);
+  });
+
+  it('a corrupt image', async () => {
+    const file = path.join(work, 'cut.png');
+    const png = fs.readFileSync(imagePath('cat.png'));
+    fs.writeFileSync(file, png.subarray(0, png.length / 3));
+    assertUserError(await runCli(['caption', file, ...model(tinyCheckpointDir)], iso.env), /cut\.png .*(image|truncated|corrupt)/i);
+  });
+
+  it('a file that is not an image', async () => {
+    const file = path.join(work, 'notes.png');
+    fs.writeFileSync(file, 'these are notes, not pixels\n');
+    assertUserError(await runCli(['caption', file, ...model(tinyCheckpointDir)], iso.env), /notes\.png is not a readable image/);
+  });
+
+  it('a truncated shard', async () => {
+    const dir = brokenCheckpoint('truncated', (d) => {
+      const f = path.join(d, 'model.safetensors');
+      fs.truncateSync(f, Math.floor(fs.statSync(f).size * 0.6));
+    });
+    assertUserError(await runCli(['caption', imagePath('cat.png'), ...model(dir)], iso.env), /model\.safetensors is truncated/);
+    assertStoreClean();
+  });
+
+  it('a corrupt safetensors header', async () => {
+    const dir = brokenCheckpoint('corrupt-header', (d) => {
+      const f = path.join(d, 'model.safetensors');
+      const buf = fs.readFileSync(f);
+      buf.fill(0x7b, 8, 40); // "{{{{…" where the JSON header starts
+      fs.writeFileSync(f, buf);
+    });
+    assertUserError(await runCli(['caption', imagePath('cat.png'), ...model(dir)], iso.env), /model\.safetensors is not a valid safetensors file/);
+    assertStoreClean();
+  });
+
+  it('a checkpoint of another architecture', async () => {
+    const dir = brokenCheckpoint('flan-t5', (d) => {
+      const f = path.join(d, 'config.json');
+      const cfg = JSON.parse(fs.readFileSync(f, 'utf8'));
+      cfg.text_config.model_type = 't5';
+      fs.writeFileSync(f, JSON.stringify(cfg));
+    });
+    assertUserError(await runCli(['caption', imagePath('cat.png'), ...model(dir)], iso.env), /Flan-T5 .*only BLIP-2 OPT checkpoints are supported/);
+    assertStoreClean();
+  });
+
+  it('a precision that does not exist', async () => {
+    assertUserError(await runCli(['caption', imagePath('cat.png'), '--model', tinyCheckpointDir, '--precision', 'int2'], iso.env), /Unknown precision "int2".*fp32, fp16, int8, int4/);
+  });
+
+  it('a device that does not exist', async () => {
+    assertUserError(await runCli(['caption', imagePath('cat.png'), ...model(tinyCheckpointDir), '--device', 'tpu'], iso.env), /Unknown device "tpu".*cpu/);
+  });
+
+  it('a Hub model while offline with nothing cached', async () => {
+    assertUserError(await runCli(['caption', imagePath('cat.png'), '--model', 'Salesforce/blip2-opt-2.7b'], iso.env), /not in the Hugging Face cache/);
+  });
+
+  it('an unknown option', async () => {
+    assertUserError(await runCli(['caption', imagePath('cat.png'), '--beams', '3'], iso.env), /--beams/);
+  });
+});
