@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors';
 import { parseBlip2Config, type Blip2Config } from './config';
+import { MODEL_CONFIG_FILES, PROCESSOR_FILES, REQUIRED_FILES, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE } from './files';
 import { expectedTensors, names } from './layout';
 import { readSafetensorsHeader, readTensorF32, type TensorInfo } from './safetensors';
 
@@ -19,17 +20,6 @@ export interface Checkpoint {
   read(name: string): Promise<Float32Array>;
 }
 
-export const CONFIG_FILES = {
-  required: ['config.json', 'tokenizer.json'],
-  optional: [
-    'generation_config.json',
-    'preprocessor_config.json',
-    'processor_config.json',
-    'tokenizer_config.json',
-    'special_tokens_map.json',
-  ],
-};
-
 export function readJson(file: string): unknown {
   let text: string;
   try {
@@ -44,23 +34,16 @@ export function readJson(file: string): unknown {
   }
 }
 
-export function isCheckpointDir(dir: string): boolean {
-  return (
-    fs.existsSync(path.join(dir, 'config.json')) &&
-    (fs.existsSync(path.join(dir, 'model.safetensors')) || fs.existsSync(path.join(dir, 'model.safetensors.index.json')))
-  );
-}
-
 export function openCheckpoint(dir: string): Checkpoint {
   if (!fs.existsSync(path.join(dir, 'config.json'))) {
     throw new UserError(`${dir} has no config.json, so it is not a Hugging Face model folder.`);
   }
   const config = parseBlip2Config(readJson(path.join(dir, 'config.json')), path.join(dir, 'config.json'));
-  for (const f of CONFIG_FILES.required) {
+  for (const f of REQUIRED_FILES) {
     if (!fs.existsSync(path.join(dir, f))) throw new UserError(`The checkpoint in ${dir} has no ${f}.`, 'Download the complete model folder.');
   }
-  if (!fs.existsSync(path.join(dir, 'preprocessor_config.json')) && !fs.existsSync(path.join(dir, 'processor_config.json'))) {
-    throw new UserError(`The checkpoint in ${dir} has neither preprocessor_config.json nor processor_config.json.`, 'Download the complete model folder.');
+  if (!PROCESSOR_FILES.some((f) => fs.existsSync(path.join(dir, f)))) {
+    throw new UserError(`The checkpoint in ${dir} has neither ${PROCESSOR_FILES.join(' nor ')}.`, 'Download the complete model folder.');
   }
 
   const shards = weightFiles(dir);
@@ -79,7 +62,7 @@ export function openCheckpoint(dir: string): Checkpoint {
   }
   const lmHeadName = tensors.has(names.text.lmHead) ? names.text.lmHead : names.text.embedTokens;
 
-  const files = [...CONFIG_FILES.required, ...CONFIG_FILES.optional, 'model.safetensors.index.json']
+  const files = [...MODEL_CONFIG_FILES, SAFETENSORS_INDEX_FILE]
     .map((f) => path.join(dir, f))
     .filter((f) => fs.existsSync(f))
     .concat(shards);
@@ -102,7 +85,7 @@ export function openCheckpoint(dir: string): Checkpoint {
 }
 
 function weightFiles(dir: string): string[] {
-  const index = path.join(dir, 'model.safetensors.index.json');
+  const index = path.join(dir, SAFETENSORS_INDEX_FILE);
   if (fs.existsSync(index)) {
     const json = readJson(index) as { weight_map?: Record<string, string> };
     if (!json.weight_map) throw new UserError(`${index} has no weight_map.`, 'Download the model again.');
@@ -112,7 +95,7 @@ function weightFiles(dir: string): string[] {
     }
     return shards;
   }
-  const single = path.join(dir, 'model.safetensors');
+  const single = path.join(dir, SAFETENSORS_FILE);
   if (fs.existsSync(single)) return [single];
   if (fs.readdirSync(dir).some((f) => f.endsWith('.bin'))) {
     throw new UserError(`${dir} holds PyTorch .bin weights; only safetensors checkpoints can be converted.`, 'Use the safetensors files the Hub offers for this model.');

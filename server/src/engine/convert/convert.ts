@@ -1,7 +1,9 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CONFIG_FILES, openCheckpoint } from '../checkpoint/checkpoint';
+import { openCheckpoint } from '../checkpoint/checkpoint';
+import { MODEL_CONFIG_FILES } from '../checkpoint/files';
+import { publishDir, tempDirFor } from '../store/model-store';
 import { isCancelled, throwIfAborted, UserError } from '../errors';
 import { buildDecoder, buildEmbedTokens } from '../graphs/decoder';
 import { writeModel } from '../graphs/external-data';
@@ -41,9 +43,8 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Converted
   if (fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0) {
     throw new UserError(`${outDir} already exists and is not empty.`, 'Choose another --out folder or delete it first.');
   }
-  fs.mkdirSync(path.dirname(outDir), { recursive: true });
-  const tmp = `${outDir}.partial-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
-  fs.mkdirSync(path.join(tmp, 'onnx'), { recursive: true });
+  const tmp = await tempDirFor(outDir);
+  fs.mkdirSync(path.join(tmp, 'onnx'));
   try {
     const blockSize = opts.blockSize ?? DEFAULT_BLOCK_SIZE;
     const formats = moduleFormats(opts.precision, blockSize);
@@ -69,7 +70,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Converted
       });
       sizes[job.file] = bytes;
     }
-    for (const f of [...CONFIG_FILES.required, ...CONFIG_FILES.optional]) {
+    for (const f of MODEL_CONFIG_FILES) {
       const src = path.join(ckpt.dir, f);
       if (fs.existsSync(src)) fs.copyFileSync(src, path.join(tmp, f));
     }
@@ -88,14 +89,9 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Converted
     };
     // The manifest is written last: a folder with a manifest is a finished conversion.
     fs.writeFileSync(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
-    if (fs.existsSync(path.join(outDir, MANIFEST_FILE))) {
-      // Another process (the CLI beside the editor, say) finished the same conversion first: keep theirs.
-      fs.rmSync(tmp, { recursive: true, force: true });
-      return readManifest(outDir);
-    }
-    if (fs.existsSync(outDir)) fs.rmdirSync(outDir);
-    fs.renameSync(tmp, outDir);
-    return manifest;
+    // If another process (the CLI beside the editor, say) finished the same conversion first, theirs is kept.
+    await publishDir(tmp, outDir);
+    return readManifest(outDir);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     if (isCancelled(e)) throw e;
