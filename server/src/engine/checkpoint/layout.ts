@@ -98,6 +98,8 @@ export function expectedTensors(config: Blip2Config, vocabSize: number): TensorS
 
   add(names.text.embedTokens, vocabSize, t.hiddenSize);
   add(names.text.embedPositions, t.maxPositionEmbeddings + OPT_POSITION_OFFSET, t.hiddenSize);
+  // transformers registers the final norm before the layers, so it saves it there too.
+  norm(names.text.finalLayerNorm, t.hiddenSize);
   for (let i = 0; i < t.numLayers; i++) {
     const p = names.text.layer(i);
     for (const k of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) linear(`${p}.self_attn.${k}`, t.hiddenSize, t.hiddenSize, t.enableBias);
@@ -106,6 +108,5 @@ export function expectedTensors(config: Blip2Config, vocabSize: number): TensorS
     linear(`${p}.fc2`, t.hiddenSize, t.ffnDim, t.enableBias);
     norm(`${p}.final_layer_norm`, t.hiddenSize);
   }
-  norm(names.text.finalLayerNorm, t.hiddenSize);
   return out;
 }
