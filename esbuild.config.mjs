@@ -25,7 +25,7 @@ const entries = [
 for (const [src, out] of [
   ['client/src/extension.ts', 'dist/extension.js'],
   ['server/src/server.ts', 'dist/server.js'],
-  ['server/src/worker/inference-worker.ts', 'dist/worker.js'],
+  ['server/src/inference/inference-worker.ts', 'dist/worker.js'],
 ]) {
   try {
     (await import('node:fs')).accessSync(src);

@@ -1,0 +1,116 @@
+// The inference worker: owns the BLIP-2 model, so onnxruntime's blocking runs never stall the language server.
+import { parentPort, workerData } from 'node:worker_threads';
+import { isCancelled, UserError } from '../engine/errors';
+import { openModel, type OpenedModel } from '../engine/open-model';
+import type { PrecisionChoice } from '../engine/convert/precision';
+import type { Device } from '../engine/runtime/ort';
+import { CANCEL_SLOT, type FromWorker, type ToWorker, type WorkerError } from './worker-protocol';
+
+const port = parentPort!;
+const cancelFlags = new Int32Array(workerData.cancelBuffer as SharedArrayBuffer);
+// Diagnostic knob for tests that must cancel a generation mid-way: a pause after every token, in milliseconds.
+const stepDelayMs = Number(process.env.BLIP2_DEBUG_STEP_DELAY_MS ?? 0);
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+let model: OpenedModel | undefined;
+const controllers = new Map<number, AbortController>();
+
+function send(message: FromWorker, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(message, transfer);
+}
+
+function stopRequested(id: number): boolean {
+  return Atomics.load(cancelFlags, CANCEL_SLOT) === id;
+}
+
+function toError(e: unknown): WorkerError {
+  if (isCancelled(e)) return { kind: 'cancelled', message: 'Cancelled.' };
+  if (e instanceof UserError) {
+    const noModel = /not in the Hugging Face cache|Model not found|cannot be reached/.test(e.message);
+    return { kind: noModel ? 'noModel' : 'user', message: e.line };
+  }
+  return { kind: 'internal', message: e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e) };
+}
+
+async function handle(msg: ToWorker): Promise<void> {
+  if (msg.type === 'cancel') {
+    controllers.get(msg.id)?.abort();
+    return;
+  }
+  const controller = new AbortController();
+  controllers.set(msg.id, controller);
+  try {
+    switch (msg.type) {
+      case 'load': {
+        if (model) await model.pipeline.dispose();
+        model = undefined;
+        const s = msg.settings;
+        model = await openModel({
+          model: s.model,
+          precision: s.precision as PrecisionChoice,
+          device: s.device as Device,
+          threads: s.threads,
+          store: s.store,
+          offline: s.offline,
+          signal: controller.signal,
+          onProgress: (progress) => send({ type: 'progress', id: msg.id, progress }),
+        });
+        send({
+          type: 'loaded',
+          id: msg.id,
+          model: { source: model.source, dir: model.dir, precision: model.precision, device: model.device, fallbackReason: model.fallbackReason, loadMs: model.loadMs },
+        });
+        return;
+      }
+      case 'encode': {
+        const pipeline = requireModel();
+        const input = msg.image.kind === 'file' ? msg.image.path : Buffer.from(msg.image.bytes);
+        const [encoded] = await pipeline.encodeImages([input], controller.signal);
+        send({ type: 'encoded', id: msg.id, features: encoded.features, preprocessMs: encoded.preprocessMs, visionMs: encoded.visionMs }, [encoded.features.buffer as ArrayBuffer]);
+        return;
+      }
+      case 'generate': {
+        const pipeline = requireModel();
+        const result = await pipeline.generate(
+          msg.rows.map((r) => ({ image: { features: r.features, preprocessMs: 0, visionMs: 0 }, prompt: r.prompt })),
+          msg.settings,
+          {
+            signal: controller.signal,
+            onToken: (row, _token, textSoFar) => {
+              send({ type: 'token', id: msg.id, row, textSoFar });
+              if (stepDelayMs > 0) Atomics.wait(sleeper, 0, 0, stepDelayMs);
+              if (stopRequested(msg.id)) controller.abort();
+            },
+          },
+        );
+        send({
+          type: 'generated',
+          id: msg.id,
+          texts: result.answers.map((a) => [a.text, ...a.alternatives.map((x) => x.text)]),
+          prefillMs: result.timings.prefillMs,
+          decodeMs: result.timings.decodeMs,
+        });
+        return;
+      }
+    }
+  } catch (e) {
+    send({ type: 'failed', id: msg.id, error: toError(e) });
+  } finally {
+    controllers.delete(msg.id);
+  }
+}
+
+function requireModel() {
+  if (!model) throw new UserError('The model is not loaded.');
+  return model.pipeline;
+}
+
+// One job at a time, in arrival order: the main thread's queue decides what comes next.
+let chain = Promise.resolve();
+port.on('message', (msg: ToWorker) => {
+  if (msg.type === 'cancel') {
+    void handle(msg);
+    return;
+  }
+  chain = chain.then(() => handle(msg));
+});

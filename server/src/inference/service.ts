@@ -1,0 +1,435 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import type { CancellationToken } from 'vscode-languageserver';
+import { CancelledError, isCancelled, UserError } from '../engine/errors';
+import type { ModelProgress } from '../engine/open-model';
+import type { GenerationSettings } from '../engine/pipeline';
+import { chatPrompt, questionPrompt } from '../engine/preprocess/prompts';
+import type { GenerationResult, InferenceCounters, ModelStatus } from '../protocol/messages';
+import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
+import { cacheKey, ResultCache } from './result-cache';
+import { Scheduler } from './scheduler';
+import type { AskOptions, CaptionOptions, ImageSource, InferenceService, Priority, SetUpReporter } from './types';
+import { WorkerHost } from './worker-host';
+import type { EngineSettings, LoadedModel, WorkerError } from './worker-protocol';
+
+interface StoredAnswer {
+  text: string;
+  alternatives: string[];
+  model: string;
+  precision: string;
+  device: string;
+}
+
+/** A computation that several requests wait on; it is stopped when the last of them is cancelled. */
+interface Shared<T> {
+  promise: Promise<T>;
+  waiters: number;
+  priority: Priority;
+  controller: AbortController;
+  partials: Set<(text: string) => void>;
+}
+
+export interface InferenceServiceOptions {
+  settings: Blip2Settings;
+  /** Folder for the disk cache; memory only when absent. */
+  cacheDir?: string;
+  log?: (line: string) => void;
+}
+
+export function createInferenceService(options: InferenceServiceOptions): InferenceService {
+  return new WorkerInferenceService(options);
+}
+
+class WorkerInferenceService implements InferenceService {
+  private settings: Blip2Settings;
+  private readonly log: (line: string) => void;
+  private readonly host: WorkerHost;
+  private readonly scheduler = new Scheduler();
+  private readonly cache: ResultCache<StoredAnswer>;
+  private readonly inflight = new Map<string, Shared<unknown>>();
+  private readonly listeners = new Set<(s: ModelStatus) => void>();
+  private loading?: Promise<LoadedModel>;
+  private loaded?: LoadedModel;
+  private idleTimer?: NodeJS.Timeout;
+  private current: Omit<ModelStatus, 'queued' | 'cache' | 'memoryBytes'>;
+  private readonly count: InferenceCounters = {
+    visionRuns: 0,
+    generations: 0,
+    tokensGenerated: 0,
+    cancelledGenerations: 0,
+    captionCacheHits: 0,
+    visionCacheHits: 0,
+    sharedRequests: 0,
+  };
+
+  constructor(options: InferenceServiceOptions) {
+    this.settings = options.settings;
+    this.log = options.log ?? (() => undefined);
+    this.host = new WorkerHost(this.log);
+    this.cache = new ResultCache<StoredAnswer>(options.cacheDir, options.settings.cache.maxMegabytes * 1024 * 1024);
+    this.current = { state: 'unloaded', model: options.settings.model };
+  }
+
+  // ---- InferenceService ----
+
+  async caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult> {
+    const started = performance.now();
+    const prompt = options.prompt ?? this.settings.generation.captionPrompt;
+    const imageHash = await hashImage(image);
+    const generation = this.generationSettings(true);
+    const key = cacheKey('caption', this.modelKey(), imageHash, prompt, generation);
+    const cached = await this.cache.getAnswer(key);
+    if (cached) {
+      this.count.captionCacheHits++;
+      return { ...cached, durationMs: 0, cached: true };
+    }
+    const answer = await this.share<StoredAnswer>(key, options.priority, token, undefined, (shared) =>
+      this.answer(image, imageHash, prompt, generation, shared),
+    );
+    await this.cache.putAnswer(key, answer);
+    return { ...answer, durationMs: performance.now() - started, cached: false };
+  }
+
+  async ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
+    const started = performance.now();
+    const prompt = options.history?.length ? chatPrompt(options.history, question) : questionPrompt(question);
+    const imageHash = await hashImage(image);
+    const generation = this.generationSettings(false);
+    const key = cacheKey('ask', this.modelKey(), imageHash, prompt, generation);
+    const cached = await this.cache.getAnswer(key);
+    if (cached) {
+      this.count.captionCacheHits++;
+      options.onPartial?.(cached.text);
+      return { ...cached, durationMs: 0, cached: true };
+    }
+    const answer = await this.share<StoredAnswer>(key, options.priority, token, options.onPartial, (shared) =>
+      this.answer(image, imageHash, prompt, generation, shared),
+    );
+    await this.cache.putAnswer(key, answer);
+    return { ...answer, durationMs: performance.now() - started, cached: false };
+  }
+
+  async cachedCaption(image: ImageSource, prompt?: string): Promise<GenerationResult | undefined> {
+    let imageHash: string;
+    try {
+      imageHash = await hashImage(image);
+    } catch {
+      return undefined;
+    }
+    const key = cacheKey('caption', this.modelKey(), imageHash, prompt ?? this.settings.generation.captionPrompt, this.generationSettings(true));
+    const cached = await this.cache.getAnswer(key);
+    return cached ? { ...cached, durationMs: 0, cached: true } : undefined;
+  }
+
+  async setUp(model: string | undefined, reporter: SetUpReporter, token: CancellationToken): Promise<ModelStatus> {
+    if (model !== undefined && model !== this.settings.model) {
+      this.settings = { ...this.settings, model };
+      await this.unload('unloaded');
+    }
+    const controller = new AbortController();
+    const sub = token.onCancellationRequested(() => controller.abort());
+    try {
+      await this.load({ allowDownload: true, signal: controller.signal, reporter });
+    } catch (e) {
+      if (!isCancelled(e)) throw e;
+    } finally {
+      sub.dispose();
+    }
+    return this.status();
+  }
+
+  status(): ModelStatus {
+    return {
+      ...this.current,
+      memoryBytes: process.memoryUsage().rss,
+      queued: this.scheduler.queued,
+      cache: this.cache.stats(),
+    };
+  }
+
+  onStatusChange(listener: (status: ModelStatus) => void): { dispose(): void } {
+    this.listeners.add(listener);
+    return { dispose: () => this.listeners.delete(listener) };
+  }
+
+  counters(): InferenceCounters {
+    return { ...this.count };
+  }
+
+  updateSettings(settings: Blip2Settings): void {
+    const old = this.settings;
+    this.settings = settings;
+    this.cache.setMaxBytes(settings.cache.maxMegabytes * 1024 * 1024);
+    const reload = RELOAD_SETTINGS.some((k) => old[k] !== settings[k]) || old.offline !== settings.offline;
+    if (reload) void this.unload('unloaded');
+    else this.armIdleTimer();
+  }
+
+  async dispose(): Promise<void> {
+    clearTimeout(this.idleTimer);
+    await this.host.terminate();
+    this.listeners.clear();
+  }
+
+  // ---- internals ----
+
+  /** Joins a computation already running for the same key, or starts one; this request's cancellation only withdraws its interest. */
+  private share<T>(
+    key: string,
+    priority: Priority,
+    token: CancellationToken,
+    onPartial: ((text: string) => void) | undefined,
+    compute: (shared: Shared<T>) => Promise<T>,
+  ): Promise<T> {
+    let shared = this.inflight.get(key) as Shared<T> | undefined;
+    if (shared) {
+      this.count.sharedRequests++;
+      if (priority === 'interactive') shared.priority = 'interactive';
+    } else {
+      const created: Shared<T> = { promise: undefined!, waiters: 0, priority, controller: new AbortController(), partials: new Set() };
+      created.promise = compute(created).finally(() => {
+        if (this.inflight.get(key) === created) this.inflight.delete(key);
+      });
+      // A computation nobody waits for any more still settles; its rejection must not go unhandled.
+      created.promise.catch(() => undefined);
+      this.inflight.set(key, created as Shared<unknown>);
+      shared = created;
+    }
+    const s = shared;
+    s.waiters++;
+    if (onPartial) s.partials.add(onPartial);
+    return new Promise<T>((resolve, reject) => {
+      let settled = false;
+      const leave = () => {
+        if (onPartial) s.partials.delete(onPartial);
+        sub.dispose();
+      };
+      const sub = token.onCancellationRequested(() => {
+        if (settled) return;
+        settled = true;
+        leave();
+        if (--s.waiters === 0) {
+          s.controller.abort();
+          if (this.inflight.get(key) === s) this.inflight.delete(key);
+        }
+        reject(new CancelledError());
+      });
+      if (token.isCancellationRequested) return;
+      s.promise.then(
+        (v) => {
+          if (settled) return;
+          settled = true;
+          leave();
+          resolve(v);
+        },
+        (e) => {
+          if (settled) return;
+          settled = true;
+          leave();
+          reject(e);
+        },
+      );
+    });
+  }
+
+  private async answer(image: ImageSource, imageHash: string, prompt: string, generation: GenerationSettings, shared: Shared<StoredAnswer>): Promise<StoredAnswer> {
+    const signal = shared.controller.signal;
+    const model = await this.load({ allowDownload: false, signal });
+    const features = await this.features(image, imageHash, shared);
+    const result = await this.scheduler.run(() => shared.priority, signal, async () => {
+      this.setBusy(true);
+      this.count.generations++;
+      const job = this.host.send(
+        { type: 'generate', rows: [{ features, prompt }], settings: generation },
+        {
+          onToken: (_row, text) => {
+            // Counted as they arrive, so a cancelled run shows how far it got.
+            this.count.tokensGenerated++;
+            shared.partials.forEach((p) => p(text));
+          },
+        },
+      );
+      const stop = () => this.host.cancel(job.id);
+      signal.addEventListener('abort', stop, { once: true });
+      try {
+        const m = await job.done.catch((e: WorkerError) => {
+          if (e.kind === 'cancelled') this.count.cancelledGenerations++;
+          throw this.fromWorker(e);
+        });
+        if (m.type !== 'generated') throw new Error(`unexpected ${m.type}`);
+        return m;
+      } finally {
+        signal.removeEventListener('abort', stop);
+        this.setBusy(false);
+      }
+    });
+    const [text, ...alternatives] = result.texts[0];
+    return { text, alternatives, model: model.source, precision: model.precision, device: model.device };
+  }
+
+  /** The image's query features: from the cache, or one vision-encoder run. */
+  private async features(image: ImageSource, imageHash: string, shared: Shared<StoredAnswer>): Promise<Float32Array> {
+    const key = cacheKey('vision', this.modelKey(), imageHash);
+    const cached = await this.cache.getFeatures(key);
+    if (cached) {
+      this.count.visionCacheHits++;
+      return cached;
+    }
+    const signal = shared.controller.signal;
+    const encoded = await this.scheduler.run(() => shared.priority, signal, async () => {
+      this.setBusy(true);
+      this.count.visionRuns++;
+      try {
+        const m = await this.host.send({ type: 'encode', image }).done.catch((e: WorkerError) => {
+          throw this.fromWorker(e);
+        });
+        if (m.type !== 'encoded') throw new Error(`unexpected ${m.type}`);
+        return m.features;
+      } finally {
+        this.setBusy(false);
+      }
+    });
+    await this.cache.putFeatures(key, encoded);
+    return encoded;
+  }
+
+  /**
+   * Loads the model once for everyone waiting. Requests load without touching the network (a hover must never start
+   * a 15 GB download); only set-up, which the user asked for, may download.
+   */
+  private load(opts: { allowDownload: boolean; signal: AbortSignal; reporter?: SetUpReporter }): Promise<LoadedModel> {
+    if (this.loaded && this.host.running) return Promise.resolve(this.loaded);
+    if (this.loading && !opts.allowDownload) return this.loading;
+    const settings: EngineSettings = {
+      model: this.settings.model,
+      precision: this.settings.precision,
+      device: this.settings.device,
+      threads: this.settings.threads,
+      store: this.settings.modelStore || undefined,
+      offline: this.settings.offline || !opts.allowDownload,
+    };
+    this.setState({ state: 'loading', model: settings.model });
+    const job = this.host.send({ type: 'load', settings }, { onProgress: (p) => this.onLoadProgress(p, opts.reporter) });
+    const cancel = () => this.host.cancel(job.id);
+    opts.signal.addEventListener('abort', cancel, { once: true });
+    const loading = job.done
+      .then((m) => {
+        if (m.type !== 'loaded') throw new Error(`unexpected ${m.type}`);
+        this.loaded = m.model;
+        this.setState({
+          state: 'ready',
+          model: settings.model,
+          precision: m.model.precision,
+          device: m.model.device,
+          fallbackReason: m.model.fallbackReason,
+        });
+        this.log(`model loaded from ${m.model.dir} (${m.model.precision}, ${m.model.device}) in ${Math.round(m.model.loadMs)} ms`);
+        this.armIdleTimer();
+        return m.model;
+      })
+      .catch((e: WorkerError | Error) => {
+        const error = 'kind' in e ? e : ({ kind: 'internal', message: e.message } as WorkerError);
+        if (error.kind === 'noModel') this.setState({ state: 'noModel', model: settings.model, message: error.message });
+        else if (error.kind === 'cancelled') this.setState({ state: 'unloaded', model: settings.model, message: 'Set-up was cancelled.' });
+        else this.setState({ state: 'error', model: settings.model, message: firstLine(error.message) });
+        throw this.fromWorker(error);
+      })
+      .finally(() => {
+        opts.signal.removeEventListener('abort', cancel);
+        if (this.loading === loading) this.loading = undefined;
+      });
+    loading.catch(() => undefined);
+    this.loading = loading;
+    return loading;
+  }
+
+  private onLoadProgress(p: ModelProgress, reporter?: SetUpReporter): void {
+    if (p.stage === 'download') {
+      const fraction = p.total ? p.bytes / p.total : undefined;
+      this.setState({ ...this.current, state: 'downloading', progress: fraction });
+      reporter?.report(`Downloading ${p.file}`, fraction);
+    } else if (p.stage === 'convert') {
+      const fraction = p.total ? p.done / p.total : undefined;
+      this.setState({ ...this.current, state: 'converting', progress: fraction });
+      reporter?.report(p.phase === 'hash' ? 'Checking the checkpoint' : `Converting ${p.phase.replace(/_/g, ' ')}`, fraction);
+    } else {
+      this.setState({ ...this.current, state: 'loading', progress: undefined });
+      reporter?.report('Loading the model');
+    }
+  }
+
+  private async unload(state: 'unloaded'): Promise<void> {
+    clearTimeout(this.idleTimer);
+    this.loaded = undefined;
+    this.loading = undefined;
+    await this.host.terminate();
+    this.setState({ state, model: this.settings.model });
+  }
+
+  private armIdleTimer(): void {
+    clearTimeout(this.idleTimer);
+    const minutes = this.settings.unloadAfterMinutes;
+    if (!this.loaded || minutes <= 0) return;
+    this.idleTimer = setTimeout(() => {
+      if (this.scheduler.queued === 0) void this.unload('unloaded');
+      else this.armIdleTimer();
+    }, minutes * 60_000);
+    this.idleTimer.unref();
+  }
+
+  private setBusy(busy: boolean): void {
+    if (!this.loaded) return;
+    this.setState({ ...this.current, state: busy ? 'busy' : 'ready' });
+    if (!busy) this.armIdleTimer();
+  }
+
+  private setState(next: Omit<ModelStatus, 'queued' | 'cache' | 'memoryBytes'>): void {
+    this.current = next;
+    const status = this.status();
+    for (const l of this.listeners) l(status);
+  }
+
+  private fromWorker(e: WorkerError): Error {
+    if (e.kind === 'cancelled') return new CancelledError();
+    if (e.kind === 'user' || e.kind === 'noModel') return new UserError(e.message);
+    this.log(`inference failed: ${e.message}`);
+    return new Error(firstLine(e.message));
+  }
+
+  /** Caches are keyed by what the settings name, so they are valid across restarts before the model loads. */
+  private modelKey(): string {
+    return `${this.settings.model}|${this.settings.precision}|${this.settings.device}`;
+  }
+
+  private generationSettings(caption: boolean): GenerationSettings {
+    const g = this.settings.generation;
+    const beams = Math.max(1, g.numBeams);
+    return {
+      maxNewTokens: g.maxNewTokens,
+      numBeams: beams,
+      numReturnSequences: caption && beams > 1 ? Math.min(beams, g.alternatives + 1) : 1,
+      repetitionPenalty: g.repetitionPenalty,
+      noRepeatNgramSize: g.noRepeatNgramSize,
+      ...(g.minNewTokens ? { minNewTokens: g.minNewTokens } : {}),
+    };
+  }
+}
+
+async function hashImage(image: ImageSource): Promise<string> {
+  let bytes: Uint8Array;
+  if (image.kind === 'file') {
+    try {
+      bytes = await fs.promises.readFile(image.path);
+    } catch {
+      throw new UserError(`Image not found: ${image.path}.`, 'Check the path.');
+    }
+  } else {
+    bytes = image.bytes;
+  }
+  return crypto.createHash('sha256').update(bytes).digest('hex');
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0];
+}

@@ -1,0 +1,101 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { ModelProgress } from '../engine/open-model';
+import { CANCEL_SLOT, type FromWorker, type ToWorker, type WorkerError } from './worker-protocol';
+
+type Pending = {
+  resolve: (m: FromWorker) => void;
+  reject: (e: WorkerError) => void;
+  onProgress?: (p: ModelProgress) => void;
+  onToken?: (row: number, textSoFar: string) => void;
+};
+
+type Job = ToWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
+
+/**
+ * The worker's code: beside the bundle (dist/worker.js), or the TypeScript source when the server itself runs from
+ * source through tsx (tests, development), which a worker can only load after registering tsx's require hook.
+ */
+function startWorker(options: { workerData: unknown }): Worker {
+  const bundled = path.join(__dirname, 'worker.js');
+  if (fs.existsSync(bundled)) return new Worker(bundled, options);
+  const source = path.join(__dirname, 'inference-worker.ts');
+  return new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(source)});`, { ...options, eval: true });
+}
+
+/** The main thread's handle on the inference worker: numbered jobs, their progress and tokens, cancellation. */
+export class WorkerHost {
+  private worker?: Worker;
+  private readonly cancelFlags = new Int32Array(new SharedArrayBuffer(4));
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+
+  constructor(private readonly log: (line: string) => void) {}
+
+  get running(): boolean {
+    return this.worker !== undefined;
+  }
+
+  send(job: Job, handlers: Omit<Pending, 'resolve' | 'reject'> = {}): { id: number; done: Promise<FromWorker> } {
+    const worker = this.ensureWorker();
+    const id = this.nextId++;
+    const done = new Promise<FromWorker>((resolve, reject) => this.pending.set(id, { resolve, reject, ...handlers }));
+    const transfer = job.type === 'generate' ? job.rows.map((r) => r.features.buffer as ArrayBuffer) : [];
+    worker.postMessage({ ...job, id } as ToWorker, transfer);
+    return { id, done };
+  }
+
+  cancel(id: number): void {
+    Atomics.store(this.cancelFlags, CANCEL_SLOT, id);
+    this.worker?.postMessage({ type: 'cancel', id } satisfies ToWorker);
+  }
+
+  /** Ends the worker and with it the model's memory; pending jobs fail as cancelled. */
+  async terminate(): Promise<void> {
+    const w = this.worker;
+    this.worker = undefined;
+    this.failAll({ kind: 'cancelled', message: 'The model was unloaded.' });
+    if (w) await w.terminate();
+  }
+
+  private ensureWorker(): Worker {
+    if (this.worker) return this.worker;
+    const worker = startWorker({ workerData: { cancelBuffer: this.cancelFlags.buffer } });
+    worker.on('message', (m: FromWorker) => this.onMessage(m));
+    worker.on('error', (e) => this.log(`inference worker error: ${e.stack ?? e.message}`));
+    worker.on('exit', (code) => {
+      if (this.worker !== worker) return;
+      this.worker = undefined;
+      this.failAll({ kind: 'internal', message: `The inference worker stopped unexpectedly (exit code ${code}).` });
+    });
+    this.worker = worker;
+    return worker;
+  }
+
+  private onMessage(m: FromWorker): void {
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    switch (m.type) {
+      case 'progress':
+        p.onProgress?.(m.progress);
+        return;
+      case 'token':
+        p.onToken?.(m.row, m.textSoFar);
+        return;
+      case 'failed':
+        this.pending.delete(m.id);
+        p.reject(m.error);
+        return;
+      default:
+        this.pending.delete(m.id);
+        p.resolve(m);
+    }
+  }
+
+  private failAll(error: WorkerError): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) p.reject(error);
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * The custom protocol between the BLIP-2 language server and its clients, beyond LSP. Declared once; the server
+ * and the VS Code extension both import it. Methods are named `blip2/<verb>`; each says which side sends it.
+ */
+import { NotificationType, ProgressType, RequestType, RequestType0 } from 'vscode-languageserver-protocol';
+import type { WorkDoneProgressParams, PartialResultParams, WorkspaceEdit } from 'vscode-languageserver-protocol';
+
+export type ModelState = 'noModel' | 'downloading' | 'converting' | 'loading' | 'ready' | 'busy' | 'unloaded' | 'error';
+
+export interface ModelStatus {
+  state: ModelState;
+  /** What the settings name (repo id or folder). */
+  model: string;
+  precision?: string;
+  /** The provider running the model, after any fallback. */
+  device?: string;
+  /** Why the requested device is not used. */
+  fallbackReason?: string;
+  /** A sentence for the user when state is 'noModel' or 'error'. */
+  message?: string;
+  /** 0..1 while downloading or converting. */
+  progress?: number;
+  /** Resident memory of the server process, bytes. */
+  memoryBytes?: number;
+  /** Requests waiting or running. */
+  queued: number;
+  cache: { entries: number; bytes: number; dir?: string };
+}
+
+export interface ChatTurn {
+  question: string;
+  answer: string;
+}
+
+export interface CaptionParams extends WorkDoneProgressParams {
+  /** A file: or http(s): URI of the image. */
+  image: string;
+  /** Text the caption continues; the setting's prompt when absent. */
+  prompt?: string;
+}
+
+export interface AskParams extends WorkDoneProgressParams, PartialResultParams {
+  image: string;
+  question: string;
+  /** Earlier turns of a chat about the same image, oldest first. */
+  history?: ChatTurn[];
+}
+
+export interface GenerationResult {
+  text: string;
+  /** Other beams, best first (captions only). */
+  alternatives: string[];
+  model: string;
+  precision: string;
+  device: string;
+  /** Time the request took, queueing included; 0 when served from the cache. */
+  durationMs: number;
+  cached: boolean;
+}
+
+/** Streamed through the request's partialResultToken while an answer is generated. */
+export interface AnswerPartial {
+  textSoFar: string;
+}
+export const AnswerPartialType = new ProgressType<AnswerPartial>();
+
+export interface SetUpModelParams extends WorkDoneProgressParams {
+  /** Overrides the `blip2.model` setting for this set-up (a folder the user picked, say). */
+  model?: string;
+}
+
+/** What the server has done since it started; for "Show Model Status" and for tests. */
+export interface InferenceCounters {
+  visionRuns: number;
+  generations: number;
+  tokensGenerated: number;
+  cancelledGenerations: number;
+  captionCacheHits: number;
+  visionCacheHits: number;
+  sharedRequests: number;
+}
+
+export interface AltTextCommandArgs {
+  /** A document URI for one file; absent for the whole workspace. */
+  uri?: string;
+  /** Apply through workspace/applyEdit (for clients without their own review step); otherwise only return the edit. */
+  apply?: boolean;
+}
+
+export interface AltTextCommandResult {
+  /** One edit for every image given alt text, annotated as needing confirmation. */
+  edit: WorkspaceEdit;
+  images: number;
+  files: number;
+  /** Images that could not be captioned, with the reason. */
+  failures: { uri: string; image: string; reason: string }[];
+}
+
+/**
+ * `initializationOptions` of the initialize request (client → server). Every field is optional: a generic LSP
+ * client may send nothing and answer `workspace/configuration` instead.
+ */
+export interface InitializationOptions {
+  /** The `blip2` settings, for clients that do not answer `workspace/configuration` (same shape, any subset). */
+  settings?: unknown;
+  /** Where the server keeps its disk cache of captions and image encodings (VS Code: the global storage folder). */
+  cacheDir?: string;
+  /** How long a hover waits for a caption not yet cached before it says "Captioning…", in milliseconds. */
+  hoverWaitMs?: number;
+}
+
+/** The code action kind of "Generate missing alt text in this file" (a client may bind a key to it). */
+export const GenerateAltTextActionKind = 'source.blip2.generateAltText';
+
+/** client → server: caption an image. */
+export namespace CaptionRequest {
+  export const method = 'blip2/caption';
+  export const type = new RequestType<CaptionParams, GenerationResult, void>(method);
+}
+
+/** client → server: answer a question (with optional chat history), streaming partial text. */
+export namespace AskRequest {
+  export const method = 'blip2/ask';
+  export const type = new RequestType<AskParams, GenerationResult, void>(method);
+}
+
+/** client → server: the model's state now. */
+export namespace ModelStatusRequest {
+  export const method = 'blip2/modelStatus';
+  export const type = new RequestType0<ModelStatus, void>(method);
+}
+
+/** client → server: download, convert and load the model now, reporting work-done progress; cancellable. */
+export namespace SetUpModelRequest {
+  export const method = 'blip2/setUpModel';
+  export const type = new RequestType<SetUpModelParams, ModelStatus, void>(method);
+}
+
+/** client → server: the inference counters. */
+export namespace CountersRequest {
+  export const method = 'blip2/counters';
+  export const type = new RequestType0<InferenceCounters, void>(method);
+}
+
+/** server → client: the model's state changed (status bar, first-run set-up). */
+export namespace ModelStatusNotification {
+  export const method = 'blip2/modelStatusChanged';
+  export const type = new NotificationType<ModelStatus>(method);
+}
+
+/** Commands the server executes through workspace/executeCommand. */
+export const ServerCommands = {
+  /** Args: AltTextCommandArgs. Result: AltTextCommandResult. */
+  generateMissingAltText: 'blip2.server.generateMissingAltText',
+} as const;
+
+/** Commands the client implements, which server-made code actions and hovers link to. */
+export const ClientCommands = {
+  /** Args: [uri: string, range: Range, alternatives: string[]] — offer the other captions for an alt text just inserted. */
+  chooseAltText: 'blip2.chooseAltText',
+  /** Args: [image: string] */
+  askAboutImage: 'blip2.askAboutImage',
+  /** Args: [uri: string, range: Range, text: string] — replace the alt text of the image at range with text. */
+  useAsAltText: 'blip2.useAsAltText',
+  openChat: 'blip2.openImageChat',
+  captionImage: 'blip2.captionImage',
+} as const;
+
+/**
+ * Error codes of failed `blip2/*` requests, outside the ranges JSON-RPC and LSP reserve. The client reacts to
+ * these (offers model set-up) instead of showing the message alone.
+ */
+export const Blip2ErrorCodes = {
+  /** No model is set up (nothing at `blip2.model`, or not converted yet): the client offers set-up. */
+  NoModel: 4001,
+} as const;
+
+/**
+ * The only commands hover markdown links to. A client renders hovers with `isTrusted: { enabledCommands }` set
+ * to this list (vscode-languageclient: `markdown.isTrusted` in LanguageClientOptions); LSP's MarkupContent has no
+ * trust field, so the server cannot set it per hover.
+ */
+export const HOVER_COMMANDS: readonly string[] = [ClientCommands.useAsAltText, ClientCommands.askAboutImage];

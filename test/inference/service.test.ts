@@ -1,0 +1,184 @@
+// The inference service on the tiny checkpoint: real worker thread, real model, real caches.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CancellationTokenSource } from 'vscode-languageserver';
+import { openModel, type OpenedModel } from '../../server/src/engine/open-model';
+import { createInferenceService } from '../../server/src/inference/service';
+import type { InferenceService } from '../../server/src/inference/types';
+import type { ModelStatus } from '../../server/src/protocol/messages';
+import { DEFAULT_SETTINGS, type Blip2Settings } from '../../server/src/protocol/settings';
+import { tinyCheckpointDir } from '../helpers/paths';
+import { imagePath } from '../helpers/reference';
+
+const never = new CancellationTokenSource().token;
+
+function settings(over: Partial<Blip2Settings['generation']> = {}): Blip2Settings {
+  return {
+    ...DEFAULT_SETTINGS,
+    model: tinyCheckpointDir,
+    precision: 'fp32',
+    device: 'cpu',
+    threads: 1,
+    generation: { ...DEFAULT_SETTINGS.generation, maxNewTokens: 12, ...over },
+  };
+}
+
+describe('inference service', () => {
+  let root: string;
+  let engine: OpenedModel;
+  const services: InferenceService[] = [];
+  const make = (s: Blip2Settings, cacheDir?: string) => {
+    const svc = createInferenceService({ settings: { ...s, modelStore: path.join(root, 'store') }, cacheDir });
+    services.push(svc);
+    return svc;
+  };
+
+  /** What the engine itself answers with the service's settings: the expected values. */
+  async function engineCaption(file: string, s: Blip2Settings): Promise<string[]> {
+    const [image] = await engine.pipeline.encodeImages([file]);
+    const g = s.generation;
+    const { answers } = await engine.pipeline.generate([{ image, prompt: g.captionPrompt }], {
+      maxNewTokens: g.maxNewTokens,
+      numBeams: g.numBeams,
+      numReturnSequences: Math.min(g.numBeams, g.alternatives + 1),
+      repetitionPenalty: g.repetitionPenalty,
+      noRepeatNgramSize: g.noRepeatNgramSize,
+    });
+    return [answers[0].text, ...answers[0].alternatives.map((a) => a.text)];
+  }
+
+  before(async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-service-'));
+    engine = await openModel({ model: tinyCheckpointDir, precision: 'fp32', device: 'cpu', threads: 1, store: path.join(root, 'store'), offline: true });
+  });
+  after(async () => {
+    await Promise.all(services.map((s) => s.dispose()));
+    await engine?.pipeline.dispose();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  it('captions as the engine does, with the other beams as alternatives, and serves the second request from the cache', async () => {
+    const s = settings();
+    const svc = make(s, path.join(root, 'cache-a'));
+    const expected = await engineCaption(imagePath('cat.png'), s);
+    const first = await svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never);
+    assert.deepEqual([first.text, ...first.alternatives], expected);
+    assert.equal(first.cached, false);
+    assert.equal(first.precision, 'fp32');
+    const second = await svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never);
+    assert.equal(second.text, first.text);
+    assert.equal(second.cached, true);
+    assert.deepEqual(
+      { generations: svc.counters().generations, hits: svc.counters().captionCacheHits, vision: svc.counters().visionRuns },
+      { generations: 1, hits: 1, vision: 1 },
+    );
+  });
+
+  it('keeps results on disk: a new service (a restart) answers from the cache without running the model', async () => {
+    const s = settings();
+    const dir = path.join(root, 'cache-b');
+    const before1 = make(s, dir);
+    const first = await before1.caption({ kind: 'file', path: imagePath('coffee.png') }, { priority: 'interactive' }, never);
+    await before1.dispose();
+    const after1 = make(s, dir);
+    const again = await after1.caption({ kind: 'file', path: imagePath('coffee.png') }, { priority: 'interactive' }, never);
+    assert.equal(again.text, first.text);
+    assert.equal(again.cached, true);
+    assert.equal(after1.counters().generations, 0);
+    assert.equal(after1.status().state, 'unloaded');
+    assert.ok(fs.readdirSync(path.join(dir, 'answers')).length >= 1);
+  });
+
+  it('a second question about an image skips the vision encoder', async () => {
+    const svc = make(settings({ numBeams: 1 }));
+    const image = { kind: 'file' as const, path: imagePath('astronaut.png') };
+    await svc.ask(image, 'what is in the picture?', { priority: 'interactive' }, never);
+    await svc.ask(image, 'what color is it?', { priority: 'interactive', history: [{ question: 'what is in the picture?', answer: 'a man' }] }, never);
+    assert.equal(svc.counters().visionRuns, 1);
+    assert.equal(svc.counters().visionCacheHits, 1);
+    assert.equal(svc.counters().generations, 2);
+  });
+
+  it('duplicate requests share one run', async () => {
+    const svc = make(settings());
+    const image = { kind: 'file' as const, path: imagePath('rocket.jpg') };
+    const [a, b] = await Promise.all([
+      svc.caption(image, { priority: 'background' }, never),
+      svc.caption(image, { priority: 'interactive' }, never),
+    ]);
+    assert.equal(a.text, b.text);
+    assert.equal(svc.counters().generations, 1);
+    assert.equal(svc.counters().sharedRequests, 1);
+  });
+
+  it('streams partial answers and reports status changes', async () => {
+    const svc = make(settings({ numBeams: 1 }));
+    const states: string[] = [];
+    svc.onStatusChange((st: ModelStatus) => states.push(st.state));
+    const partials: string[] = [];
+    const answer = await svc.ask({ kind: 'file', path: imagePath('cat.png') }, 'how many cats are there?', { priority: 'interactive', onPartial: (t) => partials.push(t) }, never);
+    assert.ok(partials.length >= 1);
+    assert.equal(partials.at(-1), answer.text);
+    assert.ok(states.includes('loading') && states.includes('busy') && states.at(-1) === 'ready', states.join(','));
+  });
+
+  it('reports a missing model as noModel with a sentence, without touching the network', async () => {
+    const svc = make({ ...settings(), model: 'Salesforce/blip2-opt-2.7b' });
+    await assert.rejects(svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never), /not in the Hugging Face cache/);
+    assert.equal(svc.status().state, 'noModel');
+    assert.match(svc.status().message ?? '', /Salesforce\/blip2-opt-2.7b/);
+  });
+
+  it('a missing image is one clear sentence', async () => {
+    const svc = make(settings());
+    await assert.rejects(svc.caption({ kind: 'file', path: path.join(root, 'gone.png') }, { priority: 'interactive' }, never), /Image not found: .*gone\.png/);
+  });
+});
+
+describe('inference service: cancellation', () => {
+  let root: string;
+  let svc: InferenceService;
+  before(() => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-cancel-'));
+    // Slow steps make the run long enough to cancel mid-way; the counters, not the clock, show what happened.
+    process.env.BLIP2_DEBUG_STEP_DELAY_MS = '20';
+    svc = createInferenceService({ settings: { ...settings({ maxNewTokens: 100, minNewTokens: 100, numBeams: 1 }), modelStore: path.join(root, 'store') } });
+    delete process.env.BLIP2_DEBUG_STEP_DELAY_MS;
+  });
+  after(async () => {
+    await svc.dispose();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  it('cancelling the only waiter stops the generation at the next token', async () => {
+    const source = new CancellationTokenSource();
+    let partials = 0;
+    const pending = svc.ask({ kind: 'file', path: imagePath('cat.png') }, 'what is this?', {
+      priority: 'interactive',
+      onPartial: () => {
+        if (++partials === 3) source.cancel();
+      },
+    }, source.token);
+    await assert.rejects(pending, /Cancelled/);
+    // The worker reports the cancellation when it stops; wait for that signal through the counters.
+    while (svc.counters().cancelledGenerations === 0) await new Promise((r) => setImmediate(r));
+    const c = svc.counters();
+    assert.equal(c.generations, 1);
+    assert.ok(c.tokensGenerated >= 3 && c.tokensGenerated < 100, `generated ${c.tokensGenerated}`);
+  });
+
+  it('a run shared by two waiters continues when only one cancels', async () => {
+    const one = new CancellationTokenSource();
+    const image = { kind: 'file' as const, path: imagePath('coffee.png') };
+    const opts = { priority: 'interactive' as const, onPartial: () => one.cancel() };
+    const a = svc.ask(image, 'what is this?', opts, one.token);
+    const b = svc.ask(image, 'what is this?', { priority: 'interactive' }, never);
+    await assert.rejects(a, /Cancelled/);
+    const answer = await b;
+    assert.equal(answer.cached, false);
+    assert.equal(svc.counters().cancelledGenerations, 1);
+  });
+});
