@@ -19,7 +19,7 @@ import type {
   GenerationResult,
   LanguageModelSession,
 } from '../../server/src/engine/generation/types';
-import { loadManifest, readTensor, type ReferenceCase } from '../helpers/reference';
+import { generationOptionsFor, loadManifest, readTensor, type ReferenceCase } from '../helpers/reference';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Test models
@@ -224,18 +224,7 @@ describe('against the transformers reference', () => {
   const manifest = loadManifest();
   const greedyCases = manifest.cases.filter((c) => c.step_scores);
 
-  function optionsFor(c: ReferenceCase): GenerationOptions {
-    const g = c.generate;
-    return {
-      maxNewTokens: g.max_new_tokens as number,
-      numBeams: (g.num_beams as number | undefined) ?? 1,
-      lengthPenalty: g.length_penalty as number | undefined,
-      repetitionPenalty: g.repetition_penalty as number | undefined,
-      noRepeatNgramSize: g.no_repeat_ngram_size as number | undefined,
-      eosTokenIds: [(g.eos_token_id as number | undefined) ?? manifest.eos_token_id],
-      padTokenId: manifest.pad_token_id,
-    };
-  }
+  const optionsFor = (c: ReferenceCase) => generationOptionsFor(c, manifest);
 
   it('the processors turn the first-step logits into the first step scores', () => {
     for (const c of greedyCases) {

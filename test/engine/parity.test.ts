@@ -2,10 +2,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { generate } from '../../server/src/engine/generation/generate';
-import type { GenerationOptions } from '../../server/src/engine/generation/types';
 import { buildInputs } from '../../server/src/engine/preprocess/prompts';
 import { Blip2Model } from '../../server/src/engine/runtime/blip2-model';
-import { loadManifest, readTensor, type ReferenceCase } from '../helpers/reference';
+import { generationOptionsFor, loadManifest, readTensor, type ReferenceCase } from '../helpers/reference';
 import { convertedTiny, cosine, maxAbsDiff } from '../helpers/tiny-model';
 
 const manifest = loadManifest();
@@ -13,19 +12,7 @@ const manifest = loadManifest();
 const TENSOR_TOL = 1e-4;
 const SCORE_TOL = 1e-3;
 
-function optionsFor(c: ReferenceCase): GenerationOptions {
-  const g = c.generate;
-  return {
-    maxNewTokens: g.max_new_tokens as number,
-    numBeams: (g.num_beams as number | undefined) ?? 1,
-    lengthPenalty: g.length_penalty as number | undefined,
-    repetitionPenalty: g.repetition_penalty as number | undefined,
-    noRepeatNgramSize: g.no_repeat_ngram_size as number | undefined,
-    doSample: false,
-    eosTokenIds: [(g.eos_token_id as number | undefined) ?? manifest.eos_token_id],
-    padTokenId: manifest.pad_token_id,
-  };
-}
+const optionsFor = (c: ReferenceCase) => generationOptionsFor(c, manifest);
 
 describe('fp32 parity with transformers (tiny-blip2)', () => {
   let model: Blip2Model;

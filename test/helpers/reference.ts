@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { GenerationOptions } from '../../server/src/engine/generation/types';
 import { referenceDir } from './paths';
 
 /** A tensor file in tiny-blip2/reference, as the manifest describes it. */
@@ -53,4 +54,19 @@ export function readTensor(ref: TensorRef): Float32Array {
 
 export function imagePath(name: string): string {
   return path.join(referenceDir, 'images', name);
+}
+
+/** A case's transformers generate() kwargs as our generation options. */
+export function generationOptionsFor(c: ReferenceCase, manifest: ReferenceManifest): GenerationOptions {
+  const g = c.generate;
+  return {
+    maxNewTokens: g.max_new_tokens as number,
+    numBeams: (g.num_beams as number | undefined) ?? 1,
+    lengthPenalty: g.length_penalty as number | undefined,
+    repetitionPenalty: g.repetition_penalty as number | undefined,
+    noRepeatNgramSize: g.no_repeat_ngram_size as number | undefined,
+    doSample: false,
+    eosTokenIds: [(g.eos_token_id as number | undefined) ?? manifest.eos_token_id],
+    padTokenId: manifest.pad_token_id,
+  };
 }
