@@ -1,0 +1,131 @@
+import type { CancellationToken } from 'vscode-languageserver-protocol';
+import { TextDocument } from 'vscode-languageserver-textdocument';
+import type { InferenceService, Priority } from '../../inference/types';
+import type { AltTextCommandResult } from '../../protocol/messages';
+import type { Blip2Settings } from '../../protocol/settings';
+import { throwIfCancelled } from '../cancellation';
+import { findImageElements } from '../images/find-images';
+import type { ImageElement } from '../images/image-reference';
+import { loadImageAt, type LoadedImage } from '../images/load-image';
+import { failureSentence } from '../inference-failure';
+import { buildWorkspaceEdit, type EditSupport, type FileEdits } from '../workspace/workspace-edit';
+import { altEditsForDocument, toTextEdit } from './alt-edit';
+import { checkAlt, type AltRuleSettings } from './rules';
+
+/** A document to give alt text: its text when the work started, from the editor if open, else from disk. */
+export interface AltTextFile {
+  uri: string;
+  languageId: string;
+  text: string;
+  /** The editor's version; null for a file that is not open. */
+  version: number | null;
+}
+
+export interface GenerateAltTextOptions {
+  workspaceFolders: readonly string[];
+  settingsFor(uri: string): Promise<Blip2Settings>;
+  /** The file as it is now; asked again after captioning, since the user may have typed meanwhile. */
+  current(file: AltTextFile): Promise<AltTextFile | undefined>;
+  /** After each image is captioned (or failed): `done` of `total` images. */
+  onProgress?(done: number, total: number): void;
+  priority: Priority;
+  editSupport: EditSupport;
+}
+
+/** Captions run concurrently up to this many, so the service can share and batch them without a huge queue. */
+const IN_FLIGHT = 4;
+
+/** The images that "Generate missing alt text" fills in: what the rules flag, except length alone. */
+export function needsGeneratedAlt(image: ImageElement, settings: AltRuleSettings): boolean {
+  return image.altSyntax.kind !== 'dynamic' && checkAlt(image, settings).some((p) => p.ruleId !== 'alt-too-long');
+}
+
+/**
+ * Captions every image in `files` whose alt text is missing or unhelpful and returns one workspace edit that
+ * puts each caption into its image's alt text, computed against the files as they are after captioning. The
+ * edit is annotated as needing confirmation, so the user reviews it before it is applied.
+ */
+export async function generateMissingAltText(
+  files: readonly AltTextFile[],
+  inference: InferenceService,
+  options: GenerateAltTextOptions,
+  token: CancellationToken,
+): Promise<AltTextCommandResult> {
+  const failures: AltTextCommandResult['failures'] = [];
+  // Per file, the caption for each destination as written; images with the same file share one caption run.
+  const captions = new Map<string, Map<string, string>>();
+  const jobs = new Map<string, { loaded: Extract<LoadedImage, { ok: true }>; users: { uri: string; url: string }[] }>();
+  let total = 0;
+
+  for (const file of files) {
+    throwIfCancelled(token);
+    const settings = await options.settingsFor(file.uri);
+    const images = findImageElements(file.text, file.languageId).filter((image) => needsGeneratedAlt(image, settings.altText));
+    const loadedByUrl = new Map<string, LoadedImage>();
+    for (const image of images) {
+      let loaded = loadedByUrl.get(image.url);
+      if (!loaded) {
+        loaded = await loadImageAt({ url: image.url, documentUri: file.uri, workspaceFolders: options.workspaceFolders }, { remoteImages: settings.remoteImages }, token);
+        loadedByUrl.set(image.url, loaded);
+      }
+      total++;
+      if (!loaded.ok) {
+        failures.push({ uri: file.uri, image: image.url, reason: loaded.reason });
+        continue;
+      }
+      const job = jobs.get(loaded.key) ?? { loaded, users: [] };
+      job.users.push({ uri: file.uri, url: image.url });
+      jobs.set(loaded.key, job);
+    }
+  }
+
+  let done = failures.length;
+  options.onProgress?.(done, total);
+  const queue = [...jobs.values()];
+  const worker = async (): Promise<void> => {
+    for (let job = queue.shift(); job; job = queue.shift()) {
+      throwIfCancelled(token);
+      try {
+        const result = await inference.caption(job.loaded.source, { priority: options.priority }, token);
+        for (const user of job.users) {
+          const forFile = captions.get(user.uri) ?? new Map<string, string>();
+          forFile.set(user.url, result.text);
+          captions.set(user.uri, forFile);
+        }
+      } catch (e) {
+        throwIfCancelled(token);
+        const reason = failureSentence(e, inference);
+        for (const user of job.users) failures.push({ uri: user.uri, image: user.url, reason });
+      }
+      done += job.users.length;
+      options.onProgress?.(done, total);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, queue.length) }, worker));
+  throwIfCancelled(token);
+
+  const fileEdits: FileEdits[] = [];
+  let imagesEdited = 0;
+  for (const file of files) {
+    const forFile = captions.get(file.uri);
+    if (!forFile) continue;
+    const now = await options.current(file);
+    if (!now) continue;
+    const settings = await options.settingsFor(file.uri);
+    const edits = altEditsForDocument(now.text, now.languageId, (image) => forFile.get(image.url), {
+      settings: settings.altText,
+      include: (image) => needsGeneratedAlt(image, settings.altText),
+    });
+    if (edits.length === 0) continue;
+    const document = TextDocument.create(now.uri, now.languageId, now.version ?? 0, now.text);
+    fileEdits.push({ uri: now.uri, version: now.version, edits: edits.map((e) => toTextEdit(document, e)) });
+    imagesEdited += edits.length;
+  }
+
+  const edit = buildWorkspaceEdit(fileEdits, options.editSupport, {
+    label: 'Alt text from BLIP-2',
+    description: 'Captions computed on this machine; review them before applying.',
+    needsConfirmation: true,
+  });
+  return { edit, images: imagesEdited, files: fileEdits.length, failures };
+}

@@ -1,0 +1,232 @@
+import * as fs from 'node:fs';
+import {
+  CodeActionKind,
+  type CancellationToken,
+  type CodeAction,
+  type CodeActionContext,
+  type Diagnostic,
+  type Range,
+} from 'vscode-languageserver-protocol';
+import { TextDocument } from 'vscode-languageserver-textdocument';
+import type { InferenceService } from '../../inference/types';
+import { ClientCommands, GenerateAltTextActionKind, ServerCommands, type AltTextCommandArgs, type AltTextCommandResult } from '../../protocol/messages';
+import type { Blip2Settings } from '../../protocol/settings';
+import { anchorFor, applyEdits, editAlt, relocateImage, toTextEdit, type ImageAnchor } from '../alt-text/alt-edit';
+import { generateMissingAltText, needsGeneratedAlt, type AltTextFile } from '../alt-text/generate-alt-text';
+import { ALT_RULE_IDS, checkAlts } from '../alt-text/rules';
+import { altTextDiagnostics, DIAGNOSTIC_SOURCE } from '../diagnostics/alt-diagnostics';
+import { findImageElements } from '../images/find-images';
+import type { ImageElement } from '../images/image-reference';
+import { loadImageAt, REMOTE_IMAGES_OFF } from '../images/load-image';
+import { resolveImage } from '../images/resolve-image';
+import { failureSentence } from '../inference-failure';
+import { buildWorkspaceEdit, type EditSupport } from '../workspace/workspace-edit';
+
+export const GENERATE_ALT_TEXT_TITLE = 'Generate alt text with BLIP-2';
+export const GENERATE_FILE_ALT_TEXT_TITLE = 'Generate missing alt text in this file';
+
+/** What an unresolved action carries to `codeAction/resolve`: enough to find the image again after edits. */
+export type AltActionData =
+  | { kind: 'blip2.altFix'; uri: string; version: number; anchor: ImageAnchor }
+  | { kind: 'blip2.altFile'; uri: string; version: number };
+
+export interface AltActionOptions {
+  workspaceFolders: readonly string[];
+  settings: Blip2Settings;
+  /** The client shows `disabled` actions with their reason; without it, actions that cannot work are left out. */
+  disabledSupport?: boolean;
+  /**
+   * The client resolves an action's edit when it is picked. Without that, quick fixes are left out (each would
+   * have to run the model for every light bulb) and the file action runs the alt-text command, which applies
+   * its edit through workspace/applyEdit.
+   */
+  resolveSupport?: boolean;
+}
+
+/**
+ * The quick fix for each of our alt-text diagnostics in `context`, and the source action for the whole file.
+ * Nothing runs the model here: the edit is computed when the user picks the action (`resolveAltAction`).
+ * Clients that send no diagnostics with the request get the fixes for the problems within `range`.
+ */
+export function altCodeActions(document: TextDocument, range: Range, context: CodeActionContext, options: AltActionOptions): CodeAction[] {
+  const text = document.getText();
+  const images = findImageElements(text, document.languageId);
+  const problems = checkAlts(images, options.settings.altText);
+  const actions: CodeAction[] = [];
+
+  const resolveSupport = options.resolveSupport ?? true;
+  if (resolveSupport && wants(context, CodeActionKind.QuickFix)) {
+    const fixed = new Set<ImageElement>();
+    const ours = context.diagnostics.filter((d) => d.source === DIAGNOSTIC_SOURCE && (ALT_RULE_IDS as readonly unknown[]).includes(d.code));
+    const diagnostics = ours.length > 0 || context.diagnostics.length > 0 ? ours : altTextDiagnostics(document, options.settings.altText).filter((d) => overlaps(d.range, range));
+    for (const diagnostic of diagnostics) {
+      const image = imageOfDiagnostic(document, images, problems, diagnostic);
+      if (!image || image.altSyntax.kind === 'dynamic' || fixed.has(image)) continue;
+      fixed.add(image);
+      const unavailable = whyUnavailable(image, document.uri, options);
+      if (unavailable && !options.disabledSupport) continue;
+      const data: AltActionData = { kind: 'blip2.altFix', uri: document.uri, version: document.version, anchor: anchorFor(text, images, image) };
+      actions.push({
+        title: GENERATE_ALT_TEXT_TITLE,
+        kind: CodeActionKind.QuickFix,
+        diagnostics: [diagnostic],
+        ...(unavailable ? { disabled: { reason: unavailable } } : { isPreferred: true }),
+        data,
+      });
+    }
+  }
+
+  if (wants(context, GenerateAltTextActionKind, true) && images.some((image) => needsGeneratedAlt(image, options.settings.altText))) {
+    if (resolveSupport) {
+      const data: AltActionData = { kind: 'blip2.altFile', uri: document.uri, version: document.version };
+      actions.push({ title: GENERATE_FILE_ALT_TEXT_TITLE, kind: GenerateAltTextActionKind, data });
+    } else {
+      const args: AltTextCommandArgs = { uri: document.uri, apply: true };
+      const command = { title: GENERATE_FILE_ALT_TEXT_TITLE, command: ServerCommands.generateMissingAltText, arguments: [args] };
+      actions.push({ title: GENERATE_FILE_ALT_TEXT_TITLE, kind: GenerateAltTextActionKind, command });
+    }
+  }
+  return actions;
+}
+
+function overlaps(a: Range, b: Range): boolean {
+  const before = (p: Range['start'], q: Range['start']) => p.line < q.line || (p.line === q.line && p.character < q.character);
+  return !before(a.end, b.start) && !before(b.end, a.start);
+}
+
+/**
+ * Whether the client asked for actions of `kind`. Source actions only when asked for by kind: VS Code asks for
+ * every kind when it fills the light bulb, where source actions do not belong.
+ */
+function wants(context: CodeActionContext, kind: string, onlyWhenAsked = false): boolean {
+  if (!context.only || context.only.length === 0) return !onlyWhenAsked;
+  return context.only.some((asked) => kind === asked || kind.startsWith(`${asked}.`));
+}
+
+/**
+ * Why the model could not caption this image, known without reading it: no such file, remote images off, a
+ * destination we cannot resolve. Checked cheaply, since code actions are asked for on every cursor move.
+ */
+function whyUnavailable(image: ImageElement, documentUri: string, options: AltActionOptions): string | undefined {
+  const resolved = resolveImage(image.url, { documentUri, workspaceFolders: options.workspaceFolders, allowRemote: options.settings.remoteImages.enabled });
+  switch (resolved.kind) {
+    case 'file':
+      return [resolved.path, ...(resolved.alternatives ?? [])].some((p) => fs.existsSync(p)) ? undefined : `The image file does not exist: ${resolved.path}.`;
+    case 'remote-disallowed':
+      return REMOTE_IMAGES_OFF;
+    case 'unresolved':
+      return resolved.reason;
+    default:
+      return undefined;
+  }
+}
+
+/** The image a diagnostic is about: the one whose problem has its rule and range, else the one it starts in. */
+function imageOfDiagnostic(
+  document: TextDocument,
+  images: readonly ImageElement[],
+  problems: ReturnType<typeof checkAlts>,
+  diagnostic: Diagnostic,
+): ImageElement | undefined {
+  const start = document.offsetAt(diagnostic.range.start);
+  const end = document.offsetAt(diagnostic.range.end);
+  const exact = problems.find((p) => p.ruleId === diagnostic.code && p.range.start === start && p.range.end === end);
+  if (exact) return exact.image;
+  return images.find((image) => image.range.start <= start && start <= image.range.end);
+}
+
+export interface ResolveAltActionOptions extends AltActionOptions {
+  /** The document as it is at this moment; called again after the model ran, since the user may have typed. */
+  documentNow(uri: string): TextDocument | undefined;
+  editSupport: EditSupport;
+}
+
+export type ResolvedAltAction = { action: CodeAction; failure?: string; result?: AltTextCommandResult };
+
+/**
+ * Runs the model for a code action the user picked and fills in its edit. The quick fix's edit inserts the
+ * caption at the alt text of the image as it is now (found again by its anchor), never over the destination;
+ * the other beams are offered through `ClientCommands.chooseAltText`. Without an edit, `failure` says why.
+ */
+export async function resolveAltAction(
+  action: CodeAction,
+  inference: InferenceService,
+  options: ResolveAltActionOptions,
+  token: CancellationToken,
+): Promise<ResolvedAltAction> {
+  const data = action.data as AltActionData | undefined;
+  if (data?.kind === 'blip2.altFile') return resolveFileAction(action, data, inference, options, token);
+  if (data?.kind !== 'blip2.altFix') return { action };
+
+  const before = options.documentNow(data.uri);
+  if (!before) return { action, failure: 'The document is no longer open.' };
+  const image = relocateImage(before.getText(), before.languageId, data.anchor);
+  if (!image) return { action, failure: 'The image is no longer in the document.' };
+  const loaded = await loadImageAt(
+    { url: image.url, documentUri: data.uri, workspaceFolders: options.workspaceFolders },
+    { remoteImages: options.settings.remoteImages },
+    token,
+  );
+  if (!loaded.ok) return { action, failure: loaded.reason };
+
+  let caption;
+  try {
+    caption = await inference.caption(loaded.source, { priority: 'interactive' }, token);
+  } catch (e) {
+    return { action, failure: failureSentence(e, inference) };
+  }
+
+  const now = options.documentNow(data.uri);
+  if (!now) return { action, failure: 'The document is no longer open.' };
+  const text = now.getText();
+  const edit = editAlt(text, now.languageId, data.anchor, caption.text);
+  if (!edit) return { action, failure: 'The image or its alt text changed while BLIP-2 was captioning it; nothing was inserted.' };
+
+  const resolved: CodeAction = {
+    ...action,
+    edit: buildWorkspaceEdit([{ uri: now.uri, version: now.version, edits: [toTextEdit(now, edit)] }], options.editSupport),
+  };
+  if (caption.alternatives.length > 0) {
+    const altRange = insertedAltRange(text, now, edit);
+    if (altRange) {
+      resolved.command = {
+        title: 'Choose another caption',
+        command: ClientCommands.chooseAltText,
+        arguments: [now.uri, altRange, caption.alternatives],
+      };
+    }
+  }
+  return { action: resolved };
+}
+
+/** Where the alt text will be once `edit` is applied: the range `chooseAltText` replaces with another caption. */
+function insertedAltRange(text: string, document: TextDocument, edit: { range: { start: number; end: number }; newText: string }): Range | undefined {
+  const after = TextDocument.create(document.uri, document.languageId, document.version + 1, applyEdits(text, [edit]));
+  const end = edit.range.start + edit.newText.length;
+  const image = findImageElements(after.getText(), document.languageId).find((i) => i.altRange.start >= edit.range.start && i.altRange.end <= end);
+  return image && { start: after.positionAt(image.altRange.start), end: after.positionAt(image.altRange.end) };
+}
+
+async function resolveFileAction(
+  action: CodeAction,
+  data: Extract<AltActionData, { kind: 'blip2.altFile' }>,
+  inference: InferenceService,
+  options: ResolveAltActionOptions,
+  token: CancellationToken,
+): Promise<ResolvedAltAction> {
+  const snapshot = (uri: string): AltTextFile | undefined => {
+    const document = options.documentNow(uri);
+    return document && { uri, languageId: document.languageId, text: document.getText(), version: document.version };
+  };
+  const file = snapshot(data.uri);
+  if (!file) return { action, failure: 'The document is no longer open.' };
+  const result = await generateMissingAltText([file], inference, {
+    workspaceFolders: options.workspaceFolders,
+    settingsFor: async () => options.settings,
+    current: async (f) => snapshot(f.uri),
+    priority: 'interactive',
+    editSupport: options.editSupport,
+  }, token);
+  const failure = result.images === 0 ? result.failures[0]?.reason ?? 'No image needed alt text.' : undefined;
+  return { action: { ...action, edit: result.edit }, failure, result };
+}

@@ -1,0 +1,83 @@
+import type { CancellationToken } from 'vscode-languageserver-protocol';
+import type { TextDocument } from 'vscode-languageserver-textdocument';
+import type { InferenceService } from '../../inference/types';
+import type { GenerationResult } from '../../protocol/messages';
+import type { Blip2Settings } from '../../protocol/settings';
+import { linkedSource, waitAtMost } from '../cancellation';
+import { imageAt } from '../images/find-images';
+import { contains, isImageElement, type OffsetRange } from '../images/image-reference';
+import { loadImageAt } from '../images/load-image';
+import { failureSentence } from '../inference-failure';
+import { captionHoverMarkdown, pendingHoverMarkdown, problemHoverMarkdown, type ThumbnailOptions } from './hover-markdown';
+
+export interface ImageHoverOptions {
+  workspaceFolders: readonly string[];
+  settings: Blip2Settings;
+  /** How long to wait for a caption that is not cached before answering "Captioning…". */
+  waitMs: number;
+  /** Whether the editor sizes hover images with VS Code's `|height=` syntax. */
+  sizedThumbnails: boolean;
+}
+
+export interface ImageHover {
+  range: OffsetRange;
+  markdown: string;
+  /** What the hover shows: a caption, the promise of one, or why there is none. */
+  state: 'caption' | 'pending' | 'problem';
+}
+
+/**
+ * The hover for the image reference at `offset`: its caption when cached or ready within `waitMs`, otherwise
+ * "Captioning…" while the caption goes on in the background, so the next hover is instant. If the hover is
+ * cancelled while it waits, its interest in the run is cancelled with it (the run stops when nobody else waits).
+ */
+export async function imageHover(
+  document: TextDocument,
+  offset: number,
+  inference: InferenceService,
+  options: ImageHoverOptions,
+  token: CancellationToken,
+): Promise<ImageHover | undefined> {
+  const text = document.getText();
+  const image = imageAt(text, document.languageId, offset);
+  if (!image) return undefined;
+  // On a reference definition's destination, the hover belongs to that destination, not the distant image.
+  const range = contains(image.range, offset) ? image.range : image.destinationRange ?? image.range;
+  const { settings } = options;
+
+  const loaded = await loadImageAt(
+    { url: image.url, documentUri: document.uri, workspaceFolders: options.workspaceFolders },
+    { remoteImages: settings.remoteImages },
+    token,
+  );
+  if (token.isCancellationRequested) return undefined;
+  if (!loaded.ok) return { range, markdown: problemHoverMarkdown(loaded.reason), state: 'problem' };
+
+  const thumbnail: ThumbnailOptions = { uri: loaded.location === 'inline' ? undefined : loaded.uri, sized: options.sizedThumbnails };
+  const useAsAltText =
+    isImageElement(image) && image.altSyntax.kind !== 'dynamic'
+      ? { uri: document.uri, range: { start: document.positionAt(image.range.start), end: document.positionAt(image.range.end) } }
+      : undefined;
+  const show = (caption: GenerationResult): ImageHover => ({
+    range,
+    markdown: captionHoverMarkdown({ caption, thumbnail, useAsAltText, askImage: loaded.uri }),
+    state: 'caption',
+  });
+
+  // No separate cache lookup: the service answers a cached caption at once (and counts the hit).
+  try {
+    const interest = linkedSource(token);
+    try {
+      const waited = await waitAtMost(inference.caption(loaded.source, { priority: 'interactive' }, interest.source.token), options.waitMs, token);
+      if (waited.kind === 'done') return show(waited.value);
+      if (waited.kind === 'cancelled') return undefined;
+      return { range, markdown: pendingHoverMarkdown(thumbnail), state: 'pending' };
+    } finally {
+      // After the answer, nothing reaches the run any more: a caption still computing goes on for the next hover.
+      interest.dispose();
+    }
+  } catch (e) {
+    if (token.isCancellationRequested) return undefined;
+    return { range, markdown: problemHoverMarkdown(failureSentence(e, inference), thumbnail), state: 'problem' };
+  }
+}

@@ -1,0 +1,68 @@
+import * as path from 'node:path';
+import type { CancellationToken } from 'vscode-languageserver-protocol';
+import type { InferenceService } from '../../inference/types';
+import type { AskParams, CaptionParams, GenerationResult } from '../../protocol/messages';
+import type { Blip2Settings } from '../../protocol/settings';
+import { loadImageAt, type LoadedImage } from '../images/load-image';
+import { failureSentence, isNoModel } from '../inference-failure';
+
+/** A request that failed for a reason the user can act on; `noModel` makes the client offer model set-up. */
+export class RequestFailure extends Error {
+  constructor(
+    message: string,
+    readonly noModel = false,
+  ) {
+    super(message);
+    this.name = 'RequestFailure';
+  }
+}
+
+export interface ImageRequestOptions {
+  settings: Blip2Settings;
+  workspaceFolders: readonly string[];
+}
+
+/** `blip2/caption`: the caption of the image at a file: or http(s): URI. */
+export async function captionImage(params: CaptionParams, inference: InferenceService, options: ImageRequestOptions, token: CancellationToken): Promise<GenerationResult> {
+  const loaded = await load(params.image, options, token);
+  return run(inference, () => inference.caption(loaded.source, { priority: 'interactive', prompt: params.prompt }, token));
+}
+
+/** `blip2/ask`: the answer to a question about an image, with the text so far passed to `onPartial` as it grows. */
+export async function askAboutImage(
+  params: AskParams,
+  inference: InferenceService,
+  options: ImageRequestOptions,
+  onPartial: ((textSoFar: string) => void) | undefined,
+  token: CancellationToken,
+): Promise<GenerationResult> {
+  const question = params.question.trim();
+  if (!question) throw new RequestFailure('The question is empty.');
+  const loaded = await load(params.image, options, token);
+  return run(inference, () =>
+    inference.ask(loaded.source, question, { priority: 'interactive', history: params.history, onPartial }, token),
+  );
+}
+
+async function load(image: string, options: ImageRequestOptions, token: CancellationToken): Promise<Extract<LoadedImage, { ok: true }>> {
+  // A relative path has no document to be relative to: only the workspace folder can anchor it.
+  const hasScheme = /^[a-z][a-z0-9+.-]+:/i.test(image) && !/^[a-z]:[\\/]/i.test(image);
+  if (!hasScheme && !path.isAbsolute(image) && options.workspaceFolders.length === 0) {
+    throw new RequestFailure(`"${image}" is neither an absolute path nor a file: or http(s): address.`);
+  }
+  const loaded = await loadImageAt(
+    { url: image, documentUri: '', workspaceFolders: options.workspaceFolders },
+    { remoteImages: options.settings.remoteImages },
+    token,
+  );
+  if (!loaded.ok) throw new RequestFailure(loaded.reason);
+  return loaded;
+}
+
+async function run(inference: InferenceService, work: () => Promise<GenerationResult>): Promise<GenerationResult> {
+  try {
+    return await work();
+  } catch (e) {
+    throw new RequestFailure(failureSentence(e, inference), isNoModel(e, inference));
+  }
+}

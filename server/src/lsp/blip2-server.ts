@@ -1,0 +1,440 @@
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  CancellationTokenSource,
+  CodeActionKind,
+  ErrorCodes,
+  LSPErrorCodes,
+  ResponseError,
+  TextDocumentSyncKind,
+  type CancellationToken,
+  type ClientCapabilities,
+  type CodeAction,
+  type CodeActionParams,
+  type ExecuteCommandParams,
+  type Hover,
+  type HoverParams,
+  type InitializeParams,
+  type InitializeResult,
+  type ProgressToken,
+  type WorkspaceFoldersChangeEvent,
+} from 'vscode-languageserver-protocol';
+import { TextDocument } from 'vscode-languageserver-textdocument';
+import { storeRoot } from '../engine/store/model-store';
+import { generateMissingAltText, type AltTextFile } from '../features/alt-text/generate-alt-text';
+import { captionImagesInBackground } from '../features/captions/caption-on-open';
+import { linkedSource } from '../features/cancellation';
+import { altCodeActions, resolveAltAction } from '../features/code-actions/alt-code-actions';
+import { altTextDiagnostics } from '../features/diagnostics/alt-diagnostics';
+import { imageHover } from '../features/hover/image-hover';
+import { imageSyntaxOf } from '../features/images/find-images';
+import { askAboutImage, captionImage, RequestFailure } from '../features/requests/image-requests';
+import { describeError } from '../features/user-message';
+import { findWorkspaceFiles, languageIdOfPath } from '../features/workspace/workspace-files';
+import type { EditSupport } from '../features/workspace/workspace-edit';
+import type { InferenceService } from '../inference/types';
+import {
+  Blip2ErrorCodes,
+  GenerateAltTextActionKind,
+  ServerCommands,
+  type AltTextCommandArgs,
+  type AltTextCommandResult,
+  type AskParams,
+  type CaptionParams,
+  type GenerationResult,
+  type InferenceCounters,
+  type InitializationOptions,
+  type ModelStatus,
+  type SetUpModelParams,
+} from '../protocol/messages';
+import type { Blip2Settings } from '../protocol/settings';
+import type { LspClient } from './lsp-client';
+import { normalizeSettings } from './normalize-settings';
+import { SettingsSource } from './settings-source';
+import { StatusThrottle } from './status-throttle';
+
+export type InferenceFactory = (options: { settings: Blip2Settings; cacheDir?: string; log?: (line: string) => void }) => InferenceService;
+
+/** The open documents, as vscode-languageserver's `TextDocuments` keeps them (always the latest version). */
+export interface DocumentStore {
+  get(uri: string): TextDocument | undefined;
+}
+
+/** A hover waits this long for a caption that is not cached, then says "Captioning…" and lets it finish. */
+export const DEFAULT_HOVER_WAIT_MS = 3000;
+/** Diagnostics follow typing after this pause, so a burst of keystrokes parses the document once. */
+const DIAGNOSTICS_DELAY_MS = 250;
+
+/**
+ * The BLIP-2 language server: one method per LSP event, each turning protocol values into a feature call and
+ * the feature's result back into protocol values. Features never see the client; the client is reached only
+ * through `LspClient`.
+ */
+export class Blip2Server {
+  private inference!: InferenceService;
+  private settings!: SettingsSource;
+  private workspaceFolders: string[] = [];
+  private editSupport: EditSupport = { documentChanges: false, changeAnnotations: false };
+  private hoverWaitMs = DEFAULT_HOVER_WAIT_MS;
+  private sizedThumbnails = false;
+  private capabilities: ClientCapabilities = {};
+  /** Requests wait for the first configuration read, so none runs with settings the user did not choose. */
+  private ready: Promise<void> = Promise.resolve();
+  private markReady: () => void = () => undefined;
+  private readonly openedVersions = new Map<string, number>();
+  private readonly diagnosticTimers = new Map<string, NodeJS.Timeout>();
+  /** Open documents, each with the token that stops its background captions when it closes. */
+  private readonly openDocuments = new Map<string, CancellationTokenSource>();
+  /** Work-done tokens of running requests, so the client's "cancel" on the progress stops them too. */
+  private readonly progressCancellations = new Map<ProgressToken, CancellationTokenSource>();
+  private shuttingDown = false;
+  private readonly statusThrottle = new StatusThrottle((status) => this.client.modelStatusChanged(status));
+
+  constructor(
+    private readonly client: LspClient,
+    private readonly documents: DocumentStore,
+    private readonly createInference: InferenceFactory,
+  ) {}
+
+  // ---- lifecycle ----
+
+  initialize(params: InitializeParams): InitializeResult {
+    this.capabilities = params.capabilities;
+    const options = (params.initializationOptions ?? {}) as InitializationOptions;
+    const askClient = params.capabilities.workspace?.configuration === true;
+    this.settings = new SettingsSource(this.client, options.settings, askClient);
+    this.workspaceFolders = params.workspaceFolders?.map((f) => f.uri) ?? (params.rootUri ? [params.rootUri] : []);
+    const workspaceEdit = params.capabilities.workspace?.workspaceEdit;
+    this.editSupport = { documentChanges: workspaceEdit?.documentChanges === true, changeAnnotations: workspaceEdit?.changeAnnotationSupport !== undefined };
+    if (typeof options.hoverWaitMs === 'number' && options.hoverWaitMs >= 0) this.hoverWaitMs = options.hoverWaitMs;
+    // VS Code sizes hover images with `|height=`; in any other editor that would break the address.
+    this.sizedThumbnails = /visual studio code|vscode|code - oss|codium|code-server|cursor|windsurf/i.test(params.clientInfo?.name ?? '');
+    if (askClient) this.ready = new Promise((resolve) => (this.markReady = resolve));
+
+    const initial = normalizeSettings(options.settings);
+    this.inference = this.createInference({ settings: initial, cacheDir: options.cacheDir ?? defaultCacheDir(initial), log: (line) => this.client.log(line) });
+    this.inference.onStatusChange((status) => this.statusThrottle.push(status));
+
+    return {
+      capabilities: {
+        textDocumentSync: TextDocumentSyncKind.Incremental,
+        hoverProvider: true,
+        codeActionProvider: { codeActionKinds: [CodeActionKind.QuickFix, GenerateAltTextActionKind], resolveProvider: true },
+        executeCommandProvider: { commands: [ServerCommands.generateMissingAltText] },
+        workspace: { workspaceFolders: { supported: true, changeNotifications: true } },
+      },
+      serverInfo: { name: 'blip2-language-server', version: '0.1.0' },
+    };
+  }
+
+  /** Reads the configuration for the first time, then lets waiting requests through. */
+  async initialized(): Promise<void> {
+    try {
+      if (this.capabilities.workspace?.didChangeConfiguration?.dynamicRegistration) this.client.watchConfiguration();
+      this.inference.updateSettings(await this.settings.refresh());
+    } catch (e) {
+      this.client.log(`Reading the blip2 settings failed, using the defaults: ${describeError(e)}`);
+    } finally {
+      this.markReady();
+    }
+  }
+
+  async configurationChanged(): Promise<void> {
+    await this.ready;
+    this.inference.updateSettings(await this.settings.refresh());
+    for (const uri of this.openDocuments.keys()) this.scheduleDiagnostics(uri, 0);
+  }
+
+  wantsWorkspaceFolderEvents(): boolean {
+    return this.capabilities.workspace?.workspaceFolders === true;
+  }
+
+  workspaceFoldersChanged(event: WorkspaceFoldersChangeEvent): void {
+    const removed = new Set(event.removed.map((f) => f.uri));
+    this.workspaceFolders = [...this.workspaceFolders.filter((uri) => !removed.has(uri)), ...event.added.map((f) => f.uri)];
+  }
+
+  async shutdown(): Promise<void> {
+    this.shuttingDown = true;
+    for (const timer of this.diagnosticTimers.values()) clearTimeout(timer);
+    this.diagnosticTimers.clear();
+    for (const source of this.openDocuments.values()) source.cancel();
+    for (const source of this.progressCancellations.values()) source.cancel();
+    this.statusThrottle.dispose();
+    // Ends the inference worker, so nothing but the connection keeps the process alive until `exit`.
+    await this.inference?.dispose();
+  }
+
+  // ---- documents ----
+
+  opened(document: TextDocument): void {
+    const source = new CancellationTokenSource();
+    this.openDocuments.get(document.uri)?.cancel();
+    this.openDocuments.set(document.uri, source);
+    this.openedVersions.set(document.uri, document.version);
+    this.scheduleDiagnostics(document.uri, 0);
+    void this.captionInBackground(document.uri, source.token);
+  }
+
+  changed(document: TextDocument): void {
+    // The library reports an open as a change too; that version is already being checked without delay.
+    if (this.openedVersions.get(document.uri) === document.version) return;
+    this.openedVersions.delete(document.uri);
+    this.scheduleDiagnostics(document.uri, DIAGNOSTICS_DELAY_MS);
+  }
+
+  closed(document: TextDocument): void {
+    this.openDocuments.get(document.uri)?.cancel();
+    this.openDocuments.delete(document.uri);
+    this.openedVersions.delete(document.uri);
+    clearTimeout(this.diagnosticTimers.get(document.uri));
+    this.diagnosticTimers.delete(document.uri);
+    this.settings.forget(document.uri);
+    if (imageSyntaxOf(document.languageId) !== 'other') this.client.publishDiagnostics(document.uri, undefined, []);
+  }
+
+  private scheduleDiagnostics(uri: string, delayMs: number): void {
+    if (this.shuttingDown) return;
+    clearTimeout(this.diagnosticTimers.get(uri));
+    this.diagnosticTimers.set(
+      uri,
+      setTimeout(() => {
+        this.diagnosticTimers.delete(uri);
+        void this.publishDiagnostics(uri);
+      }, delayMs),
+    );
+  }
+
+  private async publishDiagnostics(uri: string): Promise<void> {
+    await this.ready;
+    const document = this.documents.get(uri);
+    if (!document || imageSyntaxOf(document.languageId) === 'other') return;
+    const version = document.version;
+    const settings = await this.settings.forDocument(uri);
+    const now = this.documents.get(uri);
+    // A newer version has its own run scheduled; publishing this one would flash stale squiggles.
+    if (!now || now.version !== version) return;
+    this.client.publishDiagnostics(uri, version, altTextDiagnostics(now, settings.altText));
+  }
+
+  private async captionInBackground(uri: string, token: CancellationToken): Promise<void> {
+    await this.ready;
+    const document = this.documents.get(uri);
+    if (!document || token.isCancellationRequested) return;
+    const settings = await this.settings.forDocument(uri);
+    if (!settings.altText.captionOnOpen) return;
+    const snapshot = TextDocument.create(document.uri, document.languageId, document.version, document.getText());
+    try {
+      await captionImagesInBackground(snapshot, this.inference, { workspaceFolders: this.workspaceFolders, settings, log: (l) => this.client.log(l) }, token);
+    } catch (e) {
+      this.client.log(`Background captions for ${uri} failed: ${describeError(e)}`);
+    }
+  }
+
+  // ---- language features ----
+
+  async hover(params: HoverParams, token: CancellationToken): Promise<Hover | null> {
+    await this.ready;
+    const live = this.documents.get(params.textDocument.uri);
+    if (!live) return null;
+    const document = TextDocument.create(live.uri, live.languageId, live.version, live.getText());
+    const settings = await this.settings.forDocument(document.uri);
+    const hover = await imageHover(
+      document,
+      document.offsetAt(params.position),
+      this.inference,
+      { workspaceFolders: this.workspaceFolders, settings, waitMs: this.hoverWaitMs, sizedThumbnails: this.sizedThumbnails },
+      token,
+    );
+    if (!hover) return null;
+    return {
+      contents: { kind: 'markdown', value: hover.markdown },
+      range: { start: document.positionAt(hover.range.start), end: document.positionAt(hover.range.end) },
+    };
+  }
+
+  async codeActions(params: CodeActionParams, _token: CancellationToken): Promise<CodeAction[]> {
+    await this.ready;
+    const document = this.documents.get(params.textDocument.uri);
+    if (!document) return [];
+    const settings = await this.settings.forDocument(document.uri);
+    const codeAction = this.capabilities.textDocument?.codeAction;
+    return altCodeActions(document, params.range, params.context, {
+      workspaceFolders: this.workspaceFolders,
+      settings,
+      disabledSupport: codeAction?.disabledSupport === true,
+      resolveSupport: codeAction?.resolveSupport?.properties.includes('edit') === true,
+    });
+  }
+
+  async resolveCodeAction(action: CodeAction, token: CancellationToken): Promise<CodeAction> {
+    await this.ready;
+    const uri = (action.data as { uri?: unknown } | undefined)?.uri;
+    if (typeof uri !== 'string') return action;
+    const settings = await this.settings.forDocument(uri);
+    const resolved = await resolveAltAction(
+      action,
+      this.inference,
+      { workspaceFolders: this.workspaceFolders, settings, editSupport: this.editSupport, documentNow: (u) => this.documents.get(u) },
+      token,
+    );
+    if (token.isCancellationRequested) throw cancelled();
+    // A resolved action has no way to carry an error, so the user hears it as a message instead of nothing happening.
+    if (resolved.failure && !resolved.action.edit) this.client.showMessage('warning', `BLIP-2: ${resolved.failure}`);
+    return resolved.action;
+  }
+
+  async executeCommand(params: ExecuteCommandParams, token: CancellationToken, progressToken: ProgressToken | undefined): Promise<AltTextCommandResult> {
+    await this.ready;
+    if (params.command !== ServerCommands.generateMissingAltText) {
+      throw new ResponseError(ErrorCodes.InvalidParams, `Unknown command ${params.command}.`);
+    }
+    const args = (params.arguments?.[0] ?? {}) as AltTextCommandArgs;
+    const progress = this.client.workDone(progressToken);
+    const { source, dispose } = this.cancellable(token, progressToken);
+    progress.begin('Generating alt text with BLIP-2', 0, 'Looking for images…', true);
+    try {
+      const files = args.uri ? [await this.fileForAltText(args.uri)] : await this.workspaceFilesForAltText(source.token);
+      const result = await generateMissingAltText(
+        files,
+        this.inference,
+        {
+          workspaceFolders: this.workspaceFolders,
+          settingsFor: (uri) => this.settings.forDocument(uri),
+          current: (file) => this.fileForAltText(file.uri).catch(() => undefined),
+          onProgress: (done, total) => progress.report(total === 0 ? 100 : (100 * done) / total, `${done} of ${total} images`),
+          priority: 'interactive',
+          editSupport: this.editSupport,
+        },
+        source.token,
+      );
+      if (args.apply && result.images > 0) await this.client.applyEdit('Generate missing alt text', result.edit);
+      return result;
+    } catch (e) {
+      if (source.token.isCancellationRequested) throw cancelled();
+      if (e instanceof ResponseError) throw e;
+      throw new ResponseError(LSPErrorCodes.RequestFailed, describeError(e));
+    } finally {
+      dispose();
+      progress.done();
+    }
+  }
+
+  /** A file for the alt-text command: the editor's text when it is open (unsaved changes included), else the disk's. */
+  private async fileForAltText(uri: string): Promise<AltTextFile> {
+    const open = this.documents.get(uri);
+    if (open) return { uri, languageId: open.languageId, text: open.getText(), version: open.version };
+    if (!uri.startsWith('file:')) throw new ResponseError(ErrorCodes.InvalidParams, `${uri} is not open and not a local file.`);
+    const filePath = fileURLToPath(uri);
+    const languageId = languageIdOfPath(filePath);
+    if (!languageId) throw new ResponseError(ErrorCodes.InvalidParams, `${path.basename(filePath)} is not a markdown, HTML, JSX or TSX file.`);
+    try {
+      return { uri, languageId, text: await fs.readFile(filePath, 'utf8'), version: null };
+    } catch (e) {
+      throw new ResponseError(LSPErrorCodes.RequestFailed, describeError(e));
+    }
+  }
+
+  private async workspaceFilesForAltText(token: CancellationToken): Promise<AltTextFile[]> {
+    const excludes = this.capabilities.workspace?.configuration ? await this.client.configuration('files.exclude') : undefined;
+    const found = await findWorkspaceFiles(this.workspaceFolders, { excludes: isRecord(excludes) ? excludes : undefined }, token);
+    const files: AltTextFile[] = [];
+    for (const file of found) {
+      try {
+        files.push(await this.fileForAltText(file.uri));
+      } catch {
+        // Vanished or unreadable since the walk: nothing to edit there.
+      }
+    }
+    return files;
+  }
+
+  // ---- custom requests ----
+
+  async caption(params: CaptionParams, token: CancellationToken): Promise<GenerationResult> {
+    await this.ready;
+    const settings = await this.settings.forServer();
+    return this.asResponse(token, () => captionImage(params, this.inference, { settings, workspaceFolders: this.workspaceFolders }, token));
+  }
+
+  async ask(params: AskParams, token: CancellationToken): Promise<GenerationResult> {
+    await this.ready;
+    const settings = await this.settings.forServer();
+    const partialToken = params.partialResultToken;
+    const onPartial = partialToken === undefined ? undefined : (textSoFar: string) => this.client.answerPartial(partialToken, { textSoFar });
+    return this.asResponse(token, () => askAboutImage(params, this.inference, { settings, workspaceFolders: this.workspaceFolders }, onPartial, token));
+  }
+
+  modelStatus(): ModelStatus {
+    return this.inference.status();
+  }
+
+  counters(): InferenceCounters {
+    return this.inference.counters();
+  }
+
+  async setUpModel(params: SetUpModelParams, token: CancellationToken): Promise<ModelStatus> {
+    await this.ready;
+    const progress = this.client.workDone(params.workDoneToken);
+    const { source, dispose } = this.cancellable(token, params.workDoneToken);
+    progress.begin('Setting up BLIP-2', undefined, params.model ?? 'The configured model', true);
+    try {
+      const status = await this.inference.setUp(
+        params.model,
+        { report: (message, fraction) => progress.report(fraction === undefined ? 0 : Math.round(fraction * 100), message) },
+        source.token,
+      );
+      if (source.token.isCancellationRequested) throw cancelled();
+      return status;
+    } catch (e) {
+      if (e instanceof ResponseError) throw e;
+      if (source.token.isCancellationRequested) throw cancelled();
+      const noModel = this.inference.status().state === 'noModel';
+      throw new ResponseError(noModel ? Blip2ErrorCodes.NoModel : LSPErrorCodes.RequestFailed, describeError(e));
+    } finally {
+      dispose();
+      progress.done();
+    }
+  }
+
+  /** `window/workDoneProgress/cancel` from the client: the user pressed "Cancel" on a progress notification. */
+  cancelProgress(token: ProgressToken): void {
+    this.progressCancellations.get(token)?.cancel();
+  }
+
+  private cancellable(token: CancellationToken, progressToken: ProgressToken | undefined): { source: CancellationTokenSource; dispose(): void } {
+    const linked = linkedSource(token);
+    if (progressToken !== undefined) this.progressCancellations.set(progressToken, linked.source);
+    return {
+      source: linked.source,
+      dispose: () => {
+        linked.dispose();
+        if (progressToken !== undefined) this.progressCancellations.delete(progressToken);
+      },
+    };
+  }
+
+  private async asResponse<T>(token: CancellationToken, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (e) {
+      if (token.isCancellationRequested) throw cancelled();
+      if (e instanceof RequestFailure) throw new ResponseError(e.noModel ? Blip2ErrorCodes.NoModel : LSPErrorCodes.RequestFailed, e.message);
+      throw new ResponseError(LSPErrorCodes.RequestFailed, describeError(e));
+    }
+  }
+}
+
+function cancelled(): ResponseError<void> {
+  return new ResponseError(LSPErrorCodes.RequestCancelled, 'Cancelled.');
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Without a folder from the client, captions are cached beside the converted models, per user. */
+function defaultCacheDir(settings: Blip2Settings): string {
+  return path.join(storeRoot(settings.modelStore || undefined), 'lsp-cache');
+}
