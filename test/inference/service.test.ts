@@ -127,7 +127,7 @@ describe('inference service', () => {
 
   it('reports a missing model as noModel with a sentence, without touching the network', async () => {
     const svc = make({ ...settings(), model: 'Salesforce/blip2-opt-2.7b' });
-    await assert.rejects(svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never), /not in the Hugging Face cache/);
+    await assert.rejects(svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never), /The model Salesforce\/blip2-opt-2.7b is not on this machine yet. Set it up once/);
     assert.equal(svc.status().state, 'noModel');
     assert.match(svc.status().message ?? '', /Salesforce\/blip2-opt-2.7b/);
   });

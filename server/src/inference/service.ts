@@ -329,7 +329,14 @@ class WorkerInferenceService implements InferenceService {
         return m.model;
       })
       .catch((e: WorkerError | Error) => {
-        const error = 'kind' in e ? e : ({ kind: 'internal', message: e.message } as WorkerError);
+        let error = 'kind' in e ? e : ({ kind: 'internal', message: e.message } as WorkerError);
+        if (error.kind === 'noModel' && !opts.allowDownload && !this.settings.offline) {
+          // Requests never download, so the engine's "offline" wording would mislead; say what the user can do.
+          error = {
+            kind: 'noModel',
+            message: `The model ${settings.model} is not on this machine yet. Set it up once (it is downloaded and converted locally), or point the model setting at a local checkpoint folder.`,
+          };
+        }
         if (error.kind === 'noModel') this.setState({ state: 'noModel', model: settings.model, message: error.message });
         else if (error.kind === 'cancelled') this.setState({ state: 'unloaded', model: settings.model, message: 'Set-up was cancelled.' });
         else this.setState({ state: 'error', model: settings.model, message: firstLine(error.message) });
