@@ -20,20 +20,12 @@ const common = {
 };
 
 const entries = [
+  { entryPoints: ['client/src/extension.ts'], outfile: 'dist/extension.js' },
+  { entryPoints: ['server/src/server.ts'], outfile: 'dist/server.js' },
+  // Beside server.js, where the inference host looks for it.
+  { entryPoints: ['server/src/inference/inference-worker.ts'], outfile: 'dist/worker.js' },
   { entryPoints: ['server/src/cli/blip2.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node\n' + common.banner.js } },
 ];
-for (const [src, out] of [
-  ['client/src/extension.ts', 'dist/extension.js'],
-  ['server/src/server.ts', 'dist/server.js'],
-  ['server/src/inference/inference-worker.ts', 'dist/worker.js'],
-]) {
-  try {
-    (await import('node:fs')).accessSync(src);
-    entries.push({ entryPoints: [src], outfile: out });
-  } catch {
-    // Not written yet.
-  }
-}
 
 const contexts = await Promise.all(entries.map((e) => esbuild.context({ ...common, ...e, banner: e.banner ?? common.banner })));
 if (watch) {
