@@ -1,6 +1,7 @@
 // Bundles the extension client, the language server, its inference worker and the blip2 CLI.
 // Native addons (onnxruntime-node, sharp) stay external: they ship as node_modules for one platform.
 import * as esbuild from 'esbuild';
+import { pathToFileURL } from 'node:url';
 
 const watch = process.argv.includes('--watch');
 const production = process.argv.includes('--production');
@@ -19,7 +20,7 @@ const common = {
   banner: { js: "const importMetaUrl = require('url').pathToFileURL(__filename).href;" },
 };
 
-const entries = [
+export const entries = [
   { entryPoints: ['client/src/extension.ts'], outfile: 'dist/extension.js' },
   { entryPoints: ['server/src/server.ts'], outfile: 'dist/server.js' },
   // Beside server.js, where the inference host looks for it.
@@ -27,10 +28,13 @@ const entries = [
   { entryPoints: ['server/src/cli/blip2.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node\n' + common.banner.js } },
 ];
 
-const contexts = await Promise.all(entries.map((e) => esbuild.context({ ...common, ...e, banner: e.banner ?? common.banner })));
-if (watch) {
-  await Promise.all(contexts.map((c) => c.watch()));
-} else {
-  await Promise.all(contexts.map((c) => c.rebuild()));
-  await Promise.all(contexts.map((c) => c.dispose()));
+// Builds only when run (`node esbuild.config.mjs`), so tests can import the entry list.
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const contexts = await Promise.all(entries.map((e) => esbuild.context({ ...common, ...e, banner: e.banner ?? common.banner })));
+  if (watch) {
+    await Promise.all(contexts.map((c) => c.watch()));
+  } else {
+    await Promise.all(contexts.map((c) => c.rebuild()));
+    await Promise.all(contexts.map((c) => c.dispose()));
+  }
 }

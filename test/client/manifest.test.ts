@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import { CHAT_VIEW_TYPE } from '../../client/src/chat-messages';
 import { COMMANDS, LINK_ONLY_COMMANDS } from '../../client/src/command-ids';
@@ -81,10 +82,13 @@ describe('contributes.menus', () => {
 });
 
 describe('the rest of the manifest', () => {
-  it('starts dist/extension.js, which esbuild builds from client/src/extension.ts', () => {
+  it('starts dist/extension.js, which esbuild builds from client/src/extension.ts', async () => {
     assert.equal(path.normalize(manifest.main), path.normalize('./dist/extension.js'));
-    const config = readFileSync(path.join(ROOT, 'esbuild.config.mjs'), 'utf8');
-    assert.match(config, /'client\/src\/extension\.ts', 'dist\/extension\.js'/);
+    const { entries } = (await import(pathToFileURL(path.join(ROOT, 'esbuild.config.mjs')).href)) as {
+      entries: { entryPoints: string[]; outfile: string }[];
+    };
+    const client = entries.find((e) => e.entryPoints.includes('client/src/extension.ts'));
+    assert.equal(path.normalize(client?.outfile ?? ''), path.normalize(manifest.main));
   });
 
   it('activates for the image chat panel, to restore it after a reload', () => {
