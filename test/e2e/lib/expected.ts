@@ -1,0 +1,63 @@
+// What the engine itself answers, with the generation settings the extension's server uses (the `blip2.*`
+// defaults): the e2e tests compare what the editor shows with these, never with typed-in text.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { openModel, type OpenedModel } from '../../../server/src/engine/open-model';
+import type { GenerationSettings } from '../../../server/src/engine/pipeline';
+import { chatPrompt, questionPrompt, type ChatTurn } from '../../../server/src/engine/preprocess/prompts';
+import { DEFAULT_SETTINGS } from '../../../server/src/protocol/settings';
+import { tinyModelDir } from './env';
+
+export interface Expected {
+  text: string;
+  alternatives: string[];
+}
+
+export class EngineOracle {
+  private constructor(
+    private readonly opened: OpenedModel,
+    private readonly store: string,
+  ) {}
+
+  /** The tiny fixture at fp32 (the precision the e2e workspace sets), converted into its own store. */
+  static async open(): Promise<EngineOracle> {
+    const store = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-e2e-oracle-'));
+    const opened = await openModel({ model: tinyModelDir, precision: 'fp32', device: 'cpu', threads: 0, store, offline: true });
+    return new EngineOracle(opened, store);
+  }
+
+  /** The service's generation settings: captions keep `alternatives` more beams, answers one. */
+  private settings(caption: boolean): GenerationSettings {
+    const g = DEFAULT_SETTINGS.generation;
+    const beams = Math.max(1, g.numBeams);
+    return {
+      maxNewTokens: g.maxNewTokens,
+      numBeams: beams,
+      numReturnSequences: caption && beams > 1 ? Math.min(beams, g.alternatives + 1) : 1,
+      repetitionPenalty: g.repetitionPenalty,
+      noRepeatNgramSize: g.noRepeatNgramSize,
+      ...(g.minNewTokens ? { minNewTokens: g.minNewTokens } : {}),
+    };
+  }
+
+  private async run(image: string, prompt: string, caption: boolean): Promise<Expected> {
+    const [encoded] = await this.opened.pipeline.encodeImages([image]);
+    const { answers } = await this.opened.pipeline.generate([{ image: encoded, prompt }], this.settings(caption));
+    return { text: answers[0].text, alternatives: answers[0].alternatives.map((a) => a.text) };
+  }
+
+  caption(image: string): Promise<Expected> {
+    return this.run(image, DEFAULT_SETTINGS.generation.captionPrompt, true);
+  }
+
+  /** An answer in a chat: the earlier turns go into the prompt as the server puts them. */
+  answer(image: string, question: string, history: ChatTurn[] = []): Promise<Expected> {
+    return this.run(image, history.length ? chatPrompt(history, question) : questionPrompt(question), false);
+  }
+
+  async dispose(): Promise<void> {
+    await this.opened.pipeline.dispose();
+    fs.rmSync(this.store, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,99 @@
+// The platform VSIX: what ships in it, what does not, and that its bundles run from it with nothing else.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { referenceImagesDir, repoRoot, tinyModelDir } from './lib/env';
+import { listZip, packagedVsix, type ZipEntry } from './lib/vsix';
+
+/** Measured 2026-11 for linux-x64: 26.0 MB (uncompressed: 44 MB onnxruntime, 18 MB libvips, 2 MB bundles). */
+const MAX_VSIX_BYTES = 32 * 1024 * 1024;
+const manifest = JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8'));
+const target = `${process.platform}-${process.arch}`;
+const [os_, arch] = [process.platform, process.arch];
+
+describe(`packaged VSIX (${target})`, () => {
+  let vsix: string;
+  let entries: ZipEntry[];
+  let names: string[];
+  let extracted: string;
+
+  before(() => {
+    vsix = packagedVsix();
+    entries = listZip(vsix);
+    names = entries.map((e) => e.name);
+    extracted = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-vsix-'));
+    execFileSync('unzip', ['-q', vsix, '-d', extracted]);
+  });
+  after(() => {
+    if (extracted) fs.rmSync(extracted, { recursive: true, force: true });
+  });
+
+  it(`is named for its target and is under ${MAX_VSIX_BYTES / 1024 / 1024} MB`, (t) => {
+    assert.equal(path.basename(vsix), `${manifest.name}-${manifest.version}-${target}.vsix`);
+    const bytes = fs.statSync(vsix).size;
+    t.diagnostic(`${path.basename(vsix)}: ${(bytes / 1024 / 1024).toFixed(1)} MB, ${entries.length} entries`);
+    assert.ok(bytes < MAX_VSIX_BYTES, `${bytes} bytes`);
+    const vsixManifest = fs.readFileSync(path.join(extracted, 'extension.vsixmanifest'), 'utf8');
+    assert.match(vsixManifest, new RegExp(`TargetPlatform="${target}"`));
+  });
+
+  it('carries the four production bundles, the manifest and media, and no sources or source maps', () => {
+    for (const bundle of ['extension', 'server', 'worker', 'cli']) {
+      assert.ok(names.includes(`extension/dist/${bundle}.js`), `dist/${bundle}.js missing`);
+      const text = fs.readFileSync(path.join(extracted, 'extension', 'dist', `${bundle}.js`), 'utf8');
+      assert.doesNotMatch(text, /sourceMappingURL/, `dist/${bundle}.js points at a source map`);
+    }
+    assert.ok(names.includes('extension/package.json'));
+    assert.ok(names.some((n) => n.startsWith('extension/media/')), 'media/ missing');
+    const offending = names.filter((n) => /\.(map|ts|tsx|mts|cts)$/.test(n) || /^extension\/(client|server|test|scripts|out|\.ci)\//.test(n));
+    assert.deepEqual(offending, []);
+    const distFiles = names.filter((n) => n.startsWith('extension/dist/'));
+    assert.deepEqual(distFiles.sort(), ['cli', 'extension', 'server', 'worker'].map((b) => `extension/dist/${b}.js`));
+  });
+
+  it('carries only the native runtime packages, for this platform only', () => {
+    const packages = new Set(
+      names
+        .filter((n) => n.startsWith('extension/node_modules/'))
+        .map((n) => n.split('/').slice(2, n.split('/')[2].startsWith('@') ? 4 : 3).join('/')),
+    );
+    const sharpDeps = Object.keys(JSON.parse(fs.readFileSync(path.join(repoRoot, 'node_modules/sharp/package.json'), 'utf8')).dependencies);
+    const expected = new Set([
+      'onnxruntime-node',
+      'onnxruntime-common',
+      'sharp',
+      `@img/sharp-${os_}-${arch}`,
+      ...(os_ === 'linux' || os_ === 'darwin' ? [`@img/sharp-libvips-${os_}-${arch}`] : []),
+      ...sharpDeps,
+    ]);
+    assert.deepEqual([...packages].sort(), [...expected].sort());
+
+    const ortBinaries = names.filter((n) => n.startsWith('extension/node_modules/onnxruntime-node/bin/'));
+    const platforms = new Set(ortBinaries.map((n) => n.split('/').slice(5, 7).join('/')));
+    assert.deepEqual([...platforms], [`${os_}/${arch}`], 'onnxruntime-node binaries of other platforms shipped');
+    assert.ok(ortBinaries.some((n) => n.endsWith('/onnxruntime_binding.node')));
+    assert.ok(names.some((n) => new RegExp(`^extension/node_modules/@img/sharp-${os_}-${arch}/lib/.*\\.node$`).test(n)));
+  });
+
+  it('runs from the unpacked VSIX alone: the CLI bundle loads onnxruntime-node and sharp from it and captions', () => {
+    const store = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-vsix-store-'));
+    try {
+      // NODE_PATH empty and the folder outside the repository: nothing resolves from the repo's node_modules.
+      const out = execFileSync(
+        process.execPath,
+        [path.join(extracted, 'extension', 'dist', 'cli.js'), 'caption', path.join(referenceImagesDir, 'cat.png'),
+          '--model', tinyModelDir, '--precision', 'fp32', '--store', store, '--offline', '--max-new-tokens', '5', '--json'],
+        { cwd: extracted, encoding: 'utf8', env: { ...process.env, NODE_PATH: '' } },
+      );
+      const record = JSON.parse(out.trim().split('\n').at(-1)!);
+      assert.equal(typeof record.text, 'string');
+      assert.ok(record.text.length > 0);
+      assert.equal(record.precision, 'fp32');
+    } finally {
+      fs.rmSync(store, { recursive: true, force: true });
+    }
+  });
+});
