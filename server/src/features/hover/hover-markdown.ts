@@ -22,13 +22,13 @@ export interface CaptionHoverContent {
 
 export function captionHoverMarkdown(content: CaptionHoverContent): string {
   const { caption } = content;
-  const lines = [thumbnail(content.thumbnail), `**${escapeMarkdown(caption.text) || '(an empty caption)'}**`, provenance(caption)];
   const links: string[] = [];
   if (content.useAsAltText) {
     links.push(commandLink('Use as alt text', ClientCommands.useAsAltText, [content.useAsAltText.uri, content.useAsAltText.range, caption.text], "Put this caption in the image's alt text"));
   }
   links.push(commandLink('Ask a question…', ClientCommands.askAboutImage, [content.askImage], 'Ask BLIP-2 about this image'));
-  lines.push(links.join(' · '));
+  // The thumbnail goes last: hovers have a height limit, and the caption and its actions must stay in view.
+  const lines = [`**${escapeMarkdown(caption.text) || '(an empty caption)'}**`, provenance(caption), links.join(' · '), thumbnail(content.thumbnail)];
   return lines.filter((l) => l !== '').join('\n\n');
 }
 
