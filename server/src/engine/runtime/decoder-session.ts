@@ -85,6 +85,8 @@ export class DecoderSession implements LanguageModelSession {
   }
 
   reorder(rows: readonly number[]): void {
+    // Beam search often keeps every beam where it was; copying the whole cache for nothing costs more than a step.
+    if (rows.length === this.rows && rows.every((r, i) => r === i)) return;
     const stride = this.heads * this.pastLen * this.headDim;
     const pick = (src: KvArray): KvArray => {
       const out = this.emptyKv(rows.length * stride);
