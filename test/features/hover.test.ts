@@ -17,7 +17,7 @@ const options = (overrides: Partial<ImageHoverOptions> = {}): ImageHoverOptions 
   workspaceFolders: [pathToFileURL(dir).href],
   settings: DEFAULT_SETTINGS,
   waitMs: 10_000,
-  sizedThumbnails: true,
+  vscodeClient: true,
   ...overrides,
 });
 
@@ -45,12 +45,22 @@ describe('image hover', () => {
     assert.equal(inference.calls[0].priority, 'interactive');
   });
 
-  it('hovers path strings in any file, without "Use as alt text", and plain thumbnails outside VS Code', async () => {
+  it('hovers path strings in any file, without "Use as alt text"', async () => {
     const inference = new FakeInference({ 'my pic.png': 'a picture' });
     const document = doc('a.css', 'css', '.x { background: url("my%20pic.png"); }');
-    const hover = await imageHover(document, 25, inference, options({ sizedThumbnails: false }), CancellationToken.None);
+    const hover = await imageHover(document, 25, inference, options(), CancellationToken.None);
     assert.equal(hover?.state, 'caption');
     assert.ok(!hover.markdown.includes('useAsAltText'));
+    assert.ok(hover.markdown.includes('askAboutImage'));
+  });
+
+  it('outside VS Code: a plain thumbnail and no command links, which other editors would show as raw text', async () => {
+    const inference = new FakeInference({ 'my pic.png': 'a picture' });
+    const document = doc('a.md', 'markdown', '![](my%20pic.png)');
+    const hover = await imageHover(document, 5, inference, options({ vscodeClient: false }), CancellationToken.None);
+    assert.equal(hover?.state, 'caption');
+    assert.ok(!hover.markdown.includes('command:'), hover.markdown);
+    assert.ok(hover.markdown.includes('**a picture**'));
     assert.ok(hover.markdown.includes('my%20pic.png)'), hover.markdown);
   });
 

@@ -133,7 +133,8 @@ export class TestServer {
     try {
       await connection.sendRequest(InitializeRequest.type, {
         processId: options.parentPid ?? process.pid,
-        clientInfo: { name: options.clientName ?? 'blip2 test client' },
+        // The tests stand in for the VS Code extension unless they say otherwise.
+        clientInfo: { name: options.clientName ?? 'Visual Studio Code' },
         rootUri: folder ? pathToFileURL(folder).href : null,
         workspaceFolders: folder ? [{ uri: pathToFileURL(folder).href, name: path.basename(folder) }] : null,
         capabilities: CLIENT_CAPABILITIES,

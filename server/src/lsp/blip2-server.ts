@@ -77,7 +77,7 @@ export class Blip2Server {
   private workspaceFolders: string[] = [];
   private editSupport: EditSupport = { documentChanges: false, changeAnnotations: false };
   private hoverWaitMs = DEFAULT_HOVER_WAIT_MS;
-  private sizedThumbnails = false;
+  private vscodeClient = false;
   private capabilities: ClientCapabilities = {};
   /** Requests wait for the first configuration read, so none runs with settings the user did not choose. */
   private ready: Promise<void> = Promise.resolve();
@@ -108,8 +108,8 @@ export class Blip2Server {
     const workspaceEdit = params.capabilities.workspace?.workspaceEdit;
     this.editSupport = { documentChanges: workspaceEdit?.documentChanges === true, changeAnnotations: workspaceEdit?.changeAnnotationSupport !== undefined };
     if (typeof options.hoverWaitMs === 'number' && options.hoverWaitMs >= 0) this.hoverWaitMs = options.hoverWaitMs;
-    // VS Code sizes hover images with `|height=`; in any other editor that would break the address.
-    this.sizedThumbnails = /visual studio code|vscode|code - oss|codium|code-server|cursor|windsurf/i.test(params.clientInfo?.name ?? '');
+    // Only VS Code-family editors size hover images with `|height=` and run the extension's command links.
+    this.vscodeClient = /visual studio code|vscode|code - oss|codium|code-server|cursor|windsurf/i.test(params.clientInfo?.name ?? '');
     if (askClient) this.ready = new Promise((resolve) => (this.markReady = resolve));
 
     const initial = normalizeSettings(options.settings);
@@ -244,7 +244,7 @@ export class Blip2Server {
       document,
       document.offsetAt(params.position),
       this.inference,
-      { workspaceFolders: this.workspaceFolders, settings, waitMs: this.hoverWaitMs, sizedThumbnails: this.sizedThumbnails },
+      { workspaceFolders: this.workspaceFolders, settings, waitMs: this.hoverWaitMs, vscodeClient: this.vscodeClient },
       token,
     );
     if (!hover) return null;

@@ -18,15 +18,17 @@ export interface CaptionHoverContent {
   useAsAltText?: { uri: string; range: Range };
   /** The image as `blip2/ask` takes it. */
   askImage: string;
+  /** Offer the VS Code extension's command links ("Use as alt text", "Ask a question…"). */
+  links: boolean;
 }
 
 export function captionHoverMarkdown(content: CaptionHoverContent): string {
   const { caption } = content;
   const links: string[] = [];
-  if (content.useAsAltText) {
+  if (content.links && content.useAsAltText) {
     links.push(commandLink('Use as alt text', ClientCommands.useAsAltText, [content.useAsAltText.uri, content.useAsAltText.range, caption.text], "Put this caption in the image's alt text"));
   }
-  links.push(commandLink('Ask a question…', ClientCommands.askAboutImage, [content.askImage], 'Ask BLIP-2 about this image'));
+  if (content.links) links.push(commandLink('Ask a question…', ClientCommands.askAboutImage, [content.askImage], 'Ask BLIP-2 about this image'));
   // The thumbnail goes last: hovers have a height limit, and the caption and its actions must stay in view.
   const lines = [`**${escapeMarkdown(caption.text) || '(an empty caption)'}**`, provenance(caption), links.join(' · '), thumbnail(content.thumbnail)];
   return lines.filter((l) => l !== '').join('\n\n');

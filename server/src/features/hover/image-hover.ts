@@ -15,8 +15,11 @@ export interface ImageHoverOptions {
   settings: Blip2Settings;
   /** How long to wait for a caption that is not cached before answering "Captioning…". */
   waitMs: number;
-  /** Whether the editor sizes hover images with VS Code's `|height=` syntax. */
-  sizedThumbnails: boolean;
+  /**
+   * The client is a VS Code-family editor: it sizes hover images with `|height=` and runs the extension's
+   * command links; any other editor would show both as raw text.
+   */
+  vscodeClient: boolean;
 }
 
 export interface ImageHover {
@@ -53,14 +56,14 @@ export async function imageHover(
   if (token.isCancellationRequested) return undefined;
   if (!loaded.ok) return { range, markdown: problemHoverMarkdown(loaded.reason), state: 'problem' };
 
-  const thumbnail: ThumbnailOptions = { uri: loaded.location === 'inline' ? undefined : loaded.uri, sized: options.sizedThumbnails };
+  const thumbnail: ThumbnailOptions = { uri: loaded.location === 'inline' ? undefined : loaded.uri, sized: options.vscodeClient };
   const useAsAltText =
     isImageElement(image) && image.altSyntax.kind !== 'dynamic'
       ? { uri: document.uri, range: { start: document.positionAt(image.range.start), end: document.positionAt(image.range.end) } }
       : undefined;
   const show = (caption: GenerationResult): ImageHover => ({
     range,
-    markdown: captionHoverMarkdown({ caption, thumbnail, useAsAltText, askImage: loaded.uri }),
+    markdown: captionHoverMarkdown({ caption, thumbnail, useAsAltText, askImage: loaded.uri, links: options.vscodeClient }),
     state: 'caption',
   });
 
