@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { openModel } from '../../server/src/engine/open-model';
-import type { GenerationSettings } from '../../server/src/engine/pipeline';
+import { generationSettingsFor } from '../../server/src/inference/generation-settings';
+import { DEFAULT_SETTINGS } from '../../server/src/protocol/settings';
 import { tinyCheckpointDir } from './paths';
 
 export interface EngineCaption {
@@ -29,16 +30,7 @@ export async function engineCaptions(images: readonly string[], generation: Test
   const store = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-engine-'));
   const opened = await openModel({ model: tinyCheckpointDir, precision: 'fp32', device: 'cpu', threads: 0, store, offline: true });
   try {
-    const beams = Math.max(1, generation.numBeams);
-    const settings: GenerationSettings = {
-      maxNewTokens: generation.maxNewTokens,
-      minNewTokens: generation.minNewTokens,
-      numBeams: beams,
-      // A caption's alternatives are the further beams (see the setting's description).
-      numReturnSequences: beams > 1 ? Math.min(beams, generation.alternatives + 1) : 1,
-      repetitionPenalty: generation.repetitionPenalty,
-      noRepeatNgramSize: generation.noRepeatNgramSize,
-    };
+    const settings = generationSettingsFor({ ...DEFAULT_SETTINGS.generation, minNewTokens: 0, ...generation }, 'caption');
     const captions = new Map<string, EngineCaption>();
     for (const image of images) {
       const [encoded] = await opened.pipeline.encodeImages([image]);

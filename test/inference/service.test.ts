@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CancellationTokenSource } from 'vscode-languageserver';
 import { openModel, type OpenedModel } from '../../server/src/engine/open-model';
+import { generationSettingsFor } from '../../server/src/inference/generation-settings';
 import { createInferenceService } from '../../server/src/inference/service';
 import type { InferenceService } from '../../server/src/inference/types';
 import type { ModelStatus } from '../../server/src/protocol/messages';
@@ -40,13 +41,7 @@ describe('inference service', () => {
   async function engineCaption(file: string, s: Blip2Settings): Promise<string[]> {
     const [image] = await engine.pipeline.encodeImages([file]);
     const g = s.generation;
-    const { answers } = await engine.pipeline.generate([{ image, prompt: g.captionPrompt }], {
-      maxNewTokens: g.maxNewTokens,
-      numBeams: g.numBeams,
-      numReturnSequences: Math.min(g.numBeams, g.alternatives + 1),
-      repetitionPenalty: g.repetitionPenalty,
-      noRepeatNgramSize: g.noRepeatNgramSize,
-    });
+    const { answers } = await engine.pipeline.generate([{ image, prompt: g.captionPrompt }], generationSettingsFor(g, 'caption'));
     return [answers[0].text, ...answers[0].alternatives.map((a) => a.text)];
   }
 

@@ -7,6 +7,7 @@ import type { GenerationSettings } from '../engine/pipeline';
 import { chatPrompt, questionPrompt } from '../engine/preprocess/prompts';
 import type { GenerationResult, InferenceCounters, ModelStatus } from '../protocol/messages';
 import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
+import { generationSettingsFor } from './generation-settings';
 import { cacheKey, ResultCache } from './result-cache';
 import { Scheduler } from './scheduler';
 import type { AskOptions, CaptionOptions, ImageSource, InferenceService, Priority, SetUpReporter } from './types';
@@ -410,16 +411,7 @@ class WorkerInferenceService implements InferenceService {
   }
 
   private generationSettings(caption: boolean): GenerationSettings {
-    const g = this.settings.generation;
-    const beams = Math.max(1, g.numBeams);
-    return {
-      maxNewTokens: g.maxNewTokens,
-      numBeams: beams,
-      numReturnSequences: caption && beams > 1 ? Math.min(beams, g.alternatives + 1) : 1,
-      repetitionPenalty: g.repetitionPenalty,
-      noRepeatNgramSize: g.noRepeatNgramSize,
-      ...(g.minNewTokens ? { minNewTokens: g.minNewTokens } : {}),
-    };
+    return generationSettingsFor(this.settings.generation, caption ? 'caption' : 'answer');
   }
 }
 

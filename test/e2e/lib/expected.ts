@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { openModel, type OpenedModel } from '../../../server/src/engine/open-model';
 import type { GenerationSettings } from '../../../server/src/engine/pipeline';
 import { chatPrompt, questionPrompt, type ChatTurn } from '../../../server/src/engine/preprocess/prompts';
+import { generationSettingsFor } from '../../../server/src/inference/generation-settings';
 import { DEFAULT_SETTINGS } from '../../../server/src/protocol/settings';
 import { tinyModelDir } from './env';
 
@@ -29,16 +30,7 @@ export class EngineOracle {
 
   /** The service's generation settings: captions keep `alternatives` more beams, answers one. */
   private settings(caption: boolean): GenerationSettings {
-    const g = DEFAULT_SETTINGS.generation;
-    const beams = Math.max(1, g.numBeams);
-    return {
-      maxNewTokens: g.maxNewTokens,
-      numBeams: beams,
-      numReturnSequences: caption && beams > 1 ? Math.min(beams, g.alternatives + 1) : 1,
-      repetitionPenalty: g.repetitionPenalty,
-      noRepeatNgramSize: g.noRepeatNgramSize,
-      ...(g.minNewTokens ? { minNewTokens: g.minNewTokens } : {}),
-    };
+    return generationSettingsFor(DEFAULT_SETTINGS.generation, caption ? 'caption' : 'answer');
   }
 
   private async run(image: string, prompt: string, caption: boolean): Promise<Expected> {
