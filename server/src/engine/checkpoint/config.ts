@@ -76,9 +76,7 @@ export function parseBlip2Config(json: unknown, where = 'config.json'): Blip2Con
   }
   const act = String(text.activation_function ?? 'relu');
   if (act !== 'relu') throw new UserError(`The language model's activation "${act}" is not supported; BLIP-2 OPT uses relu.`);
-  if (qformer.use_qformer_text_input === true) {
-    // Only the text-input FFN would differ; generation never feeds text to the Q-Former, so it is ignored.
-  }
+  // use_qformer_text_input only adds the Q-Former's text FFN, which generation never feeds; its weights are ignored.
   const visionHidden = num(vision, 'hidden_size', 1408);
   return {
     vision: {

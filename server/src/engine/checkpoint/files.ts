@@ -2,7 +2,6 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { UserError } from '../errors';
 
-
 /**
  * The files of a Hugging Face BLIP-2 checkpoint that the converter and the runtime read. Everything else in a
  * Hub repository (PyTorch .bin weights, vocab.json, merges.txt, the README) is never downloaded.
