@@ -4,6 +4,7 @@
  */
 import type { DecodeContext } from './decode-context';
 import type { SeededRandom } from './random';
+import { topKInto } from './scores';
 import { decodeSingleBeam, type TokenChooser } from './single-beam';
 import type { GenerationResult } from './types';
 
@@ -54,20 +55,5 @@ export function sampleWithoutReplacementInto(
   outIndex: Int32Array,
   keys: Float64Array,
 ): number {
-  let count = 0;
-  for (let i = 0; i < length; i++) {
-    const v = values[offset + i]!;
-    const key = v > -Infinity ? v - Math.log(-Math.log(random.nextOpenDouble())) : -Infinity;
-    if (count === k && !(key > keys[k - 1]!)) continue;
-    let pos = count < k ? count : k - 1;
-    while (pos > 0 && keys[pos - 1]! < key) {
-      keys[pos] = keys[pos - 1]!;
-      outIndex[pos] = outIndex[pos - 1]!;
-      pos--;
-    }
-    keys[pos] = key;
-    outIndex[pos] = i;
-    if (count < k) count++;
-  }
-  return count;
+  return topKInto(values, offset, length, k, outIndex, keys, (v) => v - Math.log(-Math.log(random.nextOpenDouble())));
 }

@@ -69,11 +69,14 @@ export function topKInto(
   k: number,
   outIndex: Int32Array,
   outValue: Float64Array,
+  /** Ranks by key(value) instead of the value, e.g. value plus Gumbel noise for sampling; -inf stays -inf. */
+  key?: (value: number) => number,
 ): number {
   let count = 0;
   for (let i = 0; i < length; i++) {
     let v = values[offset + i]!;
     if (Number.isNaN(v)) v = -Infinity;
+    if (key && v > -Infinity) v = key(v);
     // Scanning in index order and inserting only on a strict improvement keeps earlier indices ahead of ties.
     if (count === k && !(v > outValue[k - 1]!)) continue;
     let pos = count < k ? count : k - 1;
