@@ -20,6 +20,7 @@ import {
 import { resolveModel, type DownloadProgress, type ResolveOptions } from '../../server/src/engine/store/resolve';
 import { FakeHub, gitBlobSha1, readFolderFiles, sha256, type FakeRepo } from '../helpers/fake-hub';
 import { tinyCheckpointDir } from '../helpers/paths';
+import { CONVERTER_VERSION, MANIFEST_FORMAT } from '../../server/src/engine/convert/manifest';
 
 const fixture = readFolderFiles(tinyCheckpointDir);
 const REPO = 'tiny/blip2';
@@ -64,6 +65,11 @@ async function closedPortUrl(): Promise<string> {
   const url = hub.url;
   await hub.close();
   return url;
+}
+
+/** The manifest a finished conversion of `source` has, as the converter writes it (graphs are not needed here). */
+function manifestJson(source: string): string {
+  return JSON.stringify({ format: MANIFEST_FORMAT, converterVersion: CONVERTER_VERSION, precision: 'fp32', source: { model: source, dir: source, files: [] } });
 }
 
 describe('repo ids and cache locations', () => {
@@ -404,16 +410,20 @@ describe('local folders and the model store', () => {
 
     // Once the converter has written there, the same spec resolves to the converted model.
     fs.mkdirSync(k3, { recursive: true });
-    fs.writeFileSync(path.join(k3, 'blip2-onnx.json'), JSON.stringify({ source: dir }));
+    fs.writeFileSync(path.join(k3, 'blip2-onnx.json'), manifestJson(dir));
     assert.deepEqual(await resolveModel(dir, box.opts()), { kind: 'converted', dir: k3, source: dir });
   });
 
   test('a converted folder is recognised by its manifest', async (t) => {
     const box = sandbox(t, await closedPortUrl());
     const dir = tmpDir(t);
-    fs.writeFileSync(path.join(dir, 'blip2-onnx.json'), JSON.stringify({ format: 1 }));
+    fs.writeFileSync(path.join(dir, 'blip2-onnx.json'), manifestJson(dir));
     assert.deepEqual(await resolveModel(dir, box.opts()), { kind: 'converted', dir, source: dir });
     assert.equal(await isConverted(dir), true);
+
+    // A conversion by another converter version is not one this version loads: it is redone, not reused.
+    fs.writeFileSync(path.join(dir, 'blip2-onnx.json'), JSON.stringify({ ...JSON.parse(manifestJson(dir)), converterVersion: CONVERTER_VERSION - 1 }));
+    assert.equal(await isConverted(dir), false);
 
     fs.writeFileSync(path.join(dir, 'blip2-onnx.json'), '{"format": ');
     assert.equal(await isConverted(dir), false);
@@ -464,7 +474,7 @@ describe('local folders and the model store', () => {
     assert.match(path.basename(tmp), new RegExp(`^fp32\\.partial-${process.pid}-[0-9a-f]+$`));
     const weights = randomBytes(4321);
     fs.writeFileSync(path.join(tmp, 'model.onnx.data'), weights);
-    fs.writeFileSync(path.join(tmp, 'blip2-onnx.json'), '{}');
+    fs.writeFileSync(path.join(tmp, 'blip2-onnx.json'), manifestJson(REPO));
     await publishDir(tmp, r.convertedDir);
     assert.equal(fs.existsSync(tmp), false);
 
@@ -486,7 +496,7 @@ describe('local folders and the model store', () => {
     assert.ok(r.kind === 'checkpoint');
 
     const mine = await tempDirFor(r.convertedDir);
-    fs.writeFileSync(path.join(mine, 'blip2-onnx.json'), JSON.stringify({ source: { model: dir, dir, files: [] } }));
+    fs.writeFileSync(path.join(mine, 'blip2-onnx.json'), manifestJson(dir));
     const deadPid = spawnSync(process.execPath, ['-e', '']).pid;
     assert.ok(deadPid);
     const abandoned = `${r.convertedDir}.partial-${deadPid}-0badc0de`;

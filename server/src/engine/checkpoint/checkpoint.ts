@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors';
 import { parseBlip2Config, type Blip2Config } from './config';
-import { MODEL_CONFIG_FILES, PROCESSOR_FILES, REQUIRED_FILES, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE } from './files';
+import { MODEL_CONFIG_FILES, PROCESSOR_FILES, REQUIRED_FILES, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, shardsOfIndex } from './files';
 import { expectedTensors, names } from './layout';
 import { readSafetensorsHeader, readTensorF32, type TensorInfo } from './safetensors';
 
@@ -84,23 +84,19 @@ export function openCheckpoint(dir: string): Checkpoint {
   };
 }
 
+/** The weight files, by the same rule the resolver checks a folder with (single file first, as transformers does). */
 function weightFiles(dir: string): string[] {
+  const single = path.join(dir, SAFETENSORS_FILE);
+  if (fs.existsSync(single)) return [single];
   const index = path.join(dir, SAFETENSORS_INDEX_FILE);
   if (fs.existsSync(index)) {
-    const json = readJson(index) as { weight_map?: Record<string, string> };
-    if (!json.weight_map) throw new UserError(`${index} has no weight_map.`, 'Download the model again.');
-    const shards = [...new Set(Object.values(json.weight_map))].map((f) => path.join(dir, f));
+    const shards = shardsOfIndex(fs.readFileSync(index, 'utf8'), index).map((f) => path.join(dir, f));
     for (const s of shards) {
-      if (!fs.existsSync(s)) throw new UserError(`Shard ${path.basename(s)} named by model.safetensors.index.json is missing.`, 'Download the complete model folder.');
+      if (!fs.existsSync(s)) throw new UserError(`Shard ${path.basename(s)} named by ${SAFETENSORS_INDEX_FILE} is missing.`, 'Download the complete model folder.');
     }
     return shards;
   }
-  const single = path.join(dir, SAFETENSORS_FILE);
-  if (fs.existsSync(single)) return [single];
-  if (fs.readdirSync(dir).some((f) => f.endsWith('.bin'))) {
-    throw new UserError(`${dir} holds PyTorch .bin weights; only safetensors checkpoints can be converted.`, 'Use the safetensors files the Hub offers for this model.');
-  }
-  throw new UserError(`${dir} has no model.safetensors or model.safetensors.index.json.`);
+  throw new UserError(`${dir} has no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX_FILE}.`, 'Only safetensors checkpoints can be converted; use the safetensors files the Hub offers.');
 }
 
 function missing(dir: string, name: string): UserError {

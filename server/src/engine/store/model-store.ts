@@ -16,7 +16,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { UserError } from '../errors';
 import { inspectCheckpoint } from '../checkpoint/files';
-import { MANIFEST_FILE } from '../convert/manifest';
+import { readManifest, type ConvertedManifest } from '../convert/manifest';
 import { expandHome, isCommitHash, writeFileAtomic, type Env } from './hf-cache';
 import { processAlive } from './hub-download';
 
@@ -105,19 +105,17 @@ export async function writeStoreRef(paths: StorePaths, repo: string, revision: s
   await writeFileAtomic(path.join(paths.hub, repoKey(repo), 'refs', ...revision.split('/')), commit);
 }
 
-/** A finished conversion: its manifest exists and parses (the converter writes it last). */
+/**
+ * A finished conversion this version can load: its manifest (written last) reads as the runtime reads it, so a
+ * conversion by an older converter counts as absent and is redone.
+ */
 export async function isConverted(dir: string): Promise<boolean> {
-  try {
-    const manifest: unknown = JSON.parse(await fs.readFile(path.join(dir, MANIFEST_FILE), 'utf8'));
-    return typeof manifest === 'object' && manifest !== null && !Array.isArray(manifest);
-  } catch {
-    return false;
-  }
+  return manifestOf(dir) !== undefined;
 }
 
-async function readManifest(dir: string): Promise<Record<string, unknown> | undefined> {
+function manifestOf(dir: string): ConvertedManifest | undefined {
   try {
-    return JSON.parse(await fs.readFile(path.join(dir, MANIFEST_FILE), 'utf8')) as Record<string, unknown>;
+    return readManifest(dir);
   } catch {
     return undefined;
   }
@@ -165,11 +163,7 @@ export async function listStore(store?: string | StorePaths): Promise<StoreEntry
   const out: StoreEntry[] = [];
   const add = async (kind: StoreEntry['kind'], dir: string, precision: string, source: string, revision?: string) => {
     if (PARTIAL.test(precision) || !(await isConverted(dir))) return;
-    const manifest = await readManifest(dir);
-    // The converter records what it converted as `source.model` (a string in older manifests).
-    const src = manifest?.source as { model?: unknown } | string | undefined;
-    const named = typeof src === 'string' ? src : typeof src?.model === 'string' ? src.model : undefined;
-    const recorded = kind === 'local' ? named : undefined;
+    const recorded = kind === 'local' ? manifestOf(dir)?.source.model : undefined;
     out.push({ kind, source: recorded ?? source, ...(revision ? { revision } : {}), precision, dir, bytes: await dirSize(dir) });
   };
   for (const key of await subdirs(paths.hub)) {
