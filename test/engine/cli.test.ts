@@ -1,11 +1,13 @@
 // The blip2 CLI end to end on the tiny checkpoint: outputs against transformers' reference, and every bad input.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chatPrompt } from '../../server/src/engine/preprocess/prompts';
+import { convertedDirForCheckpoint, storePaths } from '../../server/src/engine/store/model-store';
 import { isolatedEnv, runCli, type CliResult } from '../helpers/cli';
 import { tinyCheckpointDir } from '../helpers/paths';
 import { imagePath, loadManifest, type ReferenceCase } from '../helpers/reference';
@@ -200,6 +202,26 @@ describe('blip2 CLI: bad input gets one clear line and a non-zero exit', () => {
 
   it('a Hub model while offline with nothing cached', async () => {
     assertUserError(await runCli(['caption', imagePath('cat.png'), '--model', 'Salesforce/blip2-opt-2.7b'], iso.env), /not in the Hugging Face cache/);
+  });
+
+  it('a non-empty --out folder, which is never overwritten', async () => {
+    const out = path.join(work, 'mine');
+    fs.mkdirSync(out);
+    fs.writeFileSync(path.join(out, 'notes.txt'), 'keep me');
+    assertUserError(await runCli(['convert', ...model(tinyCheckpointDir), '--out', out], iso.env), /mine already exists and is not empty/);
+    assert.equal(fs.readFileSync(path.join(out, 'notes.txt'), 'utf8'), 'keep me');
+  });
+
+  it('a conversion a killed process abandoned is reclaimed by the next one', async () => {
+    const target = await convertedDirForCheckpoint(storePaths(iso.store), tinyCheckpointDir, 'int8');
+    const deadPid = spawnSync(process.execPath, ['-e', '']).pid!;
+    const abandoned = `${target}.partial-${deadPid}-0badc0de`;
+    fs.mkdirSync(path.join(abandoned, 'onnx'), { recursive: true });
+    const r = await runCli(['convert', '--model', tinyCheckpointDir, '--precision', 'int8'], iso.env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), target);
+    assert.equal(fs.existsSync(abandoned), false);
+    assertStoreClean();
   });
 
   it('an unknown option', async () => {

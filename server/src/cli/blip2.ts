@@ -1,13 +1,11 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { convertCheckpoint } from '../engine/convert/convert';
-import { resolvePrecision } from '../engine/convert/precision';
+import { readManifest } from '../engine/convert/manifest';
 import { isCancelled, UserError } from '../engine/errors';
-import { openModel, type OpenedModel } from '../engine/open-model';
+import { ensureConverted, openModel, type OpenedModel } from '../engine/open-model';
 import type { ChatTurn } from '../engine/preprocess/prompts';
 import type { EncodedImage, GenerationSettings } from '../engine/pipeline';
-import { resolveDevice } from '../engine/runtime/ort';
-import { resolveModel } from '../engine/store/resolve';
 import { parseCli, USAGE, type CliArgs } from './args';
 import { ProgressReporter } from './progress';
 
@@ -116,34 +114,17 @@ async function chat(args: CliArgs, opened: OpenedModel, signal: AbortSignal): Pr
 }
 
 async function convert(args: CliArgs, progress: ProgressReporter, signal: AbortSignal): Promise<number> {
-  const precision = resolvePrecision(args.model.precision, resolveDevice(args.model.device));
-  const resolved = await resolveModel(args.model.model, {
-    store: args.model.store,
-    offline: args.model.offline,
-    precision,
-    signal,
-    onProgress: (p) => progress.update({ stage: 'download', ...p }),
-  });
-  if (resolved.kind === 'converted') {
-    if (args.out) throw new UserError(`${args.model.model} is already converted (${resolved.dir}).`, 'Pass the original checkpoint to convert it again.');
-    process.stdout.write(`${resolved.dir}\n`);
-    return 0;
+  const outDir = args.out ? path.resolve(args.out) : undefined;
+  // A converted model is published by renaming over its target, which must not be a folder of the user's.
+  if (outDir && fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0) {
+    throw new UserError(`${outDir} already exists and is not empty.`, 'Choose another --out folder or delete it first.');
   }
-  const outDir = args.out ? path.resolve(args.out) : resolved.convertedDir;
-  const manifest = await convertCheckpoint({
-    checkpointDir: resolved.checkpointDir,
-    outDir,
-    precision,
-    sourceName: resolved.source,
-    revision: resolved.revision,
-    blockSize: args.blockSize,
-    signal,
-    onProgress: (p) => progress.update({ stage: 'convert', ...p }),
-  });
+  const converted = await ensureConverted({ ...args.model, blockSize: args.blockSize, outDir, signal, onProgress: (p) => progress.update(p) });
   progress.stop();
+  const manifest = readManifest(converted.dir);
   const bytes = Object.values(manifest.sizes).reduce((a, b) => a + b, 0);
-  if (args.json) process.stdout.write(JSON.stringify({ dir: outDir, precision, bytes }) + '\n');
-  else process.stdout.write(`${outDir}\n`);
+  if (args.json) process.stdout.write(JSON.stringify({ dir: converted.dir, precision: manifest.precision, bytes }) + '\n');
+  else process.stdout.write(`${converted.dir}\n`);
   return 0;
 }
 

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { openCheckpoint } from '../checkpoint/checkpoint';
 import { MODEL_CONFIG_FILES } from '../checkpoint/files';
 import { publishDir, tempDirFor } from '../store/model-store';
-import { isCancelled, throwIfAborted, UserError } from '../errors';
+import { throwIfAborted, UserError } from '../errors';
 import { buildDecoder, buildEmbedTokens } from '../graphs/decoder';
 import { writeModel } from '../graphs/external-data';
 import { DataType } from '../graphs/onnx-builder';
@@ -40,9 +40,6 @@ export interface ConvertOptions {
 export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertedManifest> {
   const ckpt = openCheckpoint(opts.checkpointDir);
   const outDir = path.resolve(opts.outDir);
-  if (fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0) {
-    throw new UserError(`${outDir} already exists and is not empty.`, 'Choose another --out folder or delete it first.');
-  }
   const tmp = await tempDirFor(outDir);
   fs.mkdirSync(path.join(tmp, 'onnx'));
   try {
@@ -94,8 +91,6 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Converted
     return readManifest(outDir);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
-    if (isCancelled(e)) throw e;
-    if (e instanceof UserError) throw e;
     if ((e as NodeJS.ErrnoException).code === 'ENOSPC') {
       throw new UserError(`The disk holding ${outDir} is full.`, 'Free some space or choose another --store/--out folder.');
     }
