@@ -68,6 +68,13 @@ describe('blip2 CLI on tiny-blip2 (fp32)', () => {
     assert.deepEqual(rec.token_ids, c.new_token_ids[0]);
   });
 
+  it('an explicit temperature of 0 is greedy, whatever other sampling options say', async () => {
+    const c = byId('caption-cat');
+    const r = await runCli(['caption', imagePath(c.images[0]), ...model, '--max-new-tokens', '12', '--temperature', '0', '--top-k', '5', '--json'], iso.env);
+    const [rec] = jsonLines(r);
+    assert.deepEqual(rec.token_ids, c.new_token_ids[0]);
+  });
+
   it('runs beam search and returns the other beams as alternatives', async () => {
     const c = byId('beam-coffee');
     const r = await runCli(['caption', imagePath(c.images[0]), ...model, '--num-beams', String(c.generate.num_beams),

@@ -34,7 +34,7 @@ export async function engineCaptions(images: readonly string[], generation: Test
     const captions = new Map<string, EngineCaption>();
     for (const image of images) {
       const [encoded] = await opened.pipeline.encodeImages([image]);
-      const { answers } = await opened.pipeline.generate([{ image: encoded, prompt: opened.pipeline.captionPrompt('') }], settings);
+      const { answers } = await opened.pipeline.generate([{ image: encoded, prompt: '' }], settings);
       captions.set(image, { text: answers[0].text, alternatives: answers[0].alternatives.map((a) => a.text) });
     }
     return captions;

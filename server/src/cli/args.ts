@@ -75,7 +75,7 @@ const OPTIONS = {
   seed: { type: 'string' },
 } as const;
 
-export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): CliArgs {
+export function parseCli(argv: string[]): CliArgs {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
@@ -84,12 +84,12 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
   }
   const v = parsed.values;
   const [command = 'help', ...positionals] = parsed.positionals;
-  if (v.help || command === 'help') return { command: 'help', positionals: [], model: defaults(env), generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS }, json: false };
+  if (v.help || command === 'help') return { command: 'help', positionals: [], model: defaults(), generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS }, json: false };
   if (!['caption', 'ask', 'chat', 'convert'].includes(command)) {
     throw new UserError(`Unknown command "${command}".`, 'Use caption, ask, chat or convert (`blip2 --help`).');
   }
   const model: ModelArgs = {
-    ...defaults(env),
+    ...defaults(),
     ...(v.model !== undefined && { model: v.model }),
     ...(v.precision !== undefined && { precision: parsePrecision(v.precision) }),
     ...(v.device !== undefined && { device: parseDevice(v.device) }),
@@ -124,8 +124,9 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv = process.env): 
   return args;
 }
 
-function defaults(env: NodeJS.ProcessEnv): ModelArgs {
-  return { model: DEFAULT_MODEL, precision: 'auto', device: 'auto', threads: 0, store: undefined, offline: env.HF_HUB_OFFLINE === '1' };
+// HF_HUB_OFFLINE and friends are read where the Hub is reached (store/resolve.ts), not here.
+function defaults(): ModelArgs {
+  return { model: DEFAULT_MODEL, precision: 'auto', device: 'auto', threads: 0, store: undefined, offline: false };
 }
 
 function checkPositionals(a: CliArgs): void {

@@ -4,7 +4,7 @@ import * as readline from 'node:readline';
 import { readManifest } from '../engine/convert/manifest';
 import { isCancelled, UserError } from '../engine/errors';
 import { ensureConverted, openModel, type OpenedModel } from '../engine/open-model';
-import type { ChatTurn } from '../engine/preprocess/prompts';
+import { captionPrompt, chatPrompt, questionPrompt, type ChatTurn } from '../engine/preprocess/prompts';
 import type { EncodedImage, GenerationSettings } from '../engine/pipeline';
 import { parseCli, USAGE, type CliArgs } from './args';
 import { ProgressReporter } from './progress';
@@ -31,8 +31,8 @@ async function main(argv: string[]): Promise<number> {
       const loadMs = performance.now() - start;
       if (args.command === 'chat') return await chat(args, opened, abort.signal);
       const prompts = args.command === 'ask'
-        ? [opened.pipeline.questionPrompt(args.positionals[1])]
-        : [opened.pipeline.captionPrompt(args.prompt)];
+        ? [questionPrompt(args.positionals[1])]
+        : [captionPrompt(args.prompt)];
       const images = args.command === 'ask' ? [args.positionals[0]] : args.positionals;
       for (let i = 0; i < images.length; i += BATCH) {
         await runBatch(args, opened, images.slice(i, i + BATCH), prompts[0], i === 0 ? loadMs : 0, abort.signal);
@@ -94,7 +94,7 @@ async function chat(args: CliArgs, opened: OpenedModel, signal: AbortSignal): Pr
     const question = line.trim();
     if (!question) break;
     let printed = '';
-    const { answers } = await opened.pipeline.generate([{ image: encoded, prompt: opened.pipeline.chatPrompt(history, question) }], settings, {
+    const { answers } = await opened.pipeline.generate([{ image: encoded, prompt: chatPrompt(history, question) }], settings, {
       signal,
       onToken: args.json
         ? undefined

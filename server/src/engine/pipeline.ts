@@ -5,8 +5,8 @@ import { generate } from './generation/generate';
 import type { GenerationOptions, GenerationResult } from './generation/types';
 import { throwIfAborted } from './errors';
 import { parseImageProcessorConfig, preprocessImages, type ImageProcessorConfig } from './preprocess/image';
-import { buildInputs, captionPrompt, chatPrompt, questionPrompt, type ChatTurn } from './preprocess/prompts';
-import { Blip2Model } from './runtime/blip2-model';
+import { buildInputs } from './preprocess/prompts';
+import { Blip2Model, type LoadOptions } from './runtime/blip2-model';
 
 /** Generation settings as users give them (CLI flags, editor settings); the model's end and pad ids are added here. */
 export interface GenerationSettings {
@@ -74,7 +74,7 @@ export class Blip2Pipeline {
     readonly imageConfig: ImageProcessorConfig,
   ) {}
 
-  static async load(dir: string, opts: { device: 'cpu' | 'cuda' | 'dml' | 'coreml' | 'webgpu'; threads: number }): Promise<Blip2Pipeline> {
+  static async load(dir: string, opts: LoadOptions): Promise<Blip2Pipeline> {
     const model = await Blip2Model.load(dir, opts);
     return new Blip2Pipeline(model, readImageConfig(dir));
   }
@@ -131,20 +131,9 @@ export class Blip2Pipeline {
     }
   }
 
-  captionPrompt(prefix?: string): string {
-    return captionPrompt(prefix);
-  }
-
-  questionPrompt(question: string): string {
-    return questionPrompt(question);
-  }
-
-  chatPrompt(history: readonly ChatTurn[], question: string): string {
-    return chatPrompt(history, question);
-  }
-
   options(s: GenerationSettings): GenerationOptions {
-    const sampling = (s.temperature !== undefined && s.temperature > 0) || s.topK !== undefined || s.topP !== undefined;
+    // Any sampling setting turns sampling on, except an explicit temperature of 0, which always means greedy.
+    const sampling = s.temperature !== 0 && (s.temperature !== undefined || s.topK !== undefined || s.topP !== undefined);
     return {
       maxNewTokens: s.maxNewTokens,
       minNewTokens: s.minNewTokens,
@@ -154,9 +143,9 @@ export class Blip2Pipeline {
       repetitionPenalty: s.repetitionPenalty,
       noRepeatNgramSize: s.noRepeatNgramSize,
       doSample: sampling,
-      temperature: sampling ? s.temperature : undefined,
-      topK: sampling ? s.topK : undefined,
-      topP: sampling ? s.topP : undefined,
+      temperature: s.temperature,
+      topK: s.topK,
+      topP: s.topP,
       seed: s.seed,
       eosTokenIds: s.eosTokenIds ?? this.model.generation.eosTokenIds,
       padTokenId: this.model.generation.padTokenId,
@@ -173,6 +162,5 @@ function readImageConfig(dir: string): ImageProcessorConfig {
   if (fs.existsSync(pre)) return parseImageProcessorConfig(readJson(pre), pre);
   // Newer Hub repos keep the image processor inside processor_config.json only.
   const proc = path.join(dir, 'processor_config.json');
-  const json = readJson(proc) as { image_processor?: unknown };
-  return parseImageProcessorConfig(json.image_processor ?? json, proc);
+  return parseImageProcessorConfig(readJson(proc), proc);
 }

@@ -48,10 +48,8 @@ export async function beamSearch(ctx: DecodeContext, random?: SeededRandom): Pro
   const batch = prompts.length;
   const numBeams = options.numBeams;
   const rows = batch * numBeams;
+  // generate() has checked that the vocabulary offers this many candidates.
   const keep = beamsToKeep(numBeams, options.eosTokenIds.length);
-  if (numBeams * vocab < keep) {
-    throw new Error(`Beam search needs at least ${keep} candidates per prompt; the vocabulary has ${vocab} tokens.`);
-  }
   const eos = new Set(options.eosTokenIds);
   const lengthPenalty = options.lengthPenalty;
   const earlyStopping = options.earlyStopping;

@@ -94,16 +94,3 @@ export function packGatherData(q: BlockQuantized): Uint8Array {
   }
   return out;
 }
-
-/** The float weight the quantized one stands for, for tests and error measurements. */
-export function dequantize(q: BlockQuantized): Float32Array {
-  const out = new Float32Array(q.rows * q.cols);
-  const padded = q.blocksPerRow * q.blockSize;
-  for (let r = 0; r < q.rows; r++) {
-    for (let k = 0; k < q.cols; k++) {
-      const bi = r * q.blocksPerRow + Math.floor(k / q.blockSize);
-      out[r * q.cols + k] = (q.codes[r * padded + k] - q.zeroPoints[bi]) * q.scales[bi];
-    }
-  }
-  return out;
-}

@@ -25,9 +25,4 @@ export class TextTokenizer {
   decode(ids: readonly number[]): string {
     return this.tok.decode([...ids], { skip_special_tokens: true }).trim();
   }
-
-  /** One token's text as it would appear in a stream, special tokens dropped. */
-  decodeToken(id: number): string {
-    return this.tok.decode([id], { skip_special_tokens: true });
-  }
 }

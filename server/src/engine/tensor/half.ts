@@ -39,10 +39,6 @@ for (let h = 0; h < 65536; h++) {
   else f16Table[h] = sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
-export function f16BitsToF32(bits: number): number {
-  return f16Table[bits & 0xffff];
-}
-
 export function f32ArrayToF16(src: Float32Array): Uint16Array {
   const out = new Uint16Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = f32ToF16Bits(src[i]);
