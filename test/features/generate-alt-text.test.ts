@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { CancellationToken, CancellationTokenSource } from 'vscode-languageserver-protocol';
+import { UserError } from '../../server/src/engine/errors';
 import { generateMissingAltText, type AltTextFile, type GenerateAltTextOptions } from '../../server/src/features/alt-text/generate-alt-text';
 import { globToRegExp } from '../../server/src/features/workspace/glob-excludes';
 import { findWorkspaceFiles } from '../../server/src/features/workspace/workspace-files';
@@ -69,6 +70,13 @@ describe('generating missing alt text for files', () => {
     source.cancel();
     await assert.rejects(running, { name: 'CancelledError' });
     assert.equal(inference.cancelled, 1);
+  });
+
+  it('fails once with the no-model error instead of listing every image as a failure', async () => {
+    const inference = new FakeInference({ 'a.png': 'a kite', 'b.png': 'a boat' });
+    inference.failure = Object.assign(new UserError('The model m is not on this machine yet.'), { kind: 'noModel' });
+    const file: AltTextFile = { uri: uriOf('a.md'), languageId: 'markdown', text: '![](a.png) ![](b.png)', version: 1 };
+    await assert.rejects(generateMissingAltText([file], inference, options(new Map()), CancellationToken.None), /not on this machine yet/);
   });
 
   it('walks markdown, HTML, JSX and TSX files, skipping node_modules, dot-folders and files.exclude', async () => {

@@ -127,6 +127,26 @@ describe('inference service', () => {
     assert.match(svc.status().message ?? '', /Salesforce\/blip2-opt-2.7b/);
   });
 
+  it('a model only partly downloaded is still "no model" (set-up is offered), not an error', async () => {
+    const hfHome = path.join(root, 'hf-partial');
+    const commit = 'a'.repeat(40);
+    const repoDir = path.join(hfHome, 'hub', 'models--Salesforce--blip2-opt-2.7b');
+    fs.mkdirSync(path.join(repoDir, 'snapshots', commit), { recursive: true });
+    fs.mkdirSync(path.join(repoDir, 'refs'), { recursive: true });
+    fs.writeFileSync(path.join(repoDir, 'refs', 'main'), commit);
+    fs.copyFileSync(path.join(tinyCheckpointDir, 'config.json'), path.join(repoDir, 'snapshots', commit, 'config.json'));
+    const saved = process.env.HF_HOME;
+    process.env.HF_HOME = hfHome; // the worker takes the environment when it starts
+    try {
+      const svc = make({ ...settings(), model: 'Salesforce/blip2-opt-2.7b' });
+      await assert.rejects(svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never), (e: Error & { kind?: string }) => e.kind === 'noModel');
+      assert.equal(svc.status().state, 'noModel');
+    } finally {
+      if (saved === undefined) delete process.env.HF_HOME;
+      else process.env.HF_HOME = saved;
+    }
+  });
+
   it('a missing image is one clear sentence', async () => {
     const svc = make(settings());
     await assert.rejects(svc.caption({ kind: 'file', path: path.join(root, 'gone.png') }, { priority: 'interactive' }, never), /Image not found: .*gone\.png/);

@@ -14,6 +14,12 @@ export class UserError extends Error {
   }
 }
 
+/**
+ * The model the user named is not on this machine (not cached, only partly downloaded, not found) and nothing may be
+ * downloaded now: front ends offer set-up rather than report a failure.
+ */
+export class ModelUnavailableError extends UserError {}
+
 /** Thrown when an AbortSignal or cancellation token stops work between steps. */
 export class CancelledError extends Error {
   constructor(message = 'Cancelled.') {

@@ -1,6 +1,6 @@
 // The inference worker: owns the BLIP-2 model, so onnxruntime's blocking runs never stall the language server.
 import { parentPort, workerData } from 'node:worker_threads';
-import { isCancelled, UserError } from '../engine/errors';
+import { isCancelled, ModelUnavailableError, UserError } from '../engine/errors';
 import { openModel, type OpenedModel } from '../engine/open-model';
 import type { PrecisionChoice } from '../engine/convert/precision';
 import type { Device } from '../engine/runtime/ort';
@@ -25,10 +25,7 @@ function stopRequested(id: number): boolean {
 
 function toError(e: unknown): WorkerError {
   if (isCancelled(e)) return { kind: 'cancelled', message: 'Cancelled.' };
-  if (e instanceof UserError) {
-    const noModel = /not in the Hugging Face cache|Model not found|cannot be reached/.test(e.message);
-    return { kind: noModel ? 'noModel' : 'user', message: e.line };
-  }
+  if (e instanceof UserError) return { kind: e instanceof ModelUnavailableError ? 'noModel' : 'user', message: e.line };
   return { kind: 'internal', message: e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e) };
 }
 

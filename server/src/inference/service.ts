@@ -400,7 +400,8 @@ class WorkerInferenceService implements InferenceService {
 
   private fromWorker(e: WorkerError): Error {
     if (e.kind === 'cancelled') return new CancelledError();
-    if (e.kind === 'user' || e.kind === 'noModel') return new UserError(e.message);
+    // The kind survives the thread boundary so features can tell "no model" from any other sentence.
+    if (e.kind === 'user' || e.kind === 'noModel') return Object.assign(new UserError(e.message), { kind: e.kind });
     this.log(`inference failed: ${e.message}`);
     return new Error(firstLine(e.message));
   }

@@ -30,6 +30,7 @@ import { altTextDiagnostics } from '../features/diagnostics/alt-diagnostics';
 import { imageHover } from '../features/hover/image-hover';
 import { imageSyntaxOf } from '../features/images/find-images';
 import { askAboutImage, captionImage, RequestFailure } from '../features/requests/image-requests';
+import { failureSentence, isNoModel } from '../features/inference-failure';
 import { describeError } from '../features/user-message';
 import { findWorkspaceFiles, languageIdOfPath } from '../features/workspace/workspace-files';
 import type { EditSupport } from '../features/workspace/workspace-edit';
@@ -312,9 +313,7 @@ export class Blip2Server {
       if (args.apply && result.images > 0) await this.client.applyEdit('Generate missing alt text', result.edit);
       return result;
     } catch (e) {
-      if (source.token.isCancellationRequested) throw cancelled();
-      if (e instanceof ResponseError) throw e;
-      throw new ResponseError(LSPErrorCodes.RequestFailed, describeError(e));
+      throw this.responseError(e, source.token);
     } finally {
       dispose();
       progress.done();
@@ -388,10 +387,7 @@ export class Blip2Server {
       if (source.token.isCancellationRequested) throw cancelled();
       return status;
     } catch (e) {
-      if (e instanceof ResponseError) throw e;
-      if (source.token.isCancellationRequested) throw cancelled();
-      const noModel = this.inference.status().state === 'noModel';
-      throw new ResponseError(noModel ? Blip2ErrorCodes.NoModel : LSPErrorCodes.RequestFailed, describeError(e));
+      throw this.responseError(e, source.token);
     } finally {
       dispose();
       progress.done();
@@ -419,10 +415,17 @@ export class Blip2Server {
     try {
       return await work();
     } catch (e) {
-      if (token.isCancellationRequested) throw cancelled();
-      if (e instanceof RequestFailure) throw new ResponseError(e.noModel ? Blip2ErrorCodes.NoModel : LSPErrorCodes.RequestFailed, e.message);
-      throw new ResponseError(LSPErrorCodes.RequestFailed, describeError(e));
+      throw this.responseError(e, token);
     }
+  }
+
+  /** The one mapping from a failure to the client's error: cancelled, no model (the client offers set-up), or a sentence. */
+  private responseError(e: unknown, token: CancellationToken): ResponseError<void> {
+    if (e instanceof ResponseError) return e;
+    if (token.isCancellationRequested) return cancelled();
+    if (e instanceof RequestFailure) return new ResponseError(e.noModel ? Blip2ErrorCodes.NoModel : LSPErrorCodes.RequestFailed, e.message);
+    if (isNoModel(e, this.inference)) return new ResponseError(Blip2ErrorCodes.NoModel, failureSentence(e, this.inference));
+    return new ResponseError(LSPErrorCodes.RequestFailed, describeError(e));
   }
 }
 

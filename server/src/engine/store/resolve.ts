@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { UserError, throwIfAborted } from '../errors';
+import { ModelUnavailableError, throwIfAborted, UserError } from '../errors';
 import { CONFIG_FILE, checkBlip2Config, inspectCheckpoint, isFile } from '../checkpoint/files';
 import { MANIFEST_FILE } from '../convert/manifest';
 import {
@@ -93,7 +93,7 @@ export async function resolveModel(spec: string, opts: ResolveOptions): Promise<
   }
 
   const ref = parseRepoSpec(trimmed);
-  if (!ref) throw new UserError(`Model not found: ${trimmed}`, FORMS_HINT);
+  if (!ref) throw new ModelUnavailableError(`Model not found: ${trimmed}`, FORMS_HINT);
   return resolveRepo(ref, paths, opts, env);
 }
 
@@ -187,7 +187,7 @@ async function resolveRepo(ref: RepoRef, paths: StorePaths, opts: ResolveOptions
   }
 }
 
-function notCached(ref: RepoRef, cacheDir: string, cached: CachedSnapshot | undefined, why: string, endpoint: string): UserError {
+function notCached(ref: RepoRef, cacheDir: string, cached: CachedSnapshot | undefined, why: string, endpoint: string): ModelUnavailableError {
   const label = ref.explicitRevision ? `${ref.repo}@${ref.revision}` : ref.repo;
   const where = displayPath(cacheDir);
   const state = cached
@@ -196,5 +196,5 @@ function notCached(ref: RepoRef, cacheDir: string, cached: CachedSnapshot | unde
   const hint = why.startsWith('offline')
     ? `Pass --model with a local checkpoint folder, or go online once${why.includes('HF_HUB_OFFLINE') ? ' (unset HF_HUB_OFFLINE)' : ''} to download it.`
     : `Pass --model with a local checkpoint folder, or connect once to download it${endpoint === DEFAULT_ENDPOINT ? '' : ` (HF_ENDPOINT is ${endpoint})`}.`;
-  return new UserError(`${label} ${state} and ${why}.`, hint);
+  return new ModelUnavailableError(`${label} ${state} and ${why}.`, hint);
 }

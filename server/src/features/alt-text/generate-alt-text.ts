@@ -7,7 +7,7 @@ import { throwIfCancelled } from '../cancellation';
 import { findImageElements } from '../images/find-images';
 import type { ImageElement } from '../images/image-reference';
 import { loadImageAt, type LoadedImage } from '../images/load-image';
-import { failureSentence } from '../inference-failure';
+import { failureSentence, isNoModel } from '../inference-failure';
 import { buildWorkspaceEdit, type EditSupport, type FileEdits } from '../workspace/workspace-edit';
 import { altEditsForDocument, toTextEdit } from './alt-edit';
 import { checkAlt, type AltRuleSettings } from './rules';
@@ -94,6 +94,8 @@ export async function generateMissingAltText(
         }
       } catch (e) {
         throwIfCancelled(token);
+        // Without a model every image would fail the same way; the command fails once, so set-up is offered.
+        if (isNoModel(e, inference)) throw e;
         const reason = failureSentence(e, inference);
         for (const user of job.users) failures.push({ uri: user.uri, image: user.url, reason });
       }
