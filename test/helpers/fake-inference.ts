@@ -63,10 +63,6 @@ export class FakeInference implements InferenceService {
     return { text: answer, alternatives: [], model: 'fake-model', precision: 'fp32', device: 'cpu', durationMs: 1, cached: false };
   }
 
-  async cachedCaption(): Promise<GenerationResult | undefined> {
-    return undefined;
-  }
-
   async setUp(_model: string | undefined, _reporter: SetUpReporter, _token: CancellationToken): Promise<ModelStatus> {
     return this.status();
   }

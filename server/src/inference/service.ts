@@ -74,53 +74,14 @@ class WorkerInferenceService implements InferenceService {
 
   // ---- InferenceService ----
 
-  async caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult> {
-    const started = performance.now();
+  caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult> {
     const prompt = options.prompt ?? this.settings.generation.captionPrompt;
-    const imageHash = await hashImage(image);
-    const generation = this.generationSettings(true);
-    const key = cacheKey('caption', this.modelKey(), imageHash, prompt, generation);
-    const cached = await this.cache.getAnswer(key);
-    if (cached) {
-      this.count.captionCacheHits++;
-      return { ...cached, durationMs: 0, cached: true };
-    }
-    const answer = await this.share<StoredAnswer>(key, options.priority, token, undefined, (shared) =>
-      this.answer(image, imageHash, prompt, generation, shared),
-    );
-    await this.cache.putAnswer(key, answer);
-    return { ...answer, durationMs: performance.now() - started, cached: false };
+    return this.request('caption', image, prompt, options.priority, undefined, token);
   }
 
-  async ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
-    const started = performance.now();
+  ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
     const prompt = options.history?.length ? chatPrompt(options.history, question) : questionPrompt(question);
-    const imageHash = await hashImage(image);
-    const generation = this.generationSettings(false);
-    const key = cacheKey('ask', this.modelKey(), imageHash, prompt, generation);
-    const cached = await this.cache.getAnswer(key);
-    if (cached) {
-      this.count.captionCacheHits++;
-      options.onPartial?.(cached.text);
-      return { ...cached, durationMs: 0, cached: true };
-    }
-    const answer = await this.share<StoredAnswer>(key, options.priority, token, options.onPartial, (shared) =>
-      this.answer(image, imageHash, prompt, generation, shared),
-    );
-    await this.cache.putAnswer(key, answer);
-    return { ...answer, durationMs: performance.now() - started, cached: false };
-  }
-
-  async cachedCaption(image: ImageSource, prompt?: string): Promise<GenerationResult | undefined> {
-    let imageHash: string;
-    try {
-      imageHash = await hashImage(image);
-    } catch {
-      return undefined;
-    }
-    const key = cacheKey('caption', this.modelKey(), imageHash, prompt ?? this.settings.generation.captionPrompt, this.generationSettings(true));
-    const cached = await this.cache.getAnswer(key);
-    return cached ? { ...cached, durationMs: 0, cached: true } : undefined;
+    return this.request('answer', image, prompt, options.priority, options.onPartial, token);
   }
 
   async setUp(model: string | undefined, reporter: SetUpReporter, token: CancellationToken): Promise<ModelStatus> {
@@ -174,6 +135,30 @@ class WorkerInferenceService implements InferenceService {
   }
 
   // ---- internals ----
+
+  /** A caption or an answer: from the cache, from a run already under way for the same key, or from a new run. */
+  private async request(
+    kind: 'caption' | 'answer',
+    image: ImageSource,
+    prompt: string,
+    priority: Priority,
+    onPartial: ((text: string) => void) | undefined,
+    token: CancellationToken,
+  ): Promise<GenerationResult> {
+    const started = performance.now();
+    const imageHash = await hashImage(image);
+    const generation = generationSettingsFor(this.settings.generation, kind);
+    const key = cacheKey(kind, this.modelKey(), imageHash, prompt, generation);
+    const cached = await this.cache.getAnswer(key);
+    if (cached) {
+      this.count.captionCacheHits++;
+      onPartial?.(cached.text);
+      return { ...cached, durationMs: 0, cached: true };
+    }
+    const answer = await this.share<StoredAnswer>(key, priority, token, onPartial, (shared) => this.answer(image, imageHash, prompt, generation, shared));
+    await this.cache.putAnswer(key, answer);
+    return { ...answer, durationMs: performance.now() - started, cached: false };
+  }
 
   /** Joins a computation already running for the same key, or starts one; this request's cancellation only withdraws its interest. */
   private share<T>(
@@ -411,9 +396,6 @@ class WorkerInferenceService implements InferenceService {
     return `${this.settings.model}|${this.settings.precision}|${this.settings.device}`;
   }
 
-  private generationSettings(caption: boolean): GenerationSettings {
-    return generationSettingsFor(this.settings.generation, caption ? 'caption' : 'answer');
-  }
 }
 
 async function hashImage(image: ImageSource): Promise<string> {

@@ -34,8 +34,6 @@ export interface SetUpReporter {
 export interface InferenceService {
   caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult>;
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult>;
-  /** The cached caption for these settings, without running anything. */
-  cachedCaption(image: ImageSource, prompt?: string): Promise<GenerationResult | undefined>;
   /** Downloads, converts and loads the configured model (or `model`), reporting progress; cancellable. */
   setUp(model: string | undefined, reporter: SetUpReporter, token: CancellationToken): Promise<ModelStatus>;
   status(): ModelStatus;

@@ -75,6 +75,7 @@ export interface InferenceCounters {
   generations: number;
   tokensGenerated: number;
   cancelledGenerations: number;
+  /** Captions and answers served from the cache. */
   captionCacheHits: number;
   visionCacheHits: number;
   sharedRequests: number;
