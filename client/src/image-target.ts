@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import * as vscode from 'vscode';
 import { anchorFor, type ImageAnchor } from '../../server/src/features/alt-text/alt-edit';
 import { findImageElements, imageAt, IMAGE_EXTENSIONS, isImageElement } from '../../server/src/features/images/find-images';
-import { resolveImage } from '../../server/src/features/images/resolve-image';
+import { existingImageFile, resolveImage } from '../../server/src/features/images/resolve-image';
 import { SECTION } from './config';
 import { isImageFileName } from './insert-text';
 
@@ -120,7 +120,7 @@ function imageUnderCursor(editor: vscode.TextEditor): ImageTarget | 'none' | str
   let address: string | undefined;
   switch (resolved.kind) {
     case 'file':
-      uri = vscode.Uri.file(resolved.path);
+      uri = vscode.Uri.file(existingImageFile(resolved) ?? resolved.path);
       break;
     case 'remote':
       uri = vscode.Uri.parse(resolved.url, true);

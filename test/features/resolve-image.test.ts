@@ -1,8 +1,10 @@
 import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { resolveImage, type ResolveContext } from '../../server/src/features/images/resolve-image';
+import { existingImageFile, resolveImage, type ResolveContext } from '../../server/src/features/images/resolve-image';
 
 const workspace = path.resolve('/work/ws');
 const docsDir = path.join(workspace, 'docs');
@@ -80,5 +82,31 @@ describe('resolveImage', () => {
     const untitled = { documentUri: 'untitled:Untitled-1', allowRemote: false };
     assert.equal(resolveImage('a.png', untitled).kind, 'unresolved');
     assert.equal(filePath('a.png', { ...untitled, workspaceFolders: [pathToFileURL(workspace).href] }), path.join(workspace, 'a.png'));
+  });
+});
+
+describe('existingImageFile', () => {
+  it('picks the candidate that exists on disk: the workspace-relative reading first, then the absolute one', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-resolve-'));
+    try {
+      const ws = path.join(root, 'ws');
+      fs.mkdirSync(path.join(ws, 'docs'), { recursive: true });
+      const outside = path.join(root, 'outside.png');
+      fs.writeFileSync(outside, 'x');
+      const ctx: ResolveContext = { documentUri: pathToFileURL(path.join(ws, 'docs', 'a.md')).href, workspaceFolders: [pathToFileURL(ws).href], allowRemote: false };
+      const absolute = resolveImage(outside, ctx);
+      assert.ok(absolute.kind === 'file');
+      assert.equal(existingImageFile(absolute), outside);
+
+      fs.mkdirSync(path.dirname(path.join(ws, outside)), { recursive: true });
+      fs.writeFileSync(path.join(ws, outside), 'y');
+      assert.equal(existingImageFile(absolute), path.join(ws, outside));
+
+      const missing = resolveImage('nope.png', ctx);
+      assert.ok(missing.kind === 'file');
+      assert.equal(existingImageFile(missing), undefined);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 });

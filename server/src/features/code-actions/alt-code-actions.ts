@@ -1,4 +1,3 @@
-import * as fs from 'node:fs';
 import {
   CodeActionKind,
   type CancellationToken,
@@ -18,7 +17,7 @@ import { altTextDiagnostics, DIAGNOSTIC_SOURCE } from '../diagnostics/alt-diagno
 import { findImageElements } from '../images/find-images';
 import type { ImageElement } from '../images/image-reference';
 import { loadImageAt, REMOTE_IMAGES_OFF } from '../images/load-image';
-import { resolveImage } from '../images/resolve-image';
+import { existingImageFile, resolveImage } from '../images/resolve-image';
 import { failureSentence } from '../inference-failure';
 import { buildWorkspaceEdit, type EditSupport } from '../workspace/workspace-edit';
 
@@ -111,7 +110,7 @@ function whyUnavailable(image: ImageElement, documentUri: string, options: AltAc
   const resolved = resolveImage(image.url, { documentUri, workspaceFolders: options.workspaceFolders, allowRemote: options.settings.remoteImages.enabled });
   switch (resolved.kind) {
     case 'file':
-      return [resolved.path, ...(resolved.alternatives ?? [])].some((p) => fs.existsSync(p)) ? undefined : `The image file does not exist: ${resolved.path}.`;
+      return existingImageFile(resolved) ? undefined : `The image file does not exist: ${resolved.path}.`;
     case 'remote-disallowed':
       return REMOTE_IMAGES_OFF;
     case 'unresolved':

@@ -1,3 +1,4 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { percentDecode } from './image-reference';
@@ -123,4 +124,12 @@ function decodeDataUri(value: string): ResolvedImage {
   } catch {
     return { kind: 'unresolved', reason: 'The data: address is not valid percent-encoding.' };
   }
+}
+
+/**
+ * The file a resolved destination names on disk: its path, or the first of its alternatives that exists (a
+ * `/docs/x.png` may be workspace-relative or absolute). Undefined when none exists.
+ */
+export function existingImageFile(resolved: Extract<ResolvedImage, { kind: 'file' }>): string | undefined {
+  return [resolved.path, ...(resolved.alternatives ?? [])].find((p) => fs.existsSync(p));
 }
