@@ -10,12 +10,12 @@ import { parseBlip2Config } from '../../server/src/engine/checkpoint/config';
 import { expectedTensors, names } from '../../server/src/engine/checkpoint/layout';
 import {
   DEFAULT_MAX_SHARD_BYTES,
-  INDEX_FILE,
   parseByteSize,
   planRandomCheckpoint,
   writeRandomCheckpoint,
   type RandomCheckpointOptions,
 } from '../../server/src/engine/checkpoint/random-checkpoint';
+import { SAFETENSORS_INDEX_FILE } from '../../server/src/engine/checkpoint/files';
 import { readSafetensorsHeader, type StoredDtype } from '../../server/src/engine/checkpoint/safetensors';
 import { convertCheckpoint } from '../../server/src/engine/convert/convert';
 import { UserError } from '../../server/src/engine/errors';
@@ -98,7 +98,7 @@ describe('writeRandomCheckpoint, single file', () => {
     test(`${dtype}: every expected tensor with its shape, in one model.safetensors`, async () => {
       const dir = await write({ dtype });
       assert.deepEqual(weightFiles(dir), ['model.safetensors']);
-      assert.ok(!fs.existsSync(path.join(dir, INDEX_FILE)), 'transformers writes no index for one file');
+      assert.ok(!fs.existsSync(path.join(dir, SAFETENSORS_INDEX_FILE)), 'transformers writes no index for one file');
       for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'preprocessor_config.json', 'processor_config.json']) {
         assert.deepEqual(fs.readFileSync(path.join(dir, f)), fs.readFileSync(path.join(configDir, f)), `${f} copied`);
       }
@@ -156,7 +156,7 @@ describe('writeRandomCheckpoint, sharded', () => {
       assert.deepEqual(files, Array.from({ length: n }, (_, i) => `model-${pad(i + 1)}-of-${pad(n)}.safetensors`));
       assertMatchesLayout(dir, dtype);
 
-      const indexText = fs.readFileSync(path.join(dir, INDEX_FILE), 'utf8');
+      const indexText = fs.readFileSync(path.join(dir, SAFETENSORS_INDEX_FILE), 'utf8');
       const index = JSON.parse(indexText) as { metadata: { total_size: number; total_parameters: number }; weight_map: Record<string, string> };
       assert.equal(indexText, JSON.stringify(index, null, 2) + '\n', 'indent 2 and a final newline');
       const expected = tinyExpected();
@@ -191,10 +191,10 @@ describe('writeRandomCheckpoint, sharded', () => {
     const names = tinyExpected().map((t) => t.name).sort();
     // Deliberately not what a size-based split would give: alternate tensors between two shards.
     const map = Object.fromEntries(names.map((n, i) => [n, `model-0000${1 + (i % 2)}-of-00002.safetensors`]));
-    fs.writeFileSync(path.join(withIndex, INDEX_FILE), JSON.stringify({ metadata: { total_size: 0 }, weight_map: map }));
+    fs.writeFileSync(path.join(withIndex, SAFETENSORS_INDEX_FILE), JSON.stringify({ metadata: { total_size: 0 }, weight_map: map }));
     const dir = path.join(tmp, `out-${counter++}`);
     await writeRandomCheckpoint({ configDir: withIndex, outDir: dir, seed: 1, dtype: 'F16' });
-    const index = readJson(path.join(dir, INDEX_FILE)) as { weight_map: Record<string, string> };
+    const index = readJson(path.join(dir, SAFETENSORS_INDEX_FILE)) as { weight_map: Record<string, string> };
     assert.deepEqual(index.weight_map, map);
     const ckpt = openCheckpoint(dir);
     for (const n of names) assert.equal(path.basename(ckpt.info(n).file), map[n]);
@@ -208,7 +208,7 @@ describe('writeRandomCheckpoint, sharded', () => {
   test('an index that does not match config.json is refused', async () => {
     const bad = path.join(tmp, 'config-bad-index');
     fs.cpSync(configDir, bad, { recursive: true });
-    fs.writeFileSync(path.join(bad, INDEX_FILE), JSON.stringify({ weight_map: { 'not.a.tensor': 'model-00001-of-00001.safetensors' } }));
+    fs.writeFileSync(path.join(bad, SAFETENSORS_INDEX_FILE), JSON.stringify({ weight_map: { 'not.a.tensor': 'model-00001-of-00001.safetensors' } }));
     await assert.rejects(writeRandomCheckpoint({ configDir: bad, outDir: path.join(tmp, `out-${counter++}`), seed: 1, dtype: 'F32' }), UserError);
   });
 });
@@ -218,7 +218,7 @@ describe('writeRandomCheckpoint, seeds and overwriting', () => {
     const a = await write({ seed: 11, maxShardBytes: TINY_SHARD });
     const b = await write({ seed: 11, maxShardBytes: TINY_SHARD });
     const c = await write({ seed: 12, maxShardBytes: TINY_SHARD });
-    const files = weightFiles(a).concat(INDEX_FILE);
+    const files = weightFiles(a).concat(SAFETENSORS_INDEX_FILE);
     for (const f of files) assert.ok(fs.readFileSync(path.join(a, f)).equals(fs.readFileSync(path.join(b, f))), `${f} identical`);
     assert.deepEqual(weightFiles(c), weightFiles(a));
     for (const f of weightFiles(a)) {
@@ -241,7 +241,7 @@ describe('writeRandomCheckpoint, seeds and overwriting', () => {
     await assert.rejects(writeRandomCheckpoint({ configDir, outDir: dir, seed: 1, dtype: 'F32' }), UserError);
     await writeRandomCheckpoint({ configDir, outDir: dir, seed: 1, dtype: 'F32', overwrite: true });
     assert.deepEqual(weightFiles(dir), ['model.safetensors']);
-    assert.ok(!fs.existsSync(path.join(dir, INDEX_FILE)));
+    assert.ok(!fs.existsSync(path.join(dir, SAFETENSORS_INDEX_FILE)));
     assert.ok(!fs.readdirSync(dir).some((f) => f.endsWith('.partial')));
     assertMatchesLayout(dir, 'F32');
   });
@@ -306,7 +306,7 @@ describe('converting a random checkpoint', () => {
 });
 
 describe('the real model (blip2-opt-2.7b-config), planned without writing 15 GB', () => {
-  const realIndex = readJson(path.join(realConfigDir, INDEX_FILE)) as {
+  const realIndex = readJson(path.join(realConfigDir, SAFETENSORS_INDEX_FILE)) as {
     metadata: { total_parameters: number; total_size: number };
     weight_map: Record<string, string>;
   };

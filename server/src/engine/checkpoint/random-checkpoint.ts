@@ -2,24 +2,21 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { throwIfAborted, UserError } from '../errors';
-import { f32ToF16Bits } from '../tensor/half';
+import { f32ToBf16Bits, f32ToF16Bits } from '../tensor/half';
 import { readJson } from './checkpoint';
-import { MODEL_CONFIG_FILES } from './files';
+import { MODEL_CONFIG_FILES, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE } from './files';
 import { parseBlip2Config, type Blip2Config } from './config';
 import { expectedTensors, type TensorSpec } from './layout';
-import type { StoredDtype } from './safetensors';
+import { DTYPE_BYTES, type StoredDtype } from './safetensors';
 
 /**
  * Writes a BLIP-2 OPT checkpoint of any size with seeded random weights, in the Hub's layout, so that the
  * converter and runtime can be measured on the real model's shapes without its 15 GB download.
  */
 
-export const INDEX_FILE = 'model.safetensors.index.json';
-export const SINGLE_FILE = 'model.safetensors';
 /** transformers' default `max_shard_size` ("5GB", decimal), which gave the real checkpoint its 4 shards. */
 export const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
 
-const DTYPE_BYTES: Record<StoredDtype, number> = { F32: 4, F16: 2, BF16: 2 };
 // Large enough that write() calls are few, small enough to stay cache- and memory-friendly.
 const CHUNK_BYTES = 4 << 20;
 
@@ -103,11 +100,11 @@ export function planRandomCheckpoint(opts: PlanOptions): RandomCheckpointPlan {
   const elemBytes = DTYPE_BYTES[opts.dtype];
   const sizeOf = (t: TensorSpec) => numel(t.shape) * elemBytes;
 
-  const indexFile = path.join(opts.configDir, INDEX_FILE);
+  const indexFile = path.join(opts.configDir, SAFETENSORS_INDEX_FILE);
   const layout = opts.shardLayoutFrom ?? (fs.existsSync(indexFile) ? 'index' : 'size');
   let groups: { file: string; specs: TensorSpec[] }[];
   if (layout === 'index') {
-    if (!fs.existsSync(indexFile)) throw new UserError(`${opts.configDir} has no ${INDEX_FILE} to take the shard layout from.`, "Use the 'size' layout.");
+    if (!fs.existsSync(indexFile)) throw new UserError(`${opts.configDir} has no ${SAFETENSORS_INDEX_FILE} to take the shard layout from.`, "Use the 'size' layout.");
     groups = groupsFromIndex(indexFile, specs);
   } else {
     const max = opts.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
@@ -149,13 +146,13 @@ export async function writeRandomCheckpoint(opts: RandomCheckpointOptions): Prom
   const plan = planRandomCheckpoint(opts);
   const outDir = path.resolve(opts.outDir);
   fs.mkdirSync(outDir, { recursive: true });
-  const stale = fs.readdirSync(outDir).filter((f) => f === INDEX_FILE || f === SINGLE_FILE || /^model-\d+-of-\d+\.safetensors$/.test(f));
+  const stale = fs.readdirSync(outDir).filter((f) => f === SAFETENSORS_INDEX_FILE || f === SAFETENSORS_FILE || /^model-\d+-of-\d+\.safetensors$/.test(f));
   if (stale.length > 0) {
     if (!opts.overwrite) {
       throw new UserError(`${outDir} already holds weights (${stale[0]}).`, 'Choose another output folder, or pass overwrite (--force) to replace them.');
     }
     // The index goes first so that an interrupted overwrite never leaves a folder that looks complete.
-    for (const f of [INDEX_FILE, ...stale.filter((f) => f !== INDEX_FILE)]) fs.rmSync(path.join(outDir, f), { force: true });
+    for (const f of [SAFETENSORS_INDEX_FILE, ...stale.filter((f) => f !== SAFETENSORS_INDEX_FILE)]) fs.rmSync(path.join(outDir, f), { force: true });
   }
   for (const f of MODEL_CONFIG_FILES) {
     const src = path.join(opts.configDir, f);
@@ -189,7 +186,7 @@ export async function writeRandomCheckpoint(opts: RandomCheckpointOptions): Prom
     files.push(final);
   }
   if (plan.index) {
-    const indexPath = path.join(outDir, INDEX_FILE);
+    const indexPath = path.join(outDir, SAFETENSORS_INDEX_FILE);
     // transformers: json.dumps(index, indent=2, sort_keys=True) + "\n"; the plan's keys are already sorted.
     fs.writeFileSync(indexPath, JSON.stringify(plan.index, null, 2) + '\n');
     files.push(indexPath);
@@ -264,7 +261,7 @@ function groupsBySize(specs: TensorSpec[], sizeOf: (t: TensorSpec) => number, ma
     currentSize += size;
   }
   if (current.length > 0) groups.push(current);
-  if (groups.length === 1) return [{ file: SINGLE_FILE, specs: groups[0] }];
+  if (groups.length === 1) return [{ file: SAFETENSORS_FILE, specs: groups[0] }];
   return groups.map((g, i) => ({ file: shardName(i, groups.length), specs: g }));
 }
 
@@ -379,11 +376,6 @@ function writeAll(fd: number, data: Uint8Array): void {
 function diskError(e: unknown, outDir: string): unknown {
   if ((e as NodeJS.ErrnoException).code === 'ENOSPC') return new UserError(`The disk holding ${outDir} is full.`, 'Free some space or choose another output folder.');
   return e;
-}
-
-function f32ToBf16Bits(bits: number): number {
-  // Round to nearest even; the table holds no NaN.
-  return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
 /** Peter Acklam's rational approximation of the normal quantile (relative error < 1.2e-9). */

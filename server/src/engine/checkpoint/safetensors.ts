@@ -3,7 +3,7 @@ import { UserError } from '../errors';
 import { bf16ArrayToF32, f16ArrayToF32 } from '../tensor/half';
 
 export type StoredDtype = 'F32' | 'F16' | 'BF16';
-const DTYPE_BYTES: Record<StoredDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+export const DTYPE_BYTES: Record<StoredDtype, number> = { F32: 4, F16: 2, BF16: 2 };
 
 export interface TensorInfo {
   name: string;

@@ -31,6 +31,7 @@ import {
   blobPath,
   cacheLayout,
   displayPath,
+  isCommitHash,
   lockPath,
   linkSnapshotFile,
   snapshotDir,
@@ -325,7 +326,7 @@ export async function downloadCheckpoint(ref: RepoRef, opts: HubDownloadOptions)
       fetch: hub.fetch,
       additionalFields: ['sha'],
     });
-    if (typeof info.sha !== 'string' || !/^[0-9a-f]{40}$/.test(info.sha)) {
+    if (typeof info.sha !== 'string' || !isCommitHash(info.sha)) {
       throw new UserError(
         `${hub.endpoint} did not say which commit ${ref.repo}@${ref.revision} is.`,
         'Check HF_ENDPOINT, or pass --model with a local checkpoint folder.',

@@ -57,3 +57,8 @@ export function bf16ArrayToF32(src: Uint16Array): Float32Array {
   for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
   return out;
 }
+
+/** float32 bits -> bfloat16 bits, round to nearest even (NaN not handled: callers pass finite values). */
+export function f32ToBf16Bits(bits: number): number {
+  return ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff;
+}
