@@ -1,4 +1,8 @@
 // The only module that imports onnxruntime-node: sessions, execution providers and tensors go through here.
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../errors';
 
@@ -32,6 +36,11 @@ export interface SessionSettings {
   device: Exclude<Device, 'auto'>;
   /** Threads for one operator; 0 lets onnxruntime choose (one per physical core). */
   threads: number;
+  /**
+   * Where optimized copies of the graphs are kept (see openCached). Without it every load optimizes the graph and
+   * repacks its weights again.
+   */
+  optimizedDir?: string;
 }
 
 export interface OpenedSession {
@@ -49,21 +58,86 @@ export async function openSession(file: string, settings: SessionSettings): Prom
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     logSeverityLevel: 3,
+    ...(process.env.BLIP2_ORT_EXPERIMENT ? { extra: { session: JSON.parse(process.env.BLIP2_ORT_EXPERIMENT) } } : {}),
   });
+  const open = (device: Exclude<Device, 'auto'>) =>
+    device === 'cpu' && settings.optimizedDir ? openCached(file, options(device), settings.optimizedDir) : create(file, options(device));
   if (settings.device !== 'cpu') {
     const offered = availableDevices();
     if (!offered.includes(settings.device)) {
       const reason = `the ${settings.device} execution provider is not available in onnxruntime-node on ${process.platform}-${process.arch} (available: ${offered.join(', ')})`;
-      return { session: await create(file, options('cpu')), device: 'cpu', fallbackReason: reason };
+      return { session: await open('cpu'), device: 'cpu', fallbackReason: reason };
     }
     try {
-      return { session: await create(file, options(settings.device)), device: settings.device };
+      return { session: await open(settings.device), device: settings.device };
     } catch (e) {
       const reason = `the ${settings.device} execution provider failed to start: ${firstLine(e)}`;
-      return { session: await create(file, options('cpu')), device: 'cpu', fallbackReason: reason };
+      return { session: await open('cpu'), device: 'cpu', fallbackReason: reason };
     }
   }
-  return { session: await create(file, options('cpu')), device: 'cpu' };
+  return { session: await open('cpu'), device: 'cpu' };
+}
+
+/**
+ * What an optimized copy depends on: onnxruntime's version and the CPU's instruction sets (weights are repacked
+ * for the kernels this CPU runs), so a copy made elsewhere, or by another onnxruntime, is never loaded.
+ */
+export function optimizedCacheKey(): string {
+  let features = os.cpus()[0]?.model ?? '';
+  try {
+    features += /^flags\s*:(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+  } catch {
+    // Not Linux: the CPU model names the instruction sets well enough.
+  }
+  const cpu = crypto.createHash('sha256').update(features).digest('hex').slice(0, 12);
+  return `ort-${ort.env.versions.common}-${process.platform}-${process.arch}-${cpu}`;
+}
+
+/**
+ * Opens a graph from its optimized copy under `dir`, making that copy first if there is none. onnxruntime re-runs
+ * its graph optimizations and repacks every quantized weight at each load (seconds for blip2-opt-2.7b); the copy
+ * holds the optimized graph and the repacked weights, memory-mapped when loaded, so a later load only maps them.
+ * The copy is a cache: written to a temporary name and renamed when complete; if it cannot be written (disk full,
+ * read-only store) the graph is opened as it is.
+ */
+async function openCached(file: string, options: ort.InferenceSession.SessionOptions, dir: string): Promise<ort.InferenceSession> {
+  const cacheDir = path.join(dir, optimizedCacheKey());
+  const name = path.basename(file);
+  const optimized = path.join(cacheDir, name);
+  const dataName = `${name}.data`;
+  if (fs.existsSync(optimized)) {
+    try {
+      return await create(optimized, { ...options, graphOptimizationLevel: 'disabled' });
+    } catch {
+      // A damaged copy is made again below.
+      fs.rmSync(optimized, { force: true });
+    }
+  }
+  const tmp = path.join(cacheDir, `.partial-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+  try {
+    fs.mkdirSync(tmp, { recursive: true });
+    const session = await create(file, {
+      ...options,
+      optimizedModelFilePath: path.join(tmp, name),
+      extra: {
+        session: {
+          ...(options.extra as { session?: object } | undefined)?.session,
+          optimized_model_external_initializers_file_name: dataName,
+          optimized_model_external_initializers_min_size_in_bytes: '1024',
+          save_external_prepacked_constant_initializers: '1',
+        },
+      },
+    });
+    // The data first: a graph file in place means its data is complete.
+    fs.renameSync(path.join(tmp, dataName), path.join(cacheDir, dataName));
+    fs.renameSync(path.join(tmp, name), optimized);
+    return session;
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    return create(file, options);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 async function create(file: string, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
