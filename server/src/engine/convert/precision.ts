@@ -10,7 +10,7 @@ export type PrecisionChoice = Precision | 'auto';
 export const PRECISION_SUFFIX: Record<Precision, string> = { fp32: '', fp16: '_fp16', int8: '_int8', int4: '_q4' };
 
 /** The preferred MatMulNBits block (smaller only where it does not divide K). Measured in the README's lever table. */
-export const DEFAULT_BLOCK_SIZE = 128;
+export const DEFAULT_BLOCK_SIZE = 256;
 
 export function parsePrecision(value: string): PrecisionChoice {
   if ((PRECISIONS as readonly string[]).includes(value) || value === 'auto') return value as PrecisionChoice;

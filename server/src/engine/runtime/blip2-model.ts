@@ -48,7 +48,10 @@ export class Blip2Model {
     }
     const generation = parseGenerationConfig(generationJson, config.text);
     const tokenizer = TextTokenizer.load(dir);
-    const settings: SessionSettings = { device: opts.device, threads: opts.threads, optimizedDir: path.join(dir, OPTIMIZED_DIR) };
+    // Only quantized graphs keep an optimized copy: their repacking is what makes a load slow, and their copy is
+    // about the size of the model, where an fp32 copy would add 14 GB for a load that is mostly reading the file.
+    const quantized = manifest.precision === 'int4' || manifest.precision === 'int8';
+    const settings: SessionSettings = { device: opts.device, threads: opts.threads, optimizedDir: quantized ? path.join(dir, OPTIMIZED_DIR) : undefined };
     const vision = await openSession(path.join(dir, manifest.graphs.visionEncoder), settings);
     // Once one session fell back to the CPU the others would too; skip the second failed attempt.
     const rest: SessionSettings = vision.fallbackReason ? { ...settings, device: 'cpu' } : settings;

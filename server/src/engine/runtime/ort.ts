@@ -58,7 +58,6 @@ export async function openSession(file: string, settings: SessionSettings): Prom
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     logSeverityLevel: 3,
-    ...(process.env.BLIP2_ORT_EXPERIMENT ? { extra: { session: JSON.parse(process.env.BLIP2_ORT_EXPERIMENT) } } : {}),
   });
   const open = (device: Exclude<Device, 'auto'>) =>
     device === 'cpu' && settings.optimizedDir ? openCached(file, options(device), settings.optimizedDir) : create(file, options(device));
@@ -121,7 +120,6 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
       optimizedModelFilePath: path.join(tmp, name),
       extra: {
         session: {
-          ...(options.extra as { session?: object } | undefined)?.session,
           optimized_model_external_initializers_file_name: dataName,
           optimized_model_external_initializers_min_size_in_bytes: '1024',
           save_external_prepacked_constant_initializers: '1',
