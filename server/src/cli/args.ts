@@ -12,6 +12,16 @@ export const USAGE = `Usage:
   blip2 chat IMAGE                           chat about an image (type questions; Ctrl-D ends)
   blip2 convert --model M --precision P [--out DIR]
                                              convert a checkpoint to ONNX once, into the model store or DIR
+  blip2 check [PATH...] [--format F]         report missing and unhelpful alt text in markdown, HTML, JSX
+                                             and TSX files (default: the current folder; .gitignore honoured)
+  blip2 fix [PATH...] [--dry-run]            write generated alt text into those files (--dry-run: print a diff)
+
+Check and fix:
+  --format F          text (default), json, sarif (SARIF 2.1.0, for GitHub code scanning), github (annotations)
+  --dry-run           fix: print a unified diff instead of writing the files
+  Exit status: 0 nothing to report (fix: every image given alt text), 1 problems found (fix: some images
+  could not be captioned or files not written), 2 a usage or settings error. Rules, the length limit and the
+  generation settings come from the nearest .blip2.json.
 
 Model options:
   --model M           a Hub repo id (default ${DEFAULT_MODEL}), a checkpoint folder or a converted folder
@@ -39,8 +49,11 @@ export interface ModelArgs {
   offline: boolean;
 }
 
+/** A mistake on the command line or in the settings: exit status 2, so scripts tell it from problems found. */
+export class UsageError extends UserError {}
+
 export interface CliArgs {
-  command: 'caption' | 'ask' | 'chat' | 'convert' | 'help';
+  command: 'caption' | 'ask' | 'chat' | 'convert' | 'check' | 'fix' | 'help';
   positionals: string[];
   model: ModelArgs;
   generation: GenerationSettings;
@@ -48,6 +61,12 @@ export interface CliArgs {
   out?: string;
   json: boolean;
   blockSize?: number;
+  /** check: the report's format as given (validated by the reporter). */
+  format?: string;
+  /** fix: print a diff instead of writing. */
+  dryRun: boolean;
+  /** Which options were given, for commands that take only some of them. */
+  given: ReadonlySet<string>;
 }
 
 const OPTIONS = {
@@ -60,6 +79,8 @@ const OPTIONS = {
   out: { type: 'string' },
   prompt: { type: 'string' },
   json: { type: 'boolean' },
+  format: { type: 'string' },
+  'dry-run': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   'block-size': { type: 'string' },
   'max-new-tokens': { type: 'string' },
@@ -80,19 +101,22 @@ export function parseCli(argv: string[]): CliArgs {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new UserError(String((e as Error).message).split('\n')[0].replace(/\.$/, '') + '.', 'Run `blip2 --help` for the options.');
+    throw new UsageError(String((e as Error).message).split('\n')[0].replace(/\.$/, '') + '.', 'Run `blip2 --help` for the options.');
   }
   const v = parsed.values;
   const [command = 'help', ...positionals] = parsed.positionals;
-  if (v.help || command === 'help') return { command: 'help', positionals: [], model: defaults(), generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS }, json: false };
-  if (!['caption', 'ask', 'chat', 'convert'].includes(command)) {
-    throw new UserError(`Unknown command "${command}".`, 'Use caption, ask, chat or convert (`blip2 --help`).');
+  const given = new Set(Object.keys(v));
+  if (v.help || command === 'help') {
+    return { command: 'help', positionals: [], model: defaults(), generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS }, json: false, dryRun: false, given };
+  }
+  if (!['caption', 'ask', 'chat', 'convert', 'check', 'fix'].includes(command)) {
+    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, check or fix (`blip2 --help`).');
   }
   const model: ModelArgs = {
     ...defaults(),
     ...(v.model !== undefined && { model: v.model }),
-    ...(v.precision !== undefined && { precision: parsePrecision(v.precision) }),
-    ...(v.device !== undefined && { device: parseDevice(v.device) }),
+    ...(v.precision !== undefined && { precision: asUsage(() => parsePrecision(v.precision!)) }),
+    ...(v.device !== undefined && { device: asUsage(() => parseDevice(v.device!)) }),
     ...(v.threads !== undefined && { threads: int(v.threads, '--threads', 0) }),
     ...(v.store !== undefined && { store: v.store }),
     offline: v.offline ?? false,
@@ -119,6 +143,9 @@ export function parseCli(argv: string[]): CliArgs {
     out: v.out,
     json: v.json ?? false,
     blockSize: opt(v['block-size'], (s) => int(s, '--block-size', 16)),
+    format: v.format,
+    dryRun: v['dry-run'] ?? false,
+    given,
   };
   checkPositionals(args);
   return args;
@@ -133,17 +160,55 @@ function checkPositionals(a: CliArgs): void {
   const p = a.positionals;
   switch (a.command) {
     case 'caption':
-      if (p.length === 0) throw new UserError('caption needs at least one image.', 'Example: blip2 caption photo.jpg');
+      if (p.length === 0) throw new UsageError('caption needs at least one image.', 'Example: blip2 caption photo.jpg');
       break;
     case 'ask':
-      if (p.length !== 2) throw new UserError('ask needs an image and a question.', 'Example: blip2 ask photo.jpg "what is on the table?"');
+      if (p.length !== 2) throw new UsageError('ask needs an image and a question.', 'Example: blip2 ask photo.jpg "what is on the table?"');
       break;
     case 'chat':
-      if (p.length !== 1) throw new UserError('chat needs exactly one image.', 'Example: blip2 chat photo.jpg');
+      if (p.length !== 1) throw new UsageError('chat needs exactly one image.', 'Example: blip2 chat photo.jpg');
       break;
     case 'convert':
-      if (p.length !== 0) throw new UserError(`convert takes no positional arguments (got "${p[0]}").`, 'Example: blip2 convert --model DIR --precision int4');
+      if (p.length !== 0) throw new UsageError(`convert takes no positional arguments (got "${p[0]}").`, 'Example: blip2 convert --model DIR --precision int4');
       break;
+  }
+  const allowed = COMMAND_OPTIONS[a.command];
+  const stray = [...a.given].filter((name) => name !== 'help' && !allowed.has(name));
+  if (stray.length > 0) {
+    throw new UsageError(`${a.command} does not take --${stray[0]}.`, `Run \`blip2 --help\` for the options of ${a.command}.`);
+  }
+}
+
+const MODEL_OPTIONS = ['model', 'precision', 'device', 'threads', 'store', 'offline', 'block-size'];
+const GENERATION_OPTIONS = [
+  'max-new-tokens', 'min-new-tokens', 'num-beams', 'num-return-sequences', 'length-penalty', 'repetition-penalty',
+  'no-repeat-ngram-size', 'temperature', 'top-k', 'top-p', 'seed',
+];
+/**
+ * The options each command takes. `fix` takes the generation settings the editor has (beam search, lengths,
+ * penalties, the prompt), not sampling: alt text written into files has to come out the same on every run,
+ * and its captions are cached and shared with the editor under those settings.
+ */
+const COMMAND_OPTIONS: Record<CliArgs['command'], ReadonlySet<string>> = {
+  caption: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'prompt', 'json']),
+  ask: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'json']),
+  chat: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'json']),
+  convert: new Set([...MODEL_OPTIONS, 'out', 'json']),
+  check: new Set(['format']),
+  fix: new Set([
+    ...MODEL_OPTIONS.filter((o) => o !== 'block-size'),
+    'max-new-tokens', 'min-new-tokens', 'num-beams', 'repetition-penalty', 'no-repeat-ngram-size', 'prompt', 'dry-run',
+  ]),
+  help: new Set(),
+};
+
+/** An option's value the engine's parser refused, as a usage error (exit status 2). */
+function asUsage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    if (e instanceof UserError && !(e instanceof UsageError)) throw new UsageError(e.message, e.hint);
+    throw e;
   }
 }
 
@@ -153,12 +218,12 @@ function opt<T>(s: string | undefined, f: (s: string) => T): T | undefined {
 
 function int(s: string, flag: string, min: number): number {
   const n = Number(s);
-  if (!Number.isInteger(n) || n < min) throw new UserError(`${flag} must be a whole number of at least ${min} (got "${s}").`);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} must be a whole number of at least ${min} (got "${s}").`);
   return n;
 }
 
 function num(s: string, flag: string, min = -Infinity): number {
   const n = Number(s);
-  if (!Number.isFinite(n) || n < min) throw new UserError(`${flag} must be a number${min > -Infinity ? ` of at least ${min}` : ''} (got "${s}").`);
+  if (!Number.isFinite(n) || n < min) throw new UsageError(`${flag} must be a number${min > -Infinity ? ` of at least ${min}` : ''} (got "${s}").`);
   return n;
 }

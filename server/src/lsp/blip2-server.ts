@@ -21,7 +21,6 @@ import {
   type WorkspaceFoldersChangeEvent,
 } from 'vscode-languageserver-protocol';
 import { TextDocument } from 'vscode-languageserver-textdocument';
-import { storeRoot } from '../engine/store/model-store';
 import { generateMissingAltText, type AltTextFile } from '../features/alt-text/generate-alt-text';
 import { captionImagesInBackground } from '../features/captions/caption-on-open';
 import { linkedSource } from '../features/cancellation';
@@ -35,6 +34,7 @@ import { describeError } from '../features/user-message';
 import { PROJECT_CONFIG_FILE } from '../features/workspace/project-config';
 import { findWorkspaceFiles, languageIdOfPath } from '../features/workspace/workspace-files';
 import type { EditSupport } from '../features/workspace/workspace-edit';
+import { defaultCacheDir } from '../inference/result-cache';
 import type { InferenceService } from '../inference/types';
 import {
   Blip2ErrorCodes,
@@ -114,7 +114,7 @@ export class Blip2Server {
     this.ready = new Promise((resolve) => (this.markReady = resolve));
 
     const initial = this.settings.serverWideNow();
-    this.inference = this.createInference({ settings: initial, cacheDir: options.cacheDir ?? defaultCacheDir(initial), log: (line) => this.client.log(line) });
+    this.inference = this.createInference({ settings: initial, cacheDir: options.cacheDir ?? defaultCacheDir(initial.modelStore), log: (line) => this.client.log(line) });
     this.inference.onStatusChange((status) => this.statusThrottle.push(status));
 
     return {
@@ -451,9 +451,4 @@ function cancelled(): ResponseError<void> {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** Without a folder from the client, captions are cached beside the converted models, per user. */
-function defaultCacheDir(settings: Blip2Settings): string {
-  return path.join(storeRoot(settings.modelStore || undefined), 'lsp-cache');
 }
