@@ -103,7 +103,8 @@ describe('the server in editors other than VS Code', { timeout: 300_000 }, () =>
 
     // What eglot and Neovim do with an action that has a command: workspace/executeCommand.
     const result = await server.connection.sendRequest(ExecuteCommandRequest.type, { command: actions[0].command!.command, arguments: actions[0].command!.arguments });
-    assert.equal(result, null);
+    assert.equal(result, null, 'answered at once; the edit follows');
+    await server.until('the edit', () => (server.appliedEdits.length > 0 ? true : undefined));
     assert.equal(server.appliedEdits.length, 1);
     const [change] = server.appliedEdits[0].edit.documentChanges as TextDocumentEdit[];
     assert.equal(applyTo(text, uri, change), `![${escapeAltText(cat.text, { kind: 'markdown' })}](cat.png)\n`);

@@ -2,7 +2,7 @@ import type { Dirent } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import ignore, { type Ignore } from 'ignore';
-import { languageIdOfPath } from '../features/workspace/workspace-files';
+import { languageIdOfPath, skippedFolder } from '../features/workspace/workspace-files';
 import { UsageError } from './args';
 
 export interface SourceFile {
@@ -13,13 +13,11 @@ export interface SourceFile {
   languageId: string;
 }
 
-/** Folders never walked into: dependencies and version control. */
-const SKIPPED = new Set(['node_modules', '.git']);
-
 /**
  * The markdown, HTML, JSX and TSX files under `paths`, sorted, honouring every `.gitignore` from the
- * repository's root (the folder with `.git`, else the current folder) down. A file named on the command line
- * is checked even when ignored: it was asked for. A path that does not exist is a usage error.
+ * repository's root (the folder with `.git`, else the current folder) down and skipping the folders the editor's
+ * workspace command skips (`node_modules`, dot-folders). A file named on the command line is checked
+ * even when ignored: it was asked for. A path that does not exist is a usage error.
  */
 export function findSourceFiles(paths: readonly string[], cwd: string): SourceFile[] {
   const rules = new GitignoreRules(repositoryRoot(cwd));
@@ -53,7 +51,7 @@ export function findSourceFiles(paths: readonly string[], cwd: string): SourceFi
       for (const entry of entries) {
         const full = path.join(dir, entry.name);
         if (entry.isDirectory()) {
-          if (!SKIPPED.has(entry.name) && !rules.ignores(full, true)) pending.push(full);
+          if (!skippedFolder(entry.name) && !rules.ignores(full, true)) pending.push(full);
         } else if (entry.isFile()) {
           const languageId = languageIdOfPath(full);
           if (languageId && !rules.ignores(full, false)) add(full, languageId);

@@ -2,13 +2,13 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  CancellationToken,
   CancellationTokenSource,
   CodeActionKind,
   ErrorCodes,
   LSPErrorCodes,
   ResponseError,
   TextDocumentSyncKind,
-  type CancellationToken,
   type ClientCapabilities,
   type CodeAction,
   type CodeActionParams,
@@ -292,7 +292,7 @@ export class Blip2Server {
 
   async executeCommand(params: ExecuteCommandParams, token: CancellationToken, progressToken: ProgressToken | undefined): Promise<AltTextCommandResult | null> {
     await this.ready;
-    if (params.command === ServerCommands.fixAltText) return this.fixAltText(params.arguments?.[0], token);
+    if (params.command === ServerCommands.fixAltText) return this.fixAltText(params.arguments?.[0]);
     if (params.command !== ServerCommands.generateMissingAltText) {
       throw new ResponseError(ErrorCodes.InvalidParams, `Unknown command ${params.command}.`);
     }
@@ -326,13 +326,23 @@ export class Blip2Server {
     }
   }
 
-  /** The quick fix of clients without `codeAction/resolve`: the caption now, written with `workspace/applyEdit`. */
-  private async fixAltText(data: unknown, token: CancellationToken): Promise<null> {
+  /**
+   * The quick fix of clients without `codeAction/resolve`: answered at once, then the caption is computed and
+   * written with `workspace/applyEdit` (or a notice says why not). Clients wait for a command's answer only so
+   * long (eglot: 10 seconds), and a caption on a CPU can take longer.
+   */
+  private async fixAltText(data: unknown): Promise<null> {
     if (!isAltFixData(data)) throw new ResponseError(ErrorCodes.InvalidParams, `${ServerCommands.fixAltText} needs the data of the quick fix it came with.`);
-    const fix = await computeAltFix(data, this.inference, await this.altFixOptions(data.uri), token);
-    if (token.isCancellationRequested) throw cancelled();
-    if (fix.edit) await this.client.applyEdit('Generate alt text with BLIP-2', fix.edit);
-    else this.client.showMessage('warning', `BLIP-2: ${fix.failure}`);
+    const options = await this.altFixOptions(data.uri);
+    void (async () => {
+      try {
+        const fix = await computeAltFix(data, this.inference, options, CancellationToken.None);
+        if (fix.edit) await this.client.applyEdit('Generate alt text with BLIP-2', fix.edit);
+        else this.client.showMessage('warning', `BLIP-2: ${fix.failure}`);
+      } catch (e) {
+        this.client.showMessage('warning', `BLIP-2: ${describeError(e)}`);
+      }
+    })();
     return null;
   }
 

@@ -21,6 +21,8 @@ export interface E2eTools {
   codeServer: string;
   chromium: string;
   nvim: string;
+  /** Emacs (Debian's emacs-nox) with eglot and markdown-mode from Debian's elpa packages. */
+  emacs: string;
 }
 
 function which(name: string): string | undefined {
@@ -38,6 +40,7 @@ export function e2eTools(): E2eTools {
     codeServer: path.join(cacheDir, `code-server-${codeServerVersion}`, 'node_modules', 'code-server', 'out', 'node', 'entry.js'),
     chromium: process.env.BLIP2_E2E_CHROMIUM ?? which('chromium') ?? '/usr/bin/chromium',
     nvim: process.env.BLIP2_E2E_NVIM ?? which('nvim') ?? '/usr/bin/nvim',
+    emacs: process.env.BLIP2_E2E_EMACS ?? which('emacs') ?? '/usr/bin/emacs',
   };
   const missing = Object.entries(tools).filter(([, file]) => !fs.existsSync(file));
   if (missing.length) {
