@@ -6,10 +6,11 @@ import { SetUpModelRequest, type ModelStatus } from '../../server/src/protocol/m
 import { settingGetter, type ServerConnection } from './client';
 import { EXTENSION_ID, readSettings, SECTION } from './config';
 import { describeRequestError, type RequestFailure } from './request-errors';
-import { downloadOffer, SETUP_CANCELLED_MESSAGE } from './setup-text';
+import { downloadOffer, SETUP_CANCELLED_MESSAGE, setUpPickerTitle } from './setup-text';
 import { reportWorkDone } from './work-done';
 
 const DISMISSED_KEY = 'blip2.setUpOfferDismissed';
+const FIRST_RUN_KEY = 'blip2.firstRunDone';
 const CHOOSE_FOLDER = 'Choose Local Folder…';
 
 export class ModelSetup implements vscode.Disposable {
@@ -82,10 +83,7 @@ export class ModelSetup implements vscode.Disposable {
       { label: `$(folder-opened) ${CHOOSE_FOLDER}`, detail: 'A Hugging Face BLIP-2 checkpoint folder, or a folder converted before.', action: () => this.chooseFolder() },
       { label: '$(settings-gear) Open Settings', detail: 'Model, precision, device and where converted models are kept.', action: openModelSettings },
     );
-    const picked = await vscode.window.showQuickPick(items, {
-      title: `BLIP-2: set up the model (now: ${status ? status.state : this.connection.state.kind})`,
-      matchOnDetail: true,
-    });
+    const picked = await vscode.window.showQuickPick(items, { title: setUpPickerTitle(this.connection.state), matchOnDetail: true });
     await picked?.action();
   }
 
@@ -162,6 +160,17 @@ export class ModelSetup implements vscode.Disposable {
   dispose(): void {
     for (const disposable of this.disposables) disposable.dispose();
   }
+}
+
+/**
+ * On the first activation after install the walkthrough opens, as VS Code does for an install from the gallery
+ * (and not for one from a VSIX), unless the user turned walkthroughs on install off.
+ */
+export async function openWalkthroughOnFirstRun(context: vscode.ExtensionContext): Promise<void> {
+  if (context.globalState.get<boolean>(FIRST_RUN_KEY)) return;
+  await context.globalState.update(FIRST_RUN_KEY, true);
+  if (!vscode.workspace.getConfiguration('workbench').get<boolean>('welcomePage.walkthroughs.openOnInstall', true)) return;
+  await vscode.commands.executeCommand('workbench.action.openWalkthrough', `${EXTENSION_ID}#gettingStarted`, false);
 }
 
 async function openModelSettings(): Promise<void> {

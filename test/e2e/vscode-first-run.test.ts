@@ -1,0 +1,106 @@
+// The first run of the packaged extension in a real VS Code (code-server, headless Chromium) on a machine with no
+// model: the walkthrough opens on first install, opening a markdown file with an image brings the set-up offer
+// as a toast a person sees (not only in the notification centre), and the set-up picker shows no internal names.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Browser } from 'playwright-core';
+import { CodeServer } from './lib/code-server';
+import { e2eTools, referenceImagesDir, resultsDir } from './lib/env';
+import { packagedVsix } from './lib/vsix';
+import { launchChromium, Workbench } from './lib/workbench';
+
+const outDir = path.join(resultsDir, 'e2e-first-run');
+
+describe('BLIP-2 in VS Code, first run without a model', { timeout: 6 * 60_000 }, () => {
+  let root: string;
+  let server: CodeServer;
+  let browser: Browser | undefined;
+  let wb: Workbench;
+  let failed = false;
+
+  async function step(name: string, body: () => Promise<void>): Promise<void> {
+    try {
+      await body();
+    } catch (e) {
+      failed = true;
+      await wb?.screenshot(`${name}-FAILED`).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  before(async () => {
+    const tools = e2eTools();
+    fs.rmSync(outDir, { recursive: true, force: true });
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-first-run-'));
+    const workspace = path.join(root, 'workspace');
+    fs.mkdirSync(path.join(workspace, 'images'), { recursive: true });
+    fs.copyFileSync(path.join(referenceImagesDir, 'cat.png'), path.join(workspace, 'images', 'cat.png'));
+    fs.writeFileSync(path.join(workspace, 'doc.md'), '# Notes\n\n![](images/cat.png)\n');
+    server = new CodeServer({
+      tools,
+      root: path.join(root, 'code-server'),
+      // A machine that has never seen the model: empty Hugging Face cache and model store, nothing downloadable.
+      env: { HF_HOME: path.join(root, 'hf'), BLIP2_HOME: path.join(root, 'store'), HF_HUB_OFFLINE: '1' },
+      userSettings: {
+        'workbench.startupEditor': 'none',
+        'workbench.secondarySideBar.defaultVisibility': 'hidden',
+        'chat.disableAIFeatures': true,
+        'workbench.tips.enabled': false,
+        'extensions.ignoreRecommendations': true,
+        'git.enabled': false,
+        'telemetry.telemetryLevel': 'off',
+      },
+    });
+    await server.installExtension(packagedVsix());
+    const url = await server.start();
+    browser = await launchChromium(tools);
+    wb = new Workbench(await browser.newPage({ viewport: { width: 1400, height: 900 } }), outDir);
+    await wb.open(url, workspace);
+  });
+
+  after(async () => {
+    try {
+      await browser?.close();
+    } finally {
+      if (failed || process.env.BLIP2_E2E_KEEP_LOGS) server?.copyLogs(path.join(outDir, 'logs'));
+      await server?.stop();
+      if (root) fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('opens the walkthrough on first install', () =>
+    step('walkthrough', async () => {
+      await wb.page.getByText('Get Started with BLIP-2').first().waitFor({ timeout: 60_000 });
+      await wb.screenshot('walkthrough');
+    }));
+
+  it('opening a markdown file brings the set-up offer as a toast, with the download named and sized', () =>
+    step('offer', async () => {
+      await wb.openFile('doc.md');
+      const toast = wb.notification(/BLIP-2 needs a model/);
+      await toast.first().waitFor({ state: 'visible', timeout: 60_000 });
+      await wb.screenshot('offer-toast');
+      const text = await toast.first().innerText();
+      assert.match(text, /Download blip2-opt-2\.7b \(about 15 GB\)/);
+      assert.match(text, /Choose Local Folder/);
+      assert.doesNotMatch(text, /noModel|unloaded|\(now:/);
+      await toast.first().hover();
+      await toast.first().locator('.codicon-notifications-clear, .codicon-close').first().click();
+    }));
+
+  it('"Set Up Model…" shows the choices under a title in words, not internal state names', () =>
+    step('picker', async () => {
+      await wb.runCommand('BLIP-2: Set Up Model…');
+      const widget = wb.page.locator('.quick-input-widget');
+      await widget.locator('.monaco-list-row').first().waitFor();
+      await wb.screenshot('set-up-picker');
+      const title = await widget.locator('.quick-input-title').innerText();
+      assert.equal(title, 'Set Up the BLIP-2 Model (now: no model set up)');
+      const rows = await widget.locator('.monaco-list-row').allInnerTexts();
+      assert.ok(rows.some((r) => /Choose Local Folder/.test(r)), rows.join(' | '));
+      await wb.page.keyboard.press('Escape');
+    }));
+});
