@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { e2eTools, referenceImagesDir, repoRoot, tinyModelDir } from './lib/env';
-import { EngineOracle, type Expected } from './lib/expected';
+import { e2eTools, referenceImagesDir, repoRoot, serverBundle, tinyModelDir } from './lib/env';
+import { expectedCaptions, type Expected } from './lib/expected';
 
 const DOC = ['# Notes', '', '![](images/astronaut.png)', '', '![A cat](images/cat.png)', ''].join('\n');
 const HOVER = { line: 4, character: DOC.split('\n')[4].indexOf('cat.png') + 2 };
@@ -30,18 +30,12 @@ describe('Emacs with eglot 1.9, configured as the README says', { timeout: 5 * 6
   let root: string;
   let result: EmacsResult;
   let doc: string;
-  const expected = new Map<string, Expected>();
+  let expected: Map<string, Expected>;
 
   before(async () => {
     const { emacs } = e2eTools();
-    const server = path.join(repoRoot, 'dist', 'server.js');
-    if (!process.env.BLIP2_E2E_VSIX || !fs.existsSync(server)) execFileSync(process.execPath, ['esbuild.config.mjs'], { cwd: repoRoot, stdio: 'inherit' });
-    const oracle = await EngineOracle.open();
-    try {
-      for (const image of ['astronaut.png', 'cat.png']) expected.set(image, await oracle.caption(path.join(referenceImagesDir, image)));
-    } finally {
-      await oracle.dispose();
-    }
+    const server = serverBundle();
+    expected = await expectedCaptions(['astronaut.png', 'cat.png']);
 
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-emacs-'));
     const workspace = path.join(root, 'workspace');

@@ -10,7 +10,7 @@ import type { Browser } from 'playwright-core';
 import { CodeServer } from './lib/code-server';
 import { e2eTools, referenceImagesDir, resultsDir } from './lib/env';
 import { packagedVsix } from './lib/vsix';
-import { launchChromium, Workbench } from './lib/workbench';
+import { closeCodeServer, openInCodeServer, QUIET_WINDOW_SETTINGS, Steps, type Workbench } from './lib/workbench';
 
 const outDir = path.join(resultsDir, 'e2e-first-run');
 
@@ -19,17 +19,8 @@ describe('BLIP-2 in VS Code, first run without a model', { timeout: 6 * 60_000 }
   let server: CodeServer;
   let browser: Browser | undefined;
   let wb: Workbench;
-  let failed = false;
-
-  async function step(name: string, body: () => Promise<void>): Promise<void> {
-    try {
-      await body();
-    } catch (e) {
-      failed = true;
-      await wb?.screenshot(`${name}-FAILED`).catch(() => undefined);
-      throw e;
-    }
-  }
+  const steps = new Steps();
+  const step = (name: string, body: () => Promise<void>) => steps.run(name, body);
 
   before(async () => {
     const tools = e2eTools();
@@ -44,29 +35,17 @@ describe('BLIP-2 in VS Code, first run without a model', { timeout: 6 * 60_000 }
       root: path.join(root, 'code-server'),
       // A machine that has never seen the model: empty Hugging Face cache and model store, nothing downloadable.
       env: { HF_HOME: path.join(root, 'hf'), BLIP2_HOME: path.join(root, 'store'), HF_HUB_OFFLINE: '1' },
-      userSettings: {
-        'workbench.startupEditor': 'none',
-        'workbench.secondarySideBar.defaultVisibility': 'hidden',
-        'chat.disableAIFeatures': true,
-        'workbench.tips.enabled': false,
-        'extensions.ignoreRecommendations': true,
-        'git.enabled': false,
-        'telemetry.telemetryLevel': 'off',
-      },
+      // Walkthroughs on install are left on, as they are for a new user.
+      userSettings: { ...QUIET_WINDOW_SETTINGS },
     });
-    await server.installExtension(packagedVsix());
-    const url = await server.start();
-    browser = await launchChromium(tools);
-    wb = new Workbench(await browser.newPage({ viewport: { width: 1400, height: 900 } }), outDir);
-    await wb.open(url, workspace);
+    ({ browser, wb } = await openInCodeServer(server, tools, packagedVsix(), workspace, outDir));
+    steps.workbench = wb;
   });
 
   after(async () => {
     try {
-      await browser?.close();
+      await closeCodeServer(browser, server, path.join(outDir, 'logs'), steps.failed);
     } finally {
-      if (failed || process.env.BLIP2_E2E_KEEP_LOGS) server?.copyLogs(path.join(outDir, 'logs'));
-      await server?.stop();
       if (root) fs.rmSync(root, { recursive: true, force: true });
     }
   });

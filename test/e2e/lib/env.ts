@@ -1,4 +1,5 @@
 // Where the end-to-end tools are: the same paths scripts/e2e-setup.sh installs to (it must run first).
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -47,4 +48,14 @@ export function e2eTools(): E2eTools {
     throw new Error(`End-to-end tools missing (${missing.map(([k, f]) => `${k}: ${f}`).join(', ')}); run scripts/e2e-setup.sh first.`);
   }
   return tools;
+}
+
+/**
+ * The language server's bundle, dist/server.js, for the editors that start it themselves: under `npm run test:e2e`
+ * the packaging step has just built it; a test run alone builds it now.
+ */
+export function serverBundle(): string {
+  const server = path.join(repoRoot, 'dist', 'server.js');
+  if (!process.env.BLIP2_E2E_VSIX || !fs.existsSync(server)) execFileSync(process.execPath, ['esbuild.config.mjs'], { cwd: repoRoot, stdio: 'inherit' });
+  return server;
 }
