@@ -6,7 +6,7 @@ import { ChatPanels } from './chat-panel';
 import { ServerConnection } from './client';
 import { registerCommands } from './commands';
 import { changedReloadSettings, SECTION } from './config';
-import { ModelSetup, openWalkthroughOnFirstRun } from './model-setup';
+import { ModelSetup } from './model-setup';
 import { createStatusBar } from './status-bar';
 
 let connection: ServerConnection | undefined;
@@ -42,7 +42,6 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     { dispose: () => void server.dispose() },
   );
 
-  void openWalkthroughOnFirstRun(context);
   await server.start();
 }
 

@@ -30,9 +30,24 @@ export class ModelSetup implements vscode.Disposable {
 
   private modelChanged(status: ModelStatus): void {
     if (status.state !== 'noModel' || this.offeredAutomatically || this.running) return;
+    void this.openWalkthroughOnFirstRun();
     if (this.context.globalState.get<boolean>(DISMISSED_KEY)) return;
     this.offeredAutomatically = true;
     void this.offer(status, true);
+  }
+
+  /**
+   * The first time after install that no model is set up, the walkthrough opens beside the offer, as VS Code
+   * opens it for an install from the gallery (and not for one from a VSIX), unless walkthroughs on install are
+   * turned off. With a model already set up there is nothing to walk through.
+   */
+  private async openWalkthroughOnFirstRun(): Promise<void> {
+    if (this.context.globalState.get<boolean>(FIRST_RUN_KEY)) return;
+    await this.context.globalState.update(FIRST_RUN_KEY, true);
+    if (!vscode.workspace.getConfiguration('workbench').get<boolean>('welcomePage.walkthroughs.openOnInstall', true)) return;
+    this.connection.output.info('Opening the walkthrough: no model is set up yet.');
+    // Beside the document the user opened, not over it.
+    await vscode.commands.executeCommand('workbench.action.openWalkthrough', `${EXTENSION_ID}#gettingStarted`, true);
   }
 
   /**
@@ -160,17 +175,6 @@ export class ModelSetup implements vscode.Disposable {
   dispose(): void {
     for (const disposable of this.disposables) disposable.dispose();
   }
-}
-
-/**
- * On the first activation after install the walkthrough opens, as VS Code does for an install from the gallery
- * (and not for one from a VSIX), unless the user turned walkthroughs on install off.
- */
-export async function openWalkthroughOnFirstRun(context: vscode.ExtensionContext): Promise<void> {
-  if (context.globalState.get<boolean>(FIRST_RUN_KEY)) return;
-  await context.globalState.update(FIRST_RUN_KEY, true);
-  if (!vscode.workspace.getConfiguration('workbench').get<boolean>('welcomePage.walkthroughs.openOnInstall', true)) return;
-  await vscode.commands.executeCommand('workbench.action.openWalkthrough', `${EXTENSION_ID}#gettingStarted`, false);
 }
 
 async function openModelSettings(): Promise<void> {
