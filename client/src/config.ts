@@ -34,6 +34,7 @@ export const NUMBER_LIMITS: Readonly<Record<string, { min: number; max?: number;
   'generation.repetitionPenalty': { min: 1, max: 5, integer: false },
   'generation.noRepeatNgramSize': { min: 0, max: 20, integer: true },
   'altText.maxLength': { min: 1, max: 1000, integer: true },
+  'localImages.maxBytes': { min: 1024, integer: true },
   'remoteImages.maxBytes': { min: 1024, integer: true },
   'cache.maxMegabytes': { min: 0, integer: true },
   unloadAfterMinutes: { min: 0, integer: true },

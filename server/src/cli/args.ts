@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { parsePrecision, type PrecisionChoice } from '../engine/convert/precision';
 import { UserError } from '../engine/errors';
+import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
 import { DEFAULT_MAX_NEW_TOKENS, type GenerationSettings } from '../engine/pipeline';
 import { parseDevice, type Device } from '../engine/runtime/ort';
 
@@ -12,6 +13,9 @@ export const USAGE = `Usage:
   blip2 chat IMAGE                           chat about an image (type questions; Ctrl-D ends)
   blip2 convert --model M --precision P [--out DIR]
                                              convert a checkpoint to ONNX once, into the model store or DIR
+  blip2 verify --model M --precision P [--repair]
+                                             check every file of a converted model against its checksums
+                                             (exit 1 when damaged); --repair converts a damaged one again
 
 Model options:
   --model M           a Hub repo id (default ${DEFAULT_MODEL}), a checkpoint folder or a converted folder
@@ -20,6 +24,7 @@ Model options:
   --threads N         threads per operator (default: onnxruntime's choice)
   --store DIR         model store for converted models (default: $BLIP2_HOME or the per-user cache)
   --offline           never contact the Hub
+  --max-image-mb N    the largest image file read, in megabytes (default ${DEFAULT_MAX_IMAGE_FILE_BYTES / (1024 * 1024)})
 
 Generation options:
   --max-new-tokens N (default ${DEFAULT_MAX_NEW_TOKENS})  --min-new-tokens N  --num-beams N  --num-return-sequences N
@@ -40,7 +45,7 @@ export interface ModelArgs {
 }
 
 export interface CliArgs {
-  command: 'caption' | 'ask' | 'chat' | 'convert' | 'help';
+  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'help';
   positionals: string[];
   model: ModelArgs;
   generation: GenerationSettings;
@@ -48,6 +53,9 @@ export interface CliArgs {
   out?: string;
   json: boolean;
   blockSize?: number;
+  /** `verify --repair`. */
+  repair: boolean;
+  maxImageBytes: number;
 }
 
 const OPTIONS = {
@@ -60,6 +68,8 @@ const OPTIONS = {
   out: { type: 'string' },
   prompt: { type: 'string' },
   json: { type: 'boolean' },
+  repair: { type: 'boolean' },
+  'max-image-mb': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   'block-size': { type: 'string' },
   'max-new-tokens': { type: 'string' },
@@ -84,10 +94,13 @@ export function parseCli(argv: string[]): CliArgs {
   }
   const v = parsed.values;
   const [command = 'help', ...positionals] = parsed.positionals;
-  if (v.help || command === 'help') return { command: 'help', positionals: [], model: defaults(), generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS }, json: false };
-  if (!['caption', 'ask', 'chat', 'convert'].includes(command)) {
-    throw new UserError(`Unknown command "${command}".`, 'Use caption, ask, chat or convert (`blip2 --help`).');
+  if (v.help || command === 'help') {
+    return { command: 'help', positionals: [], model: defaults(), generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS }, json: false, repair: false, maxImageBytes: DEFAULT_MAX_IMAGE_FILE_BYTES };
   }
+  if (!['caption', 'ask', 'chat', 'convert', 'verify'].includes(command)) {
+    throw new UserError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert or verify (`blip2 --help`).');
+  }
+  if (v.repair && command !== 'verify') throw new UserError('--repair goes with verify.', 'Example: blip2 verify --model DIR --repair');
   const model: ModelArgs = {
     ...defaults(),
     ...(v.model !== undefined && { model: v.model }),
@@ -119,6 +132,8 @@ export function parseCli(argv: string[]): CliArgs {
     out: v.out,
     json: v.json ?? false,
     blockSize: opt(v['block-size'], (s) => int(s, '--block-size', 16)),
+    repair: v.repair ?? false,
+    maxImageBytes: v['max-image-mb'] !== undefined ? int(v['max-image-mb'], '--max-image-mb', 1) * 1024 * 1024 : DEFAULT_MAX_IMAGE_FILE_BYTES,
   };
   checkPositionals(args);
   return args;
@@ -142,7 +157,8 @@ function checkPositionals(a: CliArgs): void {
       if (p.length !== 1) throw new UserError('chat needs exactly one image.', 'Example: blip2 chat photo.jpg');
       break;
     case 'convert':
-      if (p.length !== 0) throw new UserError(`convert takes no positional arguments (got "${p[0]}").`, 'Example: blip2 convert --model DIR --precision int4');
+    case 'verify':
+      if (p.length !== 0) throw new UserError(`${a.command} takes no positional arguments (got "${p[0]}").`, `Example: blip2 ${a.command} --model DIR --precision int4`);
       break;
   }
 }

@@ -10,7 +10,8 @@ export function isNoModel(error: unknown, inference: Pick<InferenceService, 'sta
 
 /** The sentence a hover, a result or a failure list shows for a failed caption or answer. */
 export function failureSentence(error: unknown, inference: Pick<InferenceService, 'status'>): string {
-  if (!isNoModel(error, inference)) return describeError(error);
+  // A damaged model's sentence already says what is wrong and that set-up converts it again.
+  if (!isNoModel(error, inference) || kindOf(error) === 'damaged') return describeError(error);
   const status = inference.status();
   const why = status.message ?? describeError(error);
   return `No BLIP-2 model is set up yet: ${why.replace(/[.\s]+$/, '')}. ${NO_MODEL_HINT}`;

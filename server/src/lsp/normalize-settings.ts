@@ -39,6 +39,12 @@ export function normalizeSettings(...layers: unknown[]): Blip2Settings {
       const rules = normalizeAltRuleSettings({ rules: { ...s.altText.rules, ...(isObject(a.rules) ? a.rules : {}) }, maxLength: a.maxLength ?? s.altText.maxLength });
       s.altText = { ...rules, captionOnOpen: bool(a.captionOnOpen, s.altText.captionOnOpen) };
     }
+    if (isObject(raw.localImages)) {
+      s.localImages = {
+        maxBytes: int(raw.localImages.maxBytes, s.localImages.maxBytes, 1, Number.MAX_SAFE_INTEGER),
+        outsideWorkspace: bool(raw.localImages.outsideWorkspace, s.localImages.outsideWorkspace),
+      };
+    }
     if (isObject(raw.remoteImages)) {
       s.remoteImages = {
         enabled: bool(raw.remoteImages.enabled, s.remoteImages.enabled),

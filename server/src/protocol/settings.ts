@@ -1,4 +1,5 @@
 // The `blip2.*` settings: one type and one set of defaults, read by the server and contributed by the extension.
+import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
 import { DEFAULT_ALT_RULE_SETTINGS, type AltRuleSettings } from '../features/alt-text/rules';
 
 export type PrecisionSetting = 'auto' | 'fp32' | 'fp16' | 'int8' | 'int4';
@@ -31,6 +32,15 @@ export interface Blip2Settings {
     /** Queue captions for a document's images when it opens, so hovers are instant. */
     captionOnOpen: boolean;
   };
+  localImages: {
+    /** The largest image file read; larger ones are refused before a byte is read. */
+    maxBytes: number;
+    /**
+     * Read images that documents name outside the workspace folders (absolute paths, `..`, symbolic links
+     * leading out); off, so a document cannot make the server read, caption and write out the user's other files.
+     */
+    outsideWorkspace: boolean;
+  };
   remoteImages: {
     /** Fetch http(s) images for hovers and alt text; off, because it sends requests off the machine. */
     enabled: boolean;
@@ -61,6 +71,7 @@ export const DEFAULT_SETTINGS: Blip2Settings = {
     captionPrompt: '',
   },
   altText: { ...DEFAULT_ALT_RULE_SETTINGS, captionOnOpen: true },
+  localImages: { maxBytes: DEFAULT_MAX_IMAGE_FILE_BYTES, outsideWorkspace: false },
   remoteImages: { enabled: false, maxBytes: 10 * 1024 * 1024 },
   cache: { maxMegabytes: 256 },
   unloadAfterMinutes: 15,
