@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { parsePrecision, type PrecisionChoice } from '../engine/convert/precision';
 import { UserError } from '../engine/errors';
+import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
 import { DEFAULT_MAX_NEW_TOKENS, type GenerationSettings } from '../engine/pipeline';
 import { parseDevice, type Device } from '../engine/runtime/ort';
 
@@ -12,6 +13,9 @@ export const USAGE = `Usage:
   blip2 chat IMAGE                           chat about an image (type questions; Ctrl-D ends)
   blip2 convert --model M --precision P [--out DIR]
                                              convert a checkpoint to ONNX once, into the model store or DIR
+  blip2 verify --model M --precision P [--repair]
+                                             check every file of a converted model against its checksums
+                                             (exit 1 when damaged); --repair converts a damaged one again
   blip2 check [PATH...] [--format F]         report missing and unhelpful alt text in markdown, HTML, JSX
                                              and TSX files (default: the current folder; .gitignore honoured)
   blip2 fix [PATH...] [--dry-run]            write generated alt text into those files (--dry-run: print a diff)
@@ -30,6 +34,7 @@ Model options:
   --threads N         threads per operator (default: onnxruntime's choice)
   --store DIR         model store for converted models (default: $BLIP2_HOME or the per-user cache)
   --offline           never contact the Hub
+  --max-image-mb N    the largest image file read, in megabytes (default ${DEFAULT_MAX_IMAGE_FILE_BYTES / (1024 * 1024)})
 
 Generation options:
   --max-new-tokens N (default ${DEFAULT_MAX_NEW_TOKENS})  --min-new-tokens N  --num-beams N  --num-return-sequences N
@@ -53,7 +58,7 @@ export interface ModelArgs {
 export class UsageError extends UserError {}
 
 export interface CliArgs {
-  command: 'caption' | 'ask' | 'chat' | 'convert' | 'check' | 'fix' | 'help';
+  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'check' | 'fix' | 'help';
   positionals: string[];
   model: ModelArgs;
   generation: GenerationSettings;
@@ -67,6 +72,9 @@ export interface CliArgs {
   dryRun: boolean;
   /** Which options were given, for commands that take only some of them. */
   given: ReadonlySet<string>;
+  /** `verify --repair`. */
+  repair: boolean;
+  maxImageBytes: number;
 }
 
 const OPTIONS = {
@@ -81,6 +89,8 @@ const OPTIONS = {
   json: { type: 'boolean' },
   format: { type: 'string' },
   'dry-run': { type: 'boolean' },
+  repair: { type: 'boolean' },
+  'max-image-mb': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   'block-size': { type: 'string' },
   'max-new-tokens': { type: 'string' },
@@ -107,11 +117,22 @@ export function parseCli(argv: string[]): CliArgs {
   const [command = 'help', ...positionals] = parsed.positionals;
   const given = new Set(Object.keys(v));
   if (v.help || command === 'help') {
-    return { command: 'help', positionals: [], model: defaults(), generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS }, json: false, dryRun: false, given };
+    return {
+      command: 'help',
+      positionals: [],
+      model: defaults(),
+      generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS },
+      json: false,
+      repair: false,
+      maxImageBytes: DEFAULT_MAX_IMAGE_FILE_BYTES,
+      dryRun: false,
+      given,
+    };
   }
-  if (!['caption', 'ask', 'chat', 'convert', 'check', 'fix'].includes(command)) {
-    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, check or fix (`blip2 --help`).');
+  if (!['caption', 'ask', 'chat', 'convert', 'verify', 'check', 'fix'].includes(command)) {
+    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, verify, check or fix (`blip2 --help`).');
   }
+  if (v.repair && command !== 'verify') throw new UsageError('--repair goes with verify.', 'Example: blip2 verify --model DIR --repair');
   const model: ModelArgs = {
     ...defaults(),
     ...(v.model !== undefined && { model: v.model }),
@@ -146,6 +167,8 @@ export function parseCli(argv: string[]): CliArgs {
     format: v.format,
     dryRun: v['dry-run'] ?? false,
     given,
+    repair: v.repair ?? false,
+    maxImageBytes: v['max-image-mb'] !== undefined ? int(v['max-image-mb'], '--max-image-mb', 1) * 1024 * 1024 : DEFAULT_MAX_IMAGE_FILE_BYTES,
   };
   checkPositionals(args);
   return args;
@@ -169,7 +192,8 @@ function checkPositionals(a: CliArgs): void {
       if (p.length !== 1) throw new UsageError('chat needs exactly one image.', 'Example: blip2 chat photo.jpg');
       break;
     case 'convert':
-      if (p.length !== 0) throw new UsageError(`convert takes no positional arguments (got "${p[0]}").`, 'Example: blip2 convert --model DIR --precision int4');
+    case 'verify':
+      if (p.length !== 0) throw new UsageError(`${a.command} takes no positional arguments (got "${p[0]}").`, `Example: blip2 ${a.command} --model DIR --precision int4`);
       break;
   }
   const allowed = COMMAND_OPTIONS[a.command];
@@ -190,10 +214,11 @@ const GENERATION_OPTIONS = [
  * and its captions are cached and shared with the editor under those settings.
  */
 const COMMAND_OPTIONS: Record<CliArgs['command'], ReadonlySet<string>> = {
-  caption: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'prompt', 'json']),
-  ask: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'json']),
-  chat: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'json']),
+  caption: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'prompt', 'json']),
+  ask: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json']),
+  chat: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json']),
   convert: new Set([...MODEL_OPTIONS, 'out', 'json']),
+  verify: new Set([...MODEL_OPTIONS, 'repair', 'json']),
   check: new Set(['format']),
   fix: new Set([
     ...MODEL_OPTIONS.filter((o) => o !== 'block-size'),

@@ -18,7 +18,8 @@ export function isNoModel(error: unknown, inference: Pick<InferenceService, 'sta
 
 /** Why a caption or answer failed, in one sentence, without the way out. */
 export function failureReason(error: unknown, inference: Pick<InferenceService, 'status'>): string {
-  if (!isNoModel(error, inference)) return describeError(error);
+  // A damaged model's sentence already says what is wrong and that set-up converts it again.
+  if (!isNoModel(error, inference) || kindOf(error) === 'damaged') return describeError(error);
   const why = inference.status().message ?? describeError(error);
   return `No BLIP-2 model is set up yet: ${why.replace(/[.\s]+$/, '')}.`;
 }
@@ -26,5 +27,5 @@ export function failureReason(error: unknown, inference: Pick<InferenceService, 
 /** The sentence a result, a message or a failure list shows for a failed caption or answer, with the way out. */
 export function failureSentence(error: unknown, inference: Pick<InferenceService, 'status'>, vscodeClient = false): string {
   const reason = failureReason(error, inference);
-  return isNoModel(error, inference) ? `${reason} ${noModelHint(vscodeClient)}` : reason;
+  return isNoModel(error, inference) && kindOf(error) !== 'damaged' ? `${reason} ${noModelHint(vscodeClient)}` : reason;
 }

@@ -33,7 +33,11 @@ export class WorkerHost {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
 
-  constructor(private readonly log: (line: string) => void) {}
+  constructor(
+    private readonly log: (line: string) => void,
+    /** The worker ended without being asked to (a crash, out of memory): the jobs it held have failed. */
+    private readonly onCrash: (message: string) => void = () => undefined,
+  ) {}
 
   get running(): boolean {
     return this.worker !== undefined;
@@ -69,7 +73,11 @@ export class WorkerHost {
     worker.on('exit', (code) => {
       if (this.worker !== worker) return;
       this.worker = undefined;
-      this.failAll({ kind: 'internal', message: `The inference worker stopped unexpectedly (exit code ${code}).` });
+      // Only the jobs it was running fail; the next job starts a new worker (and reloads the model).
+      const message = `The inference worker stopped unexpectedly (exit code ${code}); it is restarted for the next request.`;
+      this.log(message);
+      this.failAll({ kind: 'crashed', message });
+      this.onCrash(message);
     });
     this.worker = worker;
     return worker;

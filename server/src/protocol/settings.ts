@@ -1,6 +1,7 @@
 // The `blip2.*` settings, declared once for the VS Code client, the language server and the CLI: their types,
 // defaults and limits, and the one validator every side runs on what a user wrote. package.json contributes the
 // same settings (a test checks that its defaults, types, enums and limits are these).
+import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
 
 export const PRECISION_SETTINGS = ['auto', 'fp32', 'fp16', 'int8', 'int4'] as const;
 export type PrecisionSetting = (typeof PRECISION_SETTINGS)[number];
@@ -57,6 +58,15 @@ export interface Blip2Settings {
     /** Queue captions for a document's images when it opens, so hovers are instant. */
     captionOnOpen: boolean;
   };
+  localImages: {
+    /** The largest image file read; larger ones are refused before a byte is read. */
+    maxBytes: number;
+    /**
+     * Read images that documents name outside the workspace folders (absolute paths, `..`, symbolic links
+     * leading out); off, so a document cannot make the server read, caption and write out the user's other files.
+     */
+    outsideWorkspace: boolean;
+  };
   remoteImages: {
     /** Fetch http(s) images for hovers and alt text; off, because it sends requests off the machine. */
     enabled: boolean;
@@ -87,6 +97,7 @@ export const DEFAULT_SETTINGS: Blip2Settings = {
     captionPrompt: '',
   },
   altText: { ...DEFAULT_ALT_RULE_SETTINGS, captionOnOpen: true },
+  localImages: { maxBytes: DEFAULT_MAX_IMAGE_FILE_BYTES, outsideWorkspace: false },
   remoteImages: { enabled: false, maxBytes: 10 * 1024 * 1024 },
   cache: { maxMegabytes: 256 },
   unloadAfterMinutes: 15,
@@ -105,6 +116,7 @@ export const NUMBER_LIMITS: Readonly<Record<string, { min: number; max?: number;
   'generation.repetitionPenalty': { min: 1, max: 5, integer: false },
   'generation.noRepeatNgramSize': { min: 0, max: 20, integer: true },
   'altText.maxLength': { min: 1, max: 1000, integer: true },
+  'localImages.maxBytes': { min: 1024, integer: true },
   'remoteImages.maxBytes': { min: 1024, integer: true },
   'cache.maxMegabytes': { min: 0, integer: true },
   unloadAfterMinutes: { min: 0, integer: true },

@@ -82,7 +82,7 @@ export async function captionImagesForAltText(
     for (const image of images) {
       let loaded = loadedByUrl.get(image.url);
       if (!loaded) {
-        loaded = await loadImageAt({ url: image.url, documentUri: file.uri, workspaceFolders: options.workspaceFolders }, { remoteImages: settings.remoteImages }, token);
+        loaded = await loadImageAt({ url: image.url, documentUri: file.uri, workspaceFolders: options.workspaceFolders }, { remoteImages: settings.remoteImages, localImages: settings.localImages }, token);
         loadedByUrl.set(image.url, loaded);
       }
       total++;

@@ -19,6 +19,7 @@ import { altTextDiagnostics, DIAGNOSTIC_SOURCE } from '../diagnostics/alt-diagno
 import { findImageElements } from '../images/find-images';
 import type { ImageElement } from '../images/image-reference';
 import { loadImageAt, REMOTE_IMAGES_OFF } from '../images/load-image';
+import { insideByPath, outsideSentence, readRoots } from '../images/read-scope';
 import { existingImageFile, resolveImage } from '../images/resolve-image';
 import { failureSentence } from '../inference-failure';
 import { buildWorkspaceEdit, type EditSupport } from '../workspace/workspace-edit';
@@ -117,8 +118,15 @@ export function wants(context: Pick<CodeActionContext, 'only'>, kind: string, on
 function whyUnavailable(image: ImageElement, documentUri: string, options: AltActionOptions): string | undefined {
   const resolved = resolveImage(image.url, { documentUri, workspaceFolders: options.workspaceFolders, allowRemote: options.settings.remoteImages.enabled });
   switch (resolved.kind) {
-    case 'file':
-      return existingImageFile(resolved) ? undefined : `The image file does not exist: ${resolved.path}.`;
+    case 'file': {
+      const file = existingImageFile(resolved);
+      if (!file) return `The image file does not exist: ${resolved.path}.`;
+      const roots = readRoots(documentUri, options.workspaceFolders);
+      if (!options.settings.localImages.outsideWorkspace && !insideByPath(file, roots)) {
+        return outsideSentence(file);
+      }
+      return undefined;
+    }
     case 'remote-disallowed':
       return REMOTE_IMAGES_OFF;
     case 'unresolved':
@@ -199,7 +207,7 @@ export async function computeAltFix(data: AltFixData, inference: InferenceServic
   if (!image) return { failure: 'The image is no longer in the document.' };
   const loaded = await loadImageAt(
     { url: image.url, documentUri: data.uri, workspaceFolders: options.workspaceFolders },
-    { remoteImages: options.settings.remoteImages },
+    { remoteImages: options.settings.remoteImages, localImages: options.settings.localImages },
     token,
   );
   if (!loaded.ok) return { failure: loaded.reason };

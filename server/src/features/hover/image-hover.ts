@@ -50,7 +50,7 @@ export async function imageHover(
 
   const loaded = await loadImageAt(
     { url: image.url, documentUri: document.uri, workspaceFolders: options.workspaceFolders },
-    { remoteImages: settings.remoteImages },
+    { remoteImages: settings.remoteImages, localImages: settings.localImages },
     token,
   );
   if (token.isCancellationRequested) return undefined;

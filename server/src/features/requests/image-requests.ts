@@ -53,8 +53,8 @@ async function load(image: string, options: ImageRequestOptions, token: Cancella
     throw new RequestFailure(`"${image}" is neither an absolute path nor a file: or http(s): address.`);
   }
   const loaded = await loadImageAt(
-    { url: image, documentUri: '', workspaceFolders: options.workspaceFolders },
-    { remoteImages: options.settings.remoteImages },
+    { url: image, documentUri: '', workspaceFolders: options.workspaceFolders, namedByUser: true },
+    { remoteImages: options.settings.remoteImages, localImages: options.settings.localImages },
     token,
   );
   if (!loaded.ok) throw new RequestFailure(loaded.reason);
