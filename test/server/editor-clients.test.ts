@@ -12,7 +12,9 @@ import { pathToFileURL } from 'node:url';
 import {
   CodeActionRequest,
   DidChangeConfigurationNotification,
+  DidChangeWatchedFilesNotification,
   ExecuteCommandRequest,
+  FileChangeType,
   HoverRequest,
   type ClientCapabilities,
   type CodeAction,
@@ -148,6 +150,14 @@ describe('the server in editors other than VS Code', { timeout: 300_000 }, () =>
     await server.connection.sendNotification(DidChangeConfigurationNotification.type, { settings: null });
     const second = await server.diagnosticsFor(uri);
     assert.deepEqual(second.diagnostics.map((d) => [d.code, d.severity]), [['missing-alt', 4], ['alt-too-long', 3]]);
+
+    // The file changes (the server asked to be told): the next diagnostics follow it.
+    server.diagnostics.clear();
+    const projectFile = path.join(repo, '.blip2.json');
+    fs.writeFileSync(projectFile, JSON.stringify({ altText: { maxLength: 200 } }));
+    await server.connection.sendNotification(DidChangeWatchedFilesNotification.type, { changes: [{ uri: pathToFileURL(projectFile).href, type: FileChangeType.Changed }] });
+    const third = await server.diagnosticsFor(uri);
+    assert.deepEqual(third.diagnostics.map((d) => [d.code, d.severity]), [['missing-alt', 4]]);
   });
 
   it('says what is wrong with a .blip2.json in one notice, and checks with the rest', async () => {
