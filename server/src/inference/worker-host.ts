@@ -21,7 +21,9 @@ function startWorker(options: { workerData: unknown }): Worker {
   const bundled = path.join(__dirname, 'worker.js');
   if (fs.existsSync(bundled)) return new Worker(bundled, options);
   const source = path.join(__dirname, 'inference-worker.ts');
-  return new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(source)});`, { ...options, eval: true });
+  // tsx by its resolved path: an eval'd worker resolves modules from the current folder, which may be anywhere.
+  const tsx = require.resolve('tsx/cjs/api');
+  return new Worker(`require(${JSON.stringify(tsx)}).register(); require(${JSON.stringify(source)});`, { ...options, eval: true });
 }
 
 /** The main thread's handle on the inference worker: numbered jobs, their progress and tokens, cancellation. */
