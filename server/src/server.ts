@@ -1,19 +1,17 @@
 // The BLIP-2 language server's entry: `node dist/server.js --stdio` (any editor) or `--node-ipc` (the VS Code
 // client). This file only binds connection events to the server's methods; the server holds no transport.
-import {
-  createConnection,
-  ExecuteCommandRequest,
-  ProposedFeatures,
-  TextDocuments,
-  WorkDoneProgressCancelNotification,
-} from 'vscode-languageserver/node';
+import { ExecuteCommandRequest, ResponseError, TextDocuments, WorkDoneProgressCancelNotification } from 'vscode-languageserver/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { createInferenceService } from './inference/service';
 import { Blip2Server } from './lsp/blip2-server';
 import { ConnectionClient } from './lsp/connection-client';
+import { ProtocolGuard, REFUSED_METHOD, type Refusal } from './lsp/protocol-guard';
+import { serverConnection } from './lsp/transport';
 import { AskRequest, CaptionRequest, CountersRequest, ModelStatusRequest, SetUpModelRequest } from './protocol/messages';
 
-const connection = createConnection(ProposedFeatures.all);
+// Lifecycle and params are checked before any handler below runs (protocol-guard.ts).
+const guard = new ProtocolGuard((line) => void process.stderr.write(`blip2-language-server: ${line}\n`));
+const connection = serverConnection(guard);
 const documents = new TextDocuments(TextDocument);
 const server = new Blip2Server(new ConnectionClient(connection), documents, createInferenceService);
 
@@ -24,7 +22,8 @@ connection.onInitialized(() => {
   if (server.wantsWorkspaceFolderEvents()) connection.workspace.onDidChangeWorkspaceFolders((event) => server.workspaceFoldersChanged(event));
   void server.initialized();
 });
-connection.onDidChangeConfiguration(() => void server.configurationChanged());
+connection.onDidChangeConfiguration((params) => void server.configurationChanged(params.settings));
+connection.onDidChangeWatchedFiles(() => void server.configurationChanged());
 connection.onShutdown(() => server.shutdown());
 
 documents.onDidOpen((event) => server.opened(event.document));
@@ -42,6 +41,9 @@ connection.onRequest(AskRequest.type, (params, token) => server.ask(params, toke
 connection.onRequest(ModelStatusRequest.type, () => server.modelStatus());
 connection.onRequest(SetUpModelRequest.type, (params, token) => server.setUpModel(params, token));
 connection.onRequest(CountersRequest.type, () => server.counters());
+connection.onRequest(REFUSED_METHOD, (refusal: Refusal) => {
+  throw new ResponseError(refusal.code, refusal.message);
+});
 
 process.on('unhandledRejection', (reason) => connection.console.error(`Unhandled rejection: ${String((reason as Error)?.stack ?? reason)}`));
 

@@ -152,7 +152,7 @@ describe('blip2 CLI: bad input gets one clear line and a non-zero exit', () => {
   }
 
   it('a missing image', async () => {
-    assertUserError(await runCli(['caption', path.join(work, 'nope.png'), ...model(tinyCheckpointDir)], iso.env), /Image not found: .*nope\.png/);
+    assertUserError(await runCli(['caption', path.join(work, 'nope.png'), ...model(tinyCheckpointDir)], iso.env), /The image file does not exist: .*nope\.png/);
   });
 
   it('a corrupt image', async () => {

@@ -269,7 +269,7 @@ test('pilResize returns an equal copy when the size does not change', () => {
 test('errors a user can cause are UserErrors with one clear line', async () => {
   await withTempDir(async (dir) => {
     const missing = path.join(dir, 'missing.png');
-    await expectUserError(() => decodeImage(missing), new RegExp(`^Image not found: ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.$`), /path/);
+    await expectUserError(() => decodeImage(missing), new RegExp(`^The image file does not exist: ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.$`), /path/);
     await expectUserError(() => decodeImage(dir), /is a folder, not an image/);
 
     const textAsPng = path.join(dir, 'notes.png');

@@ -24,6 +24,7 @@ import {
   WorkDoneProgressCreateRequest,
   type ApplyWorkspaceEditParams,
   type ClientCapabilities,
+  type InitializeResult,
   type MessageConnection,
   type PublishDiagnosticsParams,
 } from 'vscode-languageserver-protocol/node';
@@ -75,8 +76,12 @@ export interface StartOptions {
   initializationOptions?: Record<string, unknown>;
   env?: Record<string, string>;
   clientName?: string;
+  /** The client's capabilities (VS Code's by default); tests of other editors give theirs. */
+  capabilities?: ClientCapabilities;
   /** The `processId` the server watches (this test process unless given). */
   parentPid?: number;
+  /** Leave the server uninitialized: the test sends `initialize` itself, or never does. */
+  skipInitialize?: boolean;
 }
 
 export class TestServer {
@@ -86,6 +91,8 @@ export class TestServer {
   readonly progress: { token: string | number; value: unknown }[] = [];
   /** `window/showMessage` texts. */
   readonly messages: string[] = [];
+  /** `window/showMessageRequest` texts: requests that some editors show as a prompt to answer. */
+  readonly messageRequests: string[] = [];
   /** What `workspace/configuration` answers for `blip2`; change it, then send didChangeConfiguration. */
   settings: Record<string, unknown> = {};
   private readonly waiters = new Set<() => void>();
@@ -129,17 +136,9 @@ export class TestServer {
     server.listen(options);
     connection.listen();
 
-    const folder = options.workspaceFolder;
+    if (options.skipInitialize) return server;
     try {
-      await connection.sendRequest(InitializeRequest.type, {
-        processId: options.parentPid ?? process.pid,
-        // The tests stand in for the VS Code extension unless they say otherwise.
-        clientInfo: { name: options.clientName ?? 'Visual Studio Code' },
-        rootUri: folder ? pathToFileURL(folder).href : null,
-        workspaceFolders: folder ? [{ uri: pathToFileURL(folder).href, name: path.basename(folder) }] : null,
-        capabilities: CLIENT_CAPABILITIES,
-        initializationOptions: { cacheDir: path.join(root, 'cache'), ...options.initializationOptions },
-      });
+      await server.initialize(options);
       await connection.sendNotification(InitializedNotification.type, {});
     } catch (e) {
       // The caller never gets a handle to dispose, so nothing may be left running here.
@@ -147,6 +146,20 @@ export class TestServer {
       throw e;
     }
     return server;
+  }
+
+  /** The `initialize` request an editor sends, for the folder and options given. */
+  initialize(options: StartOptions): Promise<InitializeResult> {
+    const folder = options.workspaceFolder;
+    return this.connection.sendRequest(InitializeRequest.type, {
+      processId: options.parentPid ?? process.pid,
+      // The tests stand in for the VS Code extension unless they say otherwise.
+      clientInfo: { name: options.clientName ?? 'Visual Studio Code' },
+      rootUri: folder ? pathToFileURL(folder).href : null,
+      workspaceFolders: folder ? [{ uri: pathToFileURL(folder).href, name: path.basename(folder) }] : null,
+      capabilities: options.capabilities ?? CLIENT_CAPABILITIES,
+      initializationOptions: { cacheDir: path.join(this.root, 'cache'), ...options.initializationOptions },
+    });
   }
 
   get pid(): number {
@@ -188,6 +201,11 @@ export class TestServer {
     c.onNotification('window/showMessage', (params: { message: string }) => {
       this.messages.push(params.message);
       this.changed();
+    });
+    c.onRequest('window/showMessageRequest', (params: { message: string }) => {
+      this.messageRequests.push(params.message);
+      this.changed();
+      return null;
     });
   }
 

@@ -9,6 +9,7 @@ import { openModel, type OpenedModel } from '../../server/src/engine/open-model'
 import { generationSettingsFor } from '../../server/src/inference/generation-settings';
 import { createInferenceService } from '../../server/src/inference/service';
 import type { InferenceService } from '../../server/src/inference/types';
+import type { UserError } from '../../server/src/engine/errors';
 import type { ModelStatus } from '../../server/src/protocol/messages';
 import { DEFAULT_SETTINGS, type Blip2Settings } from '../../server/src/protocol/settings';
 import { tinyCheckpointDir } from '../helpers/paths';
@@ -149,7 +150,7 @@ describe('inference service', () => {
 
   it('a missing image is one clear sentence', async () => {
     const svc = make(settings());
-    await assert.rejects(svc.caption({ kind: 'file', path: path.join(root, 'gone.png') }, { priority: 'interactive' }, never), /Image not found: .*gone\.png/);
+    await assert.rejects(svc.caption({ kind: 'file', path: path.join(root, 'gone.png') }, { priority: 'interactive' }, never), /The image file does not exist: .*gone\.png/);
   });
 });
 
@@ -195,5 +196,118 @@ describe('inference service: cancellation', () => {
     const answer = await b;
     assert.equal(answer.cached, false);
     assert.equal(svc.counters().cancelledGenerations, 1);
+  });
+});
+
+describe('inference service under strain', () => {
+  let root: string;
+  let engine: OpenedModel;
+  const services: InferenceService[] = [];
+  const gen = { maxNewTokens: 12, numBeams: 1, alternatives: 0 };
+
+  /** A service whose worker pauses after every token, so runs overlap; its worker started with `env` set. */
+  async function slowService(over: { maxQueued?: number; env?: Record<string, string> } = {}): Promise<InferenceService> {
+    const env: Record<string, string> = { BLIP2_DEBUG_STEP_DELAY_MS: '30', ...over.env };
+    Object.assign(process.env, env);
+    const svc = createInferenceService({ settings: { ...settings(gen), modelStore: path.join(root, 'store') }, maxQueued: over.maxQueued });
+    services.push(svc);
+    try {
+      // The worker copies the environment when it starts, at the first job: start it now.
+      await svc.setUp(undefined, { report: () => undefined }, never);
+    } finally {
+      for (const key of Object.keys(env)) delete process.env[key];
+    }
+    return svc;
+  }
+
+  async function engineText(file: string): Promise<string> {
+    const [image] = await engine.pipeline.encodeImages([file]);
+    const { answers } = await engine.pipeline.generate([{ image, prompt: '' }], generationSettingsFor({ ...DEFAULT_SETTINGS.generation, ...gen }, 'caption'));
+    return answers[0].text;
+  }
+
+  /** Resolves once `svc` reports a run in progress. */
+  function untilBusy(svc: InferenceService): Promise<void> {
+    return new Promise((resolve) => {
+      const sub = svc.onStatusChange((s) => {
+        if (s.state === 'busy') {
+          sub.dispose();
+          resolve();
+        }
+      });
+    });
+  }
+
+  before(async () => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-strain-'));
+    engine = await openModel({ model: tinyCheckpointDir, precision: 'fp32', device: 'cpu', threads: 1, store: path.join(root, 'engine'), offline: true });
+  });
+  after(async () => {
+    await Promise.all(services.map((s) => s.dispose()));
+    await engine?.pipeline.dispose();
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+
+  it('a worker that dies mid-generation is restarted: only the run in flight fails, the queued one is answered', async () => {
+    const crashFile = path.join(root, 'crash-now');
+    const svc = await slowService({ env: { BLIP2_DEBUG_CRASH_FILE: crashFile } });
+    let tokens = 0;
+    const inFlight = svc.ask({ kind: 'file', path: imagePath('cat.png') }, 'what is this?', { priority: 'interactive', onPartial: () => {
+      // After the first token the worker is generating: make it die at the next one.
+      if (++tokens === 1) fs.writeFileSync(crashFile, '');
+    } }, never);
+    const queued = svc.caption({ kind: 'file', path: imagePath('coffee.png') }, { priority: 'interactive' }, never);
+    await assert.rejects(inFlight, /^UserError: The inference worker stopped unexpectedly \(exit code 70\); it is restarted for the next request\.$/);
+    assert.equal(fs.existsSync(crashFile), false, 'the crash happened');
+    const answered = await queued;
+    assert.equal(answered.text, await engineText(imagePath('coffee.png')));
+    assert.equal(svc.status().state, 'ready');
+    const again = await svc.caption({ kind: 'file', path: imagePath('rocket.jpg') }, { priority: 'interactive' }, never);
+    assert.equal(again.text, await engineText(imagePath('rocket.jpg')));
+  });
+
+  it('the queue has a limit: interactive work displaces background work, and beyond that it says it is full', async () => {
+    const svc = await slowService({ maxQueued: 2 });
+    const image = (name: string) => ({ kind: 'file' as const, path: imagePath(name) });
+    const outcome = (p: Promise<{ text: string }>) => p.then((r) => r.text, (e: UserError) => `refused: ${e.line}`);
+    const queuedAtLeast = async (n: number) => {
+      while (svc.status().queued < n) await new Promise((r) => setTimeout(r, 5));
+    };
+    const busy = untilBusy(svc);
+    const running = outcome(svc.caption(image('cat.png'), { priority: 'interactive' }, never));
+    await busy;
+    const backgroundA = outcome(svc.caption(image('coffee.png'), { priority: 'background' }, never));
+    await queuedAtLeast(2);
+    const backgroundB = outcome(svc.caption(image('rocket.jpg'), { priority: 'background' }, never));
+    await queuedAtLeast(3);
+    // Full (one running, two waiting): each interactive request takes the place of the latest background one.
+    const first = outcome(svc.caption(image('astronaut.png'), { priority: 'interactive' }, never));
+    const full = 'refused: BLIP-2 is busy: 2 captions and answers are already waiting. Try again when some of them are done.';
+    assert.equal(await backgroundB, full);
+    const second = outcome(svc.caption(image('horse-rgba.png'), { priority: 'interactive' }, never));
+    assert.equal(await backgroundA, full);
+    await queuedAtLeast(3);
+    // Nothing left to displace: refused with the sentence.
+    assert.equal(await outcome(svc.caption(image('camera-gray.png'), { priority: 'interactive' }, never)), full);
+    assert.equal(await running, await engineText(imagePath('cat.png')));
+    assert.equal(await first, await engineText(imagePath('astronaut.png')));
+    assert.equal(await second, await engineText(imagePath('horse-rgba.png')));
+  });
+
+  it('reads an image once: the bytes hashed are the bytes captioned, even if the file changes while the run waits', async () => {
+    const svc = await slowService();
+    const file = path.join(root, 'changing.png');
+    fs.copyFileSync(imagePath('cat.png'), file);
+    const busy = untilBusy(svc);
+    const first = svc.caption({ kind: 'file', path: imagePath('rocket.jpg') }, { priority: 'interactive' }, never);
+    await busy;
+    const waiting = svc.caption({ kind: 'file', path: file }, { priority: 'interactive' }, never);
+    while (svc.status().queued < 2) await new Promise((r) => setTimeout(r, 5));
+    // Read and hashed by now; what the model sees must be these bytes, not the file as it is when the run starts.
+    fs.copyFileSync(imagePath('coffee.png'), file);
+    await first;
+    assert.equal((await waiting).text, await engineText(imagePath('cat.png')));
+    // And the new content is a new image: its own hash, its own caption.
+    assert.equal((await svc.caption({ kind: 'file', path: file }, { priority: 'interactive' }, never)).text, await engineText(imagePath('coffee.png')));
   });
 });

@@ -3,10 +3,14 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { readManifest } from '../engine/convert/manifest';
 import { isCancelled, UserError } from '../engine/errors';
-import { ensureConverted, openModel, type OpenedModel } from '../engine/open-model';
-import { captionPrompt, chatPrompt, questionPrompt, type ChatTurn } from '../engine/preprocess/prompts';
-import type { EncodedImage, GenerationSettings } from '../engine/pipeline';
-import { parseCli, USAGE, type CliArgs } from './args';
+import { ensureConverted, openModel, verifyModel, type OpenedModel } from '../engine/open-model';
+import type { EncodedImage, GenerationSettings, ImageInput } from '../engine/pipeline';
+import { readImageFile } from '../engine/preprocess/image-file';
+import { captionPrompt, fitChatPrompt, promptBudget, questionPrompt, type ChatTurn } from '../engine/preprocess/prompts';
+import { formatBytes } from '../engine/units';
+import { parseCli, UsageError, USAGE, type CliArgs } from './args';
+import { runCheck } from './check';
+import { runFix } from './fix';
 import { ProgressReporter } from './progress';
 
 // Images per batch: one left-padded generate() call; larger batches gain little on CPU and hold more memory.
@@ -21,8 +25,11 @@ async function main(argv: string[]): Promise<number> {
   const abort = new AbortController();
   process.once('SIGINT', () => abort.abort());
   const progress = new ProgressReporter();
+  if (args.command === 'check') return runCheck(args);
+  if (args.command === 'fix') return runFix(args, abort.signal);
   try {
     if (args.command === 'convert') return await convert(args, progress, abort.signal);
+    if (args.command === 'verify') return await verify(args, progress, abort.signal);
     const start = performance.now();
     const opened = await openModel({ ...args.model, blockSize: args.blockSize, signal: abort.signal, onProgress: (p) => progress.update(p) });
     progress.stop();
@@ -48,7 +55,7 @@ async function main(argv: string[]): Promise<number> {
 
 async function runBatch(args: CliArgs, opened: OpenedModel, images: string[], prompt: string, loadMs: number, signal: AbortSignal): Promise<void> {
   const t0 = performance.now();
-  const encoded = await opened.pipeline.encodeImages(images, signal);
+  const encoded = await opened.pipeline.encodeImages(await Promise.all(images.map((image) => readImage(args, image))), signal);
   const { answers, timings } = await opened.pipeline.generate(
     encoded.map((image) => ({ image, prompt })),
     args.generation,
@@ -85,7 +92,7 @@ async function runBatch(args: CliArgs, opened: OpenedModel, images: string[], pr
 async function chat(args: CliArgs, opened: OpenedModel, signal: AbortSignal): Promise<number> {
   const image = args.positionals[0];
   let encoded: EncodedImage;
-  [encoded] = await opened.pipeline.encodeImages([image], signal);
+  [encoded] = await opened.pipeline.encodeImages([await readImage(args, image)], signal);
   const history: ChatTurn[] = [];
   const rl = readline.createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY === true });
   process.stderr.write(`Chatting about ${path.basename(image)}. Ask a question; an empty line or Ctrl-D ends.\n`);
@@ -94,7 +101,11 @@ async function chat(args: CliArgs, opened: OpenedModel, signal: AbortSignal): Pr
     const question = line.trim();
     if (!question) break;
     let printed = '';
-    const { answers } = await opened.pipeline.generate([{ image: encoded, prompt: chatPrompt(history, question) }], settings, {
+    // The oldest turns go first when the chat outgrows the model's context.
+    const m = opened.pipeline.model;
+    const budget = promptBudget({ maxPositions: m.config.text.maxPositionEmbeddings, numQueryTokens: m.config.numQueryTokens, maxNewTokens: settings.maxNewTokens });
+    const prompt = fitChatPrompt(history, question, (text) => m.tokenizer.encode(text).length, budget);
+    const { answers } = await opened.pipeline.generate([{ image: encoded, prompt }], settings, {
       signal,
       onToken: args.json
         ? undefined
@@ -128,6 +139,30 @@ async function convert(args: CliArgs, progress: ProgressReporter, signal: AbortS
   return 0;
 }
 
+/** An image file the command line names: only a regular file within --max-image-mb, read once. */
+async function readImage(args: CliArgs, file: string): Promise<ImageInput> {
+  const raiseHint = 'Pass --max-image-mb with a larger limit to caption it.';
+  return { bytes: await readImageFile(file, { maxBytes: args.maxImageBytes, raiseHint }), name: file };
+}
+
+/** `blip2 verify`: exit 0 when every file matches its checksums (or was repaired), 1 when something is damaged. */
+async function verify(args: CliArgs, progress: ProgressReporter, signal: AbortSignal): Promise<number> {
+  const report = await verifyModel({ ...args.model, signal, repair: args.repair, onProgress: (p) => progress.update(p) });
+  progress.stop();
+  const intact = report.problems.length === 0;
+  if (args.json) {
+    process.stdout.write(JSON.stringify({ dir: report.dir, files: report.files, bytes: report.bytes, intact, repaired: report.repaired, problems: report.problems }) + '\n');
+  } else if (intact && report.files === 0) {
+    process.stdout.write(`${report.dir}: the sizes match; this conversion predates recorded checksums (convert it again to have them).\n`);
+  } else if (intact) {
+    process.stdout.write(`${report.dir}: all ${report.files} files intact (${formatBytes(report.bytes)} checked).\n`);
+  } else {
+    for (const p of report.problems) process.stdout.write(`${report.dir}: ${p.name} ${p.problem}.\n`);
+    process.stdout.write(report.repaired ? `${report.dir}: converted again.\n` : 'Run with --repair to convert it again.\n');
+  }
+  return intact || report.repaired ? 0 : 1;
+}
+
 function round(t: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Math.round(v * 10) / 10]));
 }
@@ -137,7 +172,7 @@ main(process.argv.slice(2)).then(
   (e: unknown) => {
     if (e instanceof UserError) {
       process.stderr.write(`blip2: ${e.line}\n`);
-      process.exit(1);
+      process.exit(e instanceof UsageError ? 2 : 1);
     }
     if (isCancelled(e)) {
       process.stderr.write('blip2: cancelled.\n');

@@ -21,8 +21,14 @@ export class ProgressReporter {
   update(p: ModelProgress): void {
     if (!this.enabled) return;
     if (p.stage === 'load') return this.stop();
-    const label = p.stage === 'download' ? `Downloading ${p.file}` : `Converting: ${PHASES[p.phase] ?? p.phase}`;
-    const [value, total, unit] = p.stage === 'download' ? [p.bytes, p.total, 'bytes'] : [p.done, p.total, p.phase === 'hash' ? 'bytes' : 'tensors'];
+    const label =
+      p.stage === 'download' ? `Downloading ${p.file}` : p.stage === 'verify' ? 'Checking the model files' : `Converting: ${PHASES[p.phase] ?? p.phase}`;
+    const [value, total, unit] =
+      p.stage === 'download'
+        ? [p.bytes, p.total, 'bytes']
+        : p.stage === 'verify'
+          ? [p.done, p.total, 'bytes']
+          : [p.done, p.total, p.phase === 'hash' ? 'bytes' : 'tensors'];
     if (label !== this.label) {
       this.stop();
       this.label = label;

@@ -20,6 +20,15 @@ export class UserError extends Error {
  */
 export class ModelUnavailableError extends UserError {}
 
+/**
+ * The converted model's files are not what the conversion wrote (changed on disk, truncated, or computing NaN):
+ * front ends offer to set the model up again, which converts (or downloads) it again.
+ */
+export class DamagedModelError extends UserError {}
+
+/** Loading the model ran out of memory: the message says how much it needs, the hint offers a smaller precision. */
+export class OutOfMemoryError extends UserError {}
+
 /** Thrown when an AbortSignal or cancellation token stops work between steps. */
 export class CancelledError extends Error {
   constructor(message = 'Cancelled.') {

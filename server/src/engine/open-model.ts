@@ -1,10 +1,13 @@
+import * as path from 'node:path';
 import { convertCheckpoint, type ConvertProgress } from './convert/convert';
+import { checkModelIntact, damaged, verifyModelFiles, type FileProblem, type VerifyProgress } from './convert/integrity';
 import { readManifest } from './convert/manifest';
 import { resolvePrecision, type Precision, type PrecisionChoice } from './convert/precision';
-import { UserError } from './errors';
+import { DamagedModelError, OutOfMemoryError, UserError } from './errors';
+import { explainOutOfMemory } from './memory-needs';
 import { Blip2Pipeline } from './pipeline';
 import { resolveDevice, type Device } from './runtime/ort';
-import { cleanStaleTemp } from './store/model-store';
+import { cleanStaleTemp, discardDir, storeRoot } from './store/model-store';
 import { resolveModel, type DownloadProgress } from './store/resolve';
 
 export interface OpenModelOptions {
@@ -18,11 +21,17 @@ export interface OpenModelOptions {
   blockSize?: number;
   signal?: AbortSignal;
   onProgress?: (p: ModelProgress) => void;
+  /**
+   * A damaged conversion in the model store is converted again instead of refused: for set-up, which the user
+   * asked for. A converted folder the user named is never deleted.
+   */
+  repair?: boolean;
 }
 
 export type ModelProgress =
   | ({ stage: 'download' } & DownloadProgress)
   | ({ stage: 'convert' } & ConvertProgress)
+  | ({ stage: 'verify' } & VerifyProgress)
   | { stage: 'load' };
 
 export interface OpenedModel {
@@ -45,13 +54,15 @@ export interface ConvertedModel {
   /** What the user named, as recorded (repo id or absolute folder). */
   source: string;
   device: Exclude<Device, 'auto'>;
+  /** Converted by this call, so its checksums were just recorded from these very files. */
+  fresh: boolean;
 }
 
 /**
  * Finds, downloads and converts (once, into the model store, or into `outDir`) a model: everything between a name
  * the user typed and a converted folder.
  */
-export async function ensureConverted(opts: OpenModelOptions & { outDir?: string }): Promise<ConvertedModel> {
+export async function ensureConverted(opts: OpenModelOptions & { outDir?: string; existing?: boolean }): Promise<ConvertedModel> {
   const device = resolveDevice(opts.device);
   const wanted = resolvePrecision(opts.precision, device);
   const resolved = await resolveModel(opts.model, {
@@ -68,7 +79,10 @@ export async function ensureConverted(opts: OpenModelOptions & { outDir?: string
     if (opts.precision !== 'auto' && held !== opts.precision) {
       throw new UserError(`${resolved.dir} holds a ${held} conversion, not ${opts.precision}.`, `Pass --precision ${held}, or the original checkpoint to convert it at ${opts.precision}.`);
     }
-    return { dir: resolved.dir, source: resolved.source, device };
+    return { dir: resolved.dir, source: resolved.source, device, fresh: false };
+  }
+  if (opts.existing) {
+    throw new UserError(`${opts.model} has no ${wanted} conversion yet, so there is nothing to check.`, 'Convert it first with `blip2 convert`.');
   }
   // Conversions a crash or a kill abandoned are reclaimed before a new one starts.
   await cleanStaleTemp(opts.store);
@@ -83,15 +97,21 @@ export async function ensureConverted(opts: OpenModelOptions & { outDir?: string
     signal: opts.signal,
     onProgress: (p) => opts.onProgress?.({ stage: 'convert', ...p }),
   });
-  return { dir, source: resolved.source, device };
+  return { dir, source: resolved.source, device, fresh: true };
 }
 
 /** A name the user typed, made into a loaded pipeline (downloaded and converted first when needed). */
 export async function openModel(opts: OpenModelOptions): Promise<OpenedModel> {
-  const { dir, source, device } = await ensureConverted(opts);
+  const { dir, source, device } = await intactConversion(opts);
   opts.onProgress?.({ stage: 'load' });
   const start = performance.now();
-  const pipeline = await Blip2Pipeline.load(dir, { device, threads: opts.threads });
+  let pipeline: Blip2Pipeline;
+  try {
+    pipeline = await Blip2Pipeline.load(dir, { device, threads: opts.threads });
+  } catch (e) {
+    if (e instanceof OutOfMemoryError) throw explainOutOfMemory(readManifest(dir));
+    throw e;
+  }
   return {
     pipeline,
     source,
@@ -101,4 +121,55 @@ export async function openModel(opts: OpenModelOptions): Promise<OpenedModel> {
     fallbackReason: pipeline.model.fallbackReason,
     loadMs: performance.now() - start,
   };
+}
+
+/** The converted model, checked against its manifest before anything loads it (repaired when `opts.repair`). */
+async function intactConversion(opts: OpenModelOptions): Promise<ConvertedModel> {
+  const converted = await ensureConverted(opts);
+  if (converted.fresh) return converted;
+  try {
+    await checkModelIntact(converted.dir, readManifest(converted.dir), {
+      signal: opts.signal,
+      onProgress: (p) => opts.onProgress?.({ stage: 'verify', ...p }),
+    });
+    return converted;
+  } catch (e) {
+    if (!(e instanceof DamagedModelError) || !opts.repair || !inStore(converted.dir, opts.store)) throw e;
+    await discardDir(converted.dir);
+    return ensureConverted(opts);
+  }
+}
+
+export interface VerifyReport {
+  dir: string;
+  /** Files checked, with their total size. */
+  files: number;
+  bytes: number;
+  problems: FileProblem[];
+  /** The damaged conversion was converted again (and `problems` were what was wrong before). */
+  repaired: boolean;
+}
+
+/**
+ * `blip2 verify`: every file of the converted model against its manifest, size, CRC-32 and SHA-256. With
+ * `repair`, a damaged conversion in the store is converted again; one the user named is only reported.
+ */
+export async function verifyModel(opts: OpenModelOptions): Promise<VerifyReport> {
+  const { dir } = await ensureConverted({ ...opts, existing: true });
+  const manifest = readManifest(dir);
+  const problems = await verifyModelFiles(dir, manifest, 'full', { signal: opts.signal, onProgress: (p) => opts.onProgress?.({ stage: 'verify', ...p }) });
+  const files = manifest.files?.length ?? 0;
+  const bytes = (manifest.files ?? []).reduce((s, f) => s + f.bytes, 0);
+  if (problems.length === 0 || !opts.repair) return { dir, files, bytes, problems, repaired: false };
+  if (!inStore(dir, opts.store)) {
+    throw new UserError(`${damaged(dir, problems).message} It is not in the model store, so it is left as it is.`, 'Convert the checkpoint again into another folder with `blip2 convert --out`.');
+  }
+  await discardDir(dir);
+  await ensureConverted(opts);
+  return { dir, files, bytes, problems, repaired: true };
+}
+
+function inStore(dir: string, store: string | undefined): boolean {
+  const relative = path.relative(storeRoot(store), dir);
+  return relative !== '' && !relative.startsWith('..') && !path.isAbsolute(relative);
 }

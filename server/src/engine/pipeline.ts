@@ -1,11 +1,8 @@
 import * as crypto from 'node:crypto';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { readJson } from './checkpoint/checkpoint';
 import { generate } from './generation/generate';
 import type { GenerationOptions, GenerationResult } from './generation/types';
 import { throwIfAborted } from './errors';
-import { parseImageProcessorConfig, preprocessImages, type ImageProcessorConfig } from './preprocess/image';
+import { preprocessImages, readImageProcessorConfig, type ImageInput, type ImageProcessorConfig } from './preprocess/image';
 import { buildInputs } from './preprocess/prompts';
 import { Blip2Model, type LoadOptions } from './runtime/blip2-model';
 import type { ImagePrefix } from './runtime/decoder-session';
@@ -30,7 +27,7 @@ export interface GenerationSettings {
 
 export const DEFAULT_MAX_NEW_TOKENS = 30;
 
-export type ImageInput = string | Buffer;
+export type { ImageInput };
 
 /** The image-side result, which callers may cache by image content: it does not depend on the prompt. */
 export interface EncodedImage {
@@ -86,7 +83,7 @@ export class Blip2Pipeline {
 
   static async load(dir: string, opts: LoadOptions): Promise<Blip2Pipeline> {
     const model = await Blip2Model.load(dir, opts);
-    return new Blip2Pipeline(model, readImageConfig(dir));
+    return new Blip2Pipeline(model, readImageProcessorConfig(dir, model.imageSize));
   }
 
   async encodeImages(images: ImageInput[], signal?: AbortSignal): Promise<EncodedImage[]> {
@@ -112,6 +109,7 @@ export class Blip2Pipeline {
     const inputs = buildInputs(
       requests.map((r) => (r.prompt ? this.model.tokenizer.encode(r.prompt) : [])),
       { imageToken: this.model.imageTokenId, bos: gen.bosTokenId, pad: gen.padTokenId, numQueryTokens: cfg.numQueryTokens },
+      { maxPositions: cfg.text.maxPositionEmbeddings, numQueryTokens: cfg.numQueryTokens, maxNewTokens: settings.maxNewTokens },
     );
     const features = new Float32Array(requests.reduce((s, r) => s + r.image.features.length, 0));
     let offset = 0;
@@ -184,12 +182,4 @@ export class Blip2Pipeline {
 
 function featuresKey(features: Float32Array): string {
   return crypto.createHash('sha1').update(new Uint8Array(features.buffer, features.byteOffset, features.byteLength)).digest('hex');
-}
-
-function readImageConfig(dir: string): ImageProcessorConfig {
-  const pre = path.join(dir, 'preprocessor_config.json');
-  if (fs.existsSync(pre)) return parseImageProcessorConfig(readJson(pre), pre);
-  // Newer Hub repos keep the image processor inside processor_config.json only.
-  const proc = path.join(dir, 'processor_config.json');
-  return parseImageProcessorConfig(readJson(proc), proc);
 }

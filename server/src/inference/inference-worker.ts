@@ -1,15 +1,21 @@
 // The inference worker: owns the BLIP-2 model, so onnxruntime's blocking runs never stall the language server.
+import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { isCancelled, ModelUnavailableError, UserError } from '../engine/errors';
+import { DamagedModelError, isCancelled, ModelUnavailableError, UserError } from '../engine/errors';
 import { openModel, type OpenedModel } from '../engine/open-model';
 import type { PrecisionChoice } from '../engine/convert/precision';
+import type { GenerationSettings } from '../engine/pipeline';
+import { fitChatPrompt, promptBudget } from '../engine/preprocess/prompts';
 import type { Device } from '../engine/runtime/ort';
-import { CANCEL_SLOT, type FromWorker, type ToWorker, type WorkerError } from './worker-protocol';
+import { CANCEL_SLOT, type FromWorker, type PromptSpec, type ToWorker, type WorkerError } from './worker-protocol';
 
 const port = parentPort!;
 const cancelFlags = new Int32Array(workerData.cancelBuffer as SharedArrayBuffer);
 // Diagnostic knob for tests that must cancel a generation mid-way: a pause after every token, in milliseconds.
 const stepDelayMs = Number(process.env.BLIP2_DEBUG_STEP_DELAY_MS ?? 0);
+// And for tests of a worker that dies mid-generation: at a token while this file exists, the file is removed and the
+// worker ends as a crash would (once, so the worker the server starts next lives).
+const crashFile = process.env.BLIP2_DEBUG_CRASH_FILE;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 let model: OpenedModel | undefined;
@@ -25,7 +31,10 @@ function stopRequested(id: number): boolean {
 
 function toError(e: unknown): WorkerError {
   if (isCancelled(e)) return { kind: 'cancelled', message: 'Cancelled.' };
-  if (e instanceof UserError) return { kind: e instanceof ModelUnavailableError ? 'noModel' : 'user', message: e.line };
+  if (e instanceof UserError) {
+    const kind = e instanceof ModelUnavailableError ? 'noModel' : e instanceof DamagedModelError ? 'damaged' : 'user';
+    return { kind, message: e.line };
+  }
   return { kind: 'internal', message: e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e) };
 }
 
@@ -49,6 +58,7 @@ async function handle(msg: ToWorker): Promise<void> {
           threads: s.threads,
           store: s.store,
           offline: s.offline,
+          repair: s.repair,
           signal: controller.signal,
           onProgress: (progress) => send({ type: 'progress', id: msg.id, progress }),
         });
@@ -61,21 +71,24 @@ async function handle(msg: ToWorker): Promise<void> {
       }
       case 'encode': {
         const pipeline = requireModel();
-        const input = msg.image.kind === 'file' ? msg.image.path : Buffer.from(msg.image.bytes);
-        const [encoded] = await pipeline.encodeImages([input], controller.signal);
+        const [encoded] = await pipeline.encodeImages([msg.image], controller.signal);
         send({ type: 'encoded', id: msg.id, features: encoded.features, preprocessMs: encoded.preprocessMs, visionMs: encoded.visionMs }, [encoded.features.buffer as ArrayBuffer]);
         return;
       }
       case 'generate': {
         const pipeline = requireModel();
         const result = await pipeline.generate(
-          msg.rows.map((r) => ({ image: { features: r.features, preprocessMs: 0, visionMs: 0 }, prompt: r.prompt })),
+          msg.rows.map((r) => ({ image: { features: r.features, preprocessMs: 0, visionMs: 0 }, prompt: promptText(r.prompt, msg.settings) })),
           msg.settings,
           {
             signal: controller.signal,
             onToken: (row, _token, textSoFar) => {
               send({ type: 'token', id: msg.id, row, textSoFar });
               if (stepDelayMs > 0) Atomics.wait(sleeper, 0, 0, stepDelayMs);
+              if (crashFile && fs.existsSync(crashFile)) {
+                fs.rmSync(crashFile);
+                process.exit(70);
+              }
               if (stopRequested(msg.id)) controller.abort();
             },
           },
@@ -95,6 +108,14 @@ async function handle(msg: ToWorker): Promise<void> {
   } finally {
     controllers.delete(msg.id);
   }
+}
+
+/** A chat's prompt with the turns that fit the model's context, the oldest dropped first. */
+function promptText(spec: PromptSpec, settings: GenerationSettings): string {
+  if ('text' in spec) return spec.text;
+  const m = requireModel().model;
+  const budget = promptBudget({ maxPositions: m.config.text.maxPositionEmbeddings, numQueryTokens: m.config.numQueryTokens, maxNewTokens: settings.maxNewTokens });
+  return fitChatPrompt(spec.history, spec.question, (text) => m.tokenizer.encode(text).length, budget);
 }
 
 function requireModel() {

@@ -1,10 +1,10 @@
 import * as crypto from 'node:crypto';
-import * as fs from 'node:fs';
 import type { CancellationToken } from 'vscode-languageserver';
 import { CancelledError, isCancelled, UserError } from '../engine/errors';
 import type { ModelProgress } from '../engine/open-model';
 import type { GenerationSettings } from '../engine/pipeline';
-import { chatPrompt, questionPrompt } from '../engine/preprocess/prompts';
+import { readImageFile } from '../engine/preprocess/image-file';
+import { chatPrompt } from '../engine/preprocess/prompts';
 import type { GenerationResult, InferenceCounters, ModelStatus } from '../protocol/messages';
 import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
 import { generationSettingsFor } from './generation-settings';
@@ -12,7 +12,7 @@ import { cacheKey, ResultCache } from './result-cache';
 import { Scheduler } from './scheduler';
 import type { AskOptions, CaptionOptions, ImageSource, InferenceService, Priority, SetUpReporter } from './types';
 import { WorkerHost } from './worker-host';
-import type { EngineSettings, LoadedModel, WorkerError } from './worker-protocol';
+import type { EngineSettings, ImageBytes, LoadedModel, PromptSpec, WorkerError } from './worker-protocol';
 
 interface StoredAnswer {
   text: string;
@@ -36,7 +36,15 @@ export interface InferenceServiceOptions {
   /** Folder for the disk cache; memory only when absent. */
   cacheDir?: string;
   log?: (line: string) => void;
+  /** Model runs that may wait at once (see Scheduler); DEFAULT_MAX_QUEUED unless given. */
+  maxQueued?: number;
 }
+
+/**
+ * Distinct model runs waiting at once. Requests for the same image and prompt share one run, so this bounds work,
+ * not requests: 500 hovers over 50 images wait on at most 50 runs.
+ */
+export const DEFAULT_MAX_QUEUED = 64;
 
 export function createInferenceService(options: InferenceServiceOptions): InferenceService {
   return new WorkerInferenceService(options);
@@ -46,7 +54,7 @@ class WorkerInferenceService implements InferenceService {
   private settings: Blip2Settings;
   private readonly log: (line: string) => void;
   private readonly host: WorkerHost;
-  private readonly scheduler = new Scheduler();
+  private readonly scheduler: Scheduler;
   private readonly cache: ResultCache<StoredAnswer>;
   private readonly inflight = new Map<string, Shared<unknown>>();
   private readonly listeners = new Set<(s: ModelStatus) => void>();
@@ -67,7 +75,8 @@ class WorkerInferenceService implements InferenceService {
   constructor(options: InferenceServiceOptions) {
     this.settings = options.settings;
     this.log = options.log ?? (() => undefined);
-    this.host = new WorkerHost(this.log);
+    this.host = new WorkerHost(this.log, (message) => this.workerCrashed(message));
+    this.scheduler = new Scheduler(options.maxQueued ?? DEFAULT_MAX_QUEUED);
     this.cache = new ResultCache<StoredAnswer>(options.cacheDir, options.settings.cache.maxMegabytes * 1024 * 1024);
     this.current = { state: 'unloaded', model: options.settings.model };
   }
@@ -76,12 +85,11 @@ class WorkerInferenceService implements InferenceService {
 
   caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult> {
     const prompt = options.prompt ?? this.settings.generation.captionPrompt;
-    return this.request('caption', image, prompt, options.priority, undefined, token);
+    return this.request('caption', image, { text: prompt }, options.priority, undefined, token);
   }
 
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
-    const prompt = options.history?.length ? chatPrompt(options.history, question) : questionPrompt(question);
-    return this.request('answer', image, prompt, options.priority, options.onPartial, token);
+    return this.request('answer', image, { question, history: options.history ?? [] }, options.priority, options.onPartial, token);
   }
 
   async setUp(model: string | undefined, reporter: SetUpReporter, token: CancellationToken): Promise<ModelStatus> {
@@ -140,22 +148,26 @@ class WorkerInferenceService implements InferenceService {
   private async request(
     kind: 'caption' | 'answer',
     image: ImageSource,
-    prompt: string,
+    prompt: PromptSpec,
     priority: Priority,
     onPartial: ((text: string) => void) | undefined,
     token: CancellationToken,
   ): Promise<GenerationResult> {
     const started = performance.now();
-    const imageHash = await hashImage(image);
+    // The whole chat as asked: the worker may drop old turns to fit, the same ones for the same chat every time.
+    const promptKey = 'text' in prompt ? prompt.text : chatPrompt(prompt.history, prompt.question);
+    // Read once: these bytes are hashed, and the same bytes go to the model if nothing is cached for them.
+    const bytes = await this.imageBytes(image);
+    const imageHash = await sha256(bytes.bytes);
     const generation = generationSettingsFor(this.settings.generation, kind);
-    const key = cacheKey(kind, this.modelKey(), imageHash, prompt, generation);
+    const key = cacheKey(kind, this.modelKey(), imageHash, promptKey, generation);
     const cached = await this.cache.getAnswer(key);
     if (cached) {
       this.count.captionCacheHits++;
       onPartial?.(cached.text);
       return { ...cached, durationMs: 0, cached: true };
     }
-    const answer = await this.share<StoredAnswer>(key, priority, token, onPartial, (shared) => this.answer(image, imageHash, prompt, generation, shared));
+    const answer = await this.share<StoredAnswer>(key, priority, token, onPartial, (shared) => this.answer(bytes, imageHash, prompt, generation, shared));
     await this.cache.putAnswer(key, answer);
     return { ...answer, durationMs: performance.now() - started, cached: false };
   }
@@ -219,11 +231,14 @@ class WorkerInferenceService implements InferenceService {
     });
   }
 
-  private async answer(image: ImageSource, imageHash: string, prompt: string, generation: GenerationSettings, shared: Shared<StoredAnswer>): Promise<StoredAnswer> {
+  private async answer(image: ImageBytes, imageHash: string, prompt: PromptSpec, generation: GenerationSettings, shared: Shared<StoredAnswer>): Promise<StoredAnswer> {
     const signal = shared.controller.signal;
-    const model = await this.load({ allowDownload: false, signal });
+    await this.load({ allowDownload: false, signal });
     const features = await this.features(image, imageHash, shared);
+    let model!: LoadedModel;
     const result = await this.scheduler.run(() => shared.priority, signal, async () => {
+      // The worker may have crashed (and taken the model with it) while this run waited.
+      model = await this.load({ allowDownload: false, signal });
       this.setBusy(true);
       this.count.generations++;
       const job = this.host.send(
@@ -255,7 +270,7 @@ class WorkerInferenceService implements InferenceService {
   }
 
   /** The image's query features: from the cache, or one vision-encoder run. */
-  private async features(image: ImageSource, imageHash: string, shared: Shared<StoredAnswer>): Promise<Float32Array> {
+  private async features(image: ImageBytes, imageHash: string, shared: Shared<StoredAnswer>): Promise<Float32Array> {
     const key = cacheKey('vision', this.modelKey(), imageHash);
     const cached = await this.cache.getFeatures(key);
     if (cached) {
@@ -264,6 +279,7 @@ class WorkerInferenceService implements InferenceService {
     }
     const signal = shared.controller.signal;
     const encoded = await this.scheduler.run(() => shared.priority, signal, async () => {
+      await this.load({ allowDownload: false, signal });
       this.setBusy(true);
       this.count.visionRuns++;
       try {
@@ -294,6 +310,7 @@ class WorkerInferenceService implements InferenceService {
       threads: this.settings.threads,
       store: this.settings.modelStore || undefined,
       offline: this.settings.offline || !opts.allowDownload,
+      repair: opts.allowDownload,
     };
     this.setState({ state: 'loading', model: settings.model });
     const job = this.host.send({ type: 'load', settings }, { onProgress: (p) => this.onLoadProgress(p, opts.reporter) });
@@ -323,7 +340,8 @@ class WorkerInferenceService implements InferenceService {
             message: `The model ${settings.model} is not on this machine yet. Set it up once (it is downloaded and converted locally), or point the model setting at a local checkpoint folder.`,
           };
         }
-        if (error.kind === 'noModel') this.setState({ state: 'noModel', model: settings.model, message: error.message });
+        // A damaged model is as good as none: set-up, which the client then offers, converts it again.
+        if (error.kind === 'noModel' || error.kind === 'damaged') this.setState({ state: 'noModel', model: settings.model, message: error.message });
         else if (error.kind === 'cancelled') this.setState({ state: 'unloaded', model: settings.model, message: 'Set-up was cancelled.' });
         else this.setState({ state: 'error', model: settings.model, message: firstLine(error.message) });
         throw this.fromWorker(error);
@@ -386,9 +404,31 @@ class WorkerInferenceService implements InferenceService {
   private fromWorker(e: WorkerError): Error {
     if (e.kind === 'cancelled') return new CancelledError();
     // The kind survives the thread boundary so features can tell "no model" from any other sentence.
-    if (e.kind === 'user' || e.kind === 'noModel') return Object.assign(new UserError(e.message), { kind: e.kind });
+    if (e.kind === 'damaged' && this.loaded) {
+      // Found while generating (non-finite scores): the loaded model cannot be trusted any more.
+      this.loaded = undefined;
+      void this.host.terminate();
+      this.setState({ state: 'noModel', model: this.settings.model, message: e.message });
+    }
+    if (e.kind === 'user' || e.kind === 'noModel' || e.kind === 'damaged' || e.kind === 'crashed') {
+      return Object.assign(new UserError(e.message), { kind: e.kind });
+    }
     this.log(`inference failed: ${e.message}`);
     return new Error(firstLine(e.message));
+  }
+
+  /** A file's bytes, read within the size limit; bytes already in memory as they are. */
+  private async imageBytes(image: ImageSource): Promise<ImageBytes> {
+    if (image.kind === 'bytes') return { bytes: image.bytes, name: image.name };
+    const bytes = await readImageFile(image.path, { maxBytes: this.settings.localImages.maxBytes, raiseHint: RAISE_FILE_LIMIT });
+    return { bytes, name: image.path };
+  }
+
+  /** The worker died: whatever it was running has failed; the model loads again for the next run. */
+  private workerCrashed(message: string): void {
+    this.loaded = undefined;
+    this.loading = undefined;
+    this.setState({ state: 'unloaded', model: this.settings.model, message });
   }
 
   /** Caches are keyed by what the settings name, so they are valid across restarts before the model loads. */
@@ -398,19 +438,12 @@ class WorkerInferenceService implements InferenceService {
 
 }
 
-async function hashImage(image: ImageSource): Promise<string> {
-  let bytes: Uint8Array;
-  if (image.kind === 'file') {
-    try {
-      bytes = await fs.promises.readFile(image.path);
-    } catch {
-      throw new UserError(`Image not found: ${image.path}.`, 'Check the path.');
-    }
-  } else {
-    bytes = image.bytes;
-  }
-  return crypto.createHash('sha256').update(bytes).digest('hex');
+/** In libuv's pool (WebCrypto), so a large image is never hashed on the main thread. */
+async function sha256(bytes: Uint8Array): Promise<string> {
+  return Buffer.from(await crypto.subtle.digest('SHA-256', bytes)).toString('hex');
 }
+
+const RAISE_FILE_LIMIT = 'Raise blip2.localImages.maxBytes to caption it.';
 
 function firstLine(s: string): string {
   return s.split('\n')[0];

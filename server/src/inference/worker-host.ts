@@ -21,7 +21,9 @@ function startWorker(options: { workerData: unknown }): Worker {
   const bundled = path.join(__dirname, 'worker.js');
   if (fs.existsSync(bundled)) return new Worker(bundled, options);
   const source = path.join(__dirname, 'inference-worker.ts');
-  return new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(source)});`, { ...options, eval: true });
+  // tsx by its resolved path: an eval'd worker resolves modules from the current folder, which may be anywhere.
+  const tsx = require.resolve('tsx/cjs/api');
+  return new Worker(`require(${JSON.stringify(tsx)}).register(); require(${JSON.stringify(source)});`, { ...options, eval: true });
 }
 
 /** The main thread's handle on the inference worker: numbered jobs, their progress and tokens, cancellation. */
@@ -31,7 +33,11 @@ export class WorkerHost {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
 
-  constructor(private readonly log: (line: string) => void) {}
+  constructor(
+    private readonly log: (line: string) => void,
+    /** The worker ended without being asked to (a crash, out of memory): the jobs it held have failed. */
+    private readonly onCrash: (message: string) => void = () => undefined,
+  ) {}
 
   get running(): boolean {
     return this.worker !== undefined;
@@ -67,7 +73,11 @@ export class WorkerHost {
     worker.on('exit', (code) => {
       if (this.worker !== worker) return;
       this.worker = undefined;
-      this.failAll({ kind: 'internal', message: `The inference worker stopped unexpectedly (exit code ${code}).` });
+      // Only the jobs it was running fail; the next job starts a new worker (and reloads the model).
+      const message = `The inference worker stopped unexpectedly (exit code ${code}); it is restarted for the next request.`;
+      this.log(message);
+      this.failAll({ kind: 'crashed', message });
+      this.onCrash(message);
     });
     this.worker = worker;
     return worker;

@@ -1,7 +1,7 @@
 // Messages between the language server's main thread and its inference worker.
 import type { ModelProgress } from '../engine/open-model';
 import type { GenerationSettings } from '../engine/pipeline';
-import type { ImageSource } from './types';
+import type { ChatTurn } from '../engine/preprocess/prompts';
 
 export interface EngineSettings {
   model: string;
@@ -10,6 +10,8 @@ export interface EngineSettings {
   threads: number;
   store?: string;
   offline: boolean;
+  /** Convert a damaged conversion again (set-up) instead of refusing it. */
+  repair: boolean;
 }
 
 export interface LoadedModel {
@@ -21,16 +23,31 @@ export interface LoadedModel {
   loadMs: number;
 }
 
-/** Why a job failed: 'user' errors carry a sentence for the user, 'cancelled' is a cancellation, 'internal' a bug. */
+/**
+ * Why a job failed: 'user' errors carry a sentence for the user, 'noModel' and 'damaged' one that set-up
+ * answers, 'cancelled' is a cancellation, 'crashed' the worker's end, 'internal' a bug.
+ */
 export interface WorkerError {
-  kind: 'user' | 'cancelled' | 'internal' | 'noModel';
+  kind: 'user' | 'cancelled' | 'internal' | 'noModel' | 'damaged' | 'crashed';
   message: string;
 }
 
+/** An image's bytes as the main thread read and hashed them, with the name messages use. */
+export interface ImageBytes {
+  bytes: Uint8Array;
+  name: string;
+}
+
+/**
+ * A prompt as text, or a question with its chat history, which the worker makes into text with as many of the
+ * latest turns as fit in the model's context (it holds the tokenizer).
+ */
+export type PromptSpec = { text: string } | { question: string; history: ChatTurn[] };
+
 export type ToWorker =
   | { type: 'load'; id: number; settings: EngineSettings }
-  | { type: 'encode'; id: number; image: ImageSource }
-  | { type: 'generate'; id: number; rows: { features: Float32Array; prompt: string }[]; settings: GenerationSettings }
+  | { type: 'encode'; id: number; image: ImageBytes }
+  | { type: 'generate'; id: number; rows: { features: Float32Array; prompt: PromptSpec }[]; settings: GenerationSettings }
   | { type: 'cancel'; id: number };
 
 export type FromWorker =

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors';
+import { readImageProcessorConfig } from '../preprocess/image';
 import { parseBlip2Config, type Blip2Config } from './config';
 import { MODEL_CONFIG_FILES, PROCESSOR_FILES, REQUIRED_FILES, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, shardsOfIndex } from './files';
 import { expectedTensors, names } from './layout';
@@ -52,15 +53,18 @@ export function openCheckpoint(dir: string): Checkpoint {
 
   const embed = tensors.get(names.text.embedTokens);
   if (!embed) throw missing(dir, names.text.embedTokens);
-  const vocabSize = embed.shape[0];
-  for (const spec of expectedTensors(config, vocabSize)) {
+  // The vocabulary is the one size the config may leave out; when it says, the table has to agree.
+  const vocabSize = config.text.vocabSize ?? embed.shape[0];
+  const lmHead = tensors.has(names.text.lmHead) ? [{ name: names.text.lmHead, shape: [vocabSize, config.text.hiddenSize] }] : [];
+  for (const spec of [...expectedTensors(config, vocabSize), ...lmHead]) {
     const t = tensors.get(spec.name);
     if (!t) throw missing(dir, spec.name);
     if (t.shape.join(',') !== spec.shape.join(',')) {
       throw new UserError(`Tensor ${spec.name} has shape [${t.shape}] but config.json implies [${spec.shape}].`, 'The checkpoint and its config.json do not match.');
     }
   }
-  const lmHeadName = tensors.has(names.text.lmHead) ? names.text.lmHead : names.text.embedTokens;
+  const lmHeadName = lmHead.length ? names.text.lmHead : names.text.embedTokens;
+  readImageProcessorConfig(dir, config.vision.imageSize);
 
   const files = [...MODEL_CONFIG_FILES, SAFETENSORS_INDEX_FILE]
     .map((f) => path.join(dir, f))

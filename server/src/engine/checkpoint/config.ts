@@ -31,6 +31,8 @@ export interface TextConfig {
   bosTokenId: number;
   eosTokenId: number;
   padTokenId: number;
+  /** Rows of the embedding table the config promises; undefined when it does not say. */
+  vocabSize: number | undefined;
 }
 
 export interface Blip2Config {
@@ -78,7 +80,7 @@ export function parseBlip2Config(json: unknown, where = 'config.json'): Blip2Con
   if (act !== 'relu') throw new UserError(`The language model's activation "${act}" is not supported; BLIP-2 OPT uses relu.`);
   // use_qformer_text_input only adds the Q-Former's text FFN, which generation never feeds; its weights are ignored.
   const visionHidden = num(vision, 'hidden_size', 1408);
-  return {
+  const parsed: Blip2Config = {
     vision: {
       hiddenSize: visionHidden,
       numLayers: num(vision, 'num_hidden_layers', 39),
@@ -109,16 +111,76 @@ export function parseBlip2Config(json: unknown, where = 'config.json'): Blip2Con
       bosTokenId: num(text, 'bos_token_id', 2),
       eosTokenId: num(text, 'eos_token_id', 2),
       padTokenId: num(text, 'pad_token_id', 1),
+      vocabSize: text.vocab_size === undefined || text.vocab_size === null ? undefined : num(text, 'vocab_size', 0),
     },
     numQueryTokens: num(c, 'num_query_tokens', 32),
     imageTokenIndex: typeof c.image_token_index === 'number' ? c.image_token_index : undefined,
   };
+  checkArchitecture(parsed, where);
+  return parsed;
+}
+
+/**
+ * The sizes a BLIP-2 OPT graph can be built from and run with: whole positive numbers, widths that split into
+ * heads, images that split into patches, and bounds far above every published BLIP-2 (2.7b: 2560 wide, 32 layers;
+ * 6.7b: 4096, 32) but below what would make one request allocate gigabytes from a crafted config.json.
+ */
+const LIMITS = {
+  width: 16384,
+  layers: 256,
+  heads: 512,
+  ffn: 65536,
+  imageSize: 1024,
+  positions: 32768,
+  queryTokens: 256,
+  tokenId: 1 << 24,
+};
+
+function checkArchitecture(c: Blip2Config, where: string): void {
+  const problems: string[] = [];
+  const whole = (name: string, value: number, min: number, max: number): boolean => {
+    if (Number.isInteger(value) && value >= min && value <= max) return true;
+    problems.push(`${name} is ${value}, not a whole number from ${min} to ${max}`);
+    return false;
+  };
+  const splits = (name: string, width: number, heads: number): void => {
+    if (whole(`${name}.hidden_size`, width, 1, LIMITS.width) && whole(`${name}.num_attention_heads`, heads, 1, LIMITS.heads) && width % heads !== 0) {
+      problems.push(`${name}.hidden_size ${width} does not split into ${heads} attention heads`);
+    }
+  };
+  splits('vision_config', c.vision.hiddenSize, c.vision.numHeads);
+  whole('vision_config.num_hidden_layers', c.vision.numLayers, 1, LIMITS.layers);
+  whole('vision_config.intermediate_size', c.vision.intermediateSize, 1, LIMITS.ffn);
+  if (whole('vision_config.image_size', c.vision.imageSize, 1, LIMITS.imageSize) && whole('vision_config.patch_size', c.vision.patchSize, 1, c.vision.imageSize)) {
+    if (c.vision.imageSize % c.vision.patchSize !== 0) problems.push(`vision_config.image_size ${c.vision.imageSize} is not a multiple of patch_size ${c.vision.patchSize}`);
+  }
+  splits('qformer_config', c.qformer.hiddenSize, c.qformer.numHeads);
+  whole('qformer_config.num_hidden_layers', c.qformer.numLayers, 1, LIMITS.layers);
+  whole('qformer_config.intermediate_size', c.qformer.intermediateSize, 1, LIMITS.ffn);
+  whole('qformer_config.cross_attention_frequency', c.qformer.crossAttentionFrequency, 1, LIMITS.layers);
+  splits('text_config', c.text.hiddenSize, c.text.numHeads);
+  whole('text_config.num_hidden_layers', c.text.numLayers, 1, LIMITS.layers);
+  whole('text_config.ffn_dim', c.text.ffnDim, 1, LIMITS.ffn);
+  whole('text_config.max_position_embeddings', c.text.maxPositionEmbeddings, 1, LIMITS.positions);
+  // The query tokens and at least BOS and one new token have to fit in the positions.
+  whole('num_query_tokens', c.numQueryTokens, 1, Math.min(LIMITS.queryTokens, c.text.maxPositionEmbeddings - 2));
+  for (const [name, id] of [['bos_token_id', c.text.bosTokenId], ['eos_token_id', c.text.eosTokenId], ['pad_token_id', c.text.padTokenId]] as const) {
+    whole(`text_config.${name}`, id, 0, LIMITS.tokenId);
+  }
+  if (c.text.vocabSize !== undefined) whole('text_config.vocab_size', c.text.vocabSize, 1, LIMITS.tokenId);
+  if (c.imageTokenIndex !== undefined) whole('image_token_index', c.imageTokenIndex, 0, LIMITS.tokenId);
+  if (problems.length > 0) {
+    throw new UserError(
+      `${where} describes sizes a BLIP-2 OPT model cannot have: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? `; and ${problems.length - 3} more` : ''}.`,
+      'Use the config.json that comes with the checkpoint.',
+    );
+  }
 }
 
 function num(obj: Json, key: string, fallback: number): number {
   const v = obj[key];
   if (v === undefined || v === null) return fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new UserError(`config.json has a non-numeric ${key}: ${JSON.stringify(v)}.`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new UserError(`config.json has a non-numeric ${key}: ${JSON.stringify(v)?.slice(0, 40)}.`);
   return v;
 }
 

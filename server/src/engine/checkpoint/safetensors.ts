@@ -46,11 +46,13 @@ export function readSafetensorsHeader(file: string): Map<string, TensorInfo> {
     } catch {
       throw corrupt(name, 'its header is not valid JSON');
     }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) throw corrupt(name, 'its header is not a JSON object');
     const dataStart = 8 + headerLen;
+    const dataBytes = size - dataStart;
     const tensors = new Map<string, TensorInfo>();
     for (const [key, value] of Object.entries(header)) {
       if (key === '__metadata__') continue;
-      const v = value as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
+      const v = value as { dtype?: string; shape?: unknown; data_offsets?: unknown };
       if (!v || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets)) throw corrupt(name, `tensor ${key} has no shape or offsets`);
       if (v.dtype !== 'F32' && v.dtype !== 'F16' && v.dtype !== 'BF16') {
         throw new UserError(
@@ -58,21 +60,50 @@ export function readSafetensorsHeader(file: string): Map<string, TensorInfo> {
           'Use a checkpoint saved in float32, float16 or bfloat16.',
         );
       }
-      const numel = v.shape.reduce((a, b) => a * b, 1);
-      const [b, e] = v.data_offsets;
-      if (e - b !== numel * DTYPE_BYTES[v.dtype]) throw corrupt(name, `tensor ${key} has ${e - b} bytes for shape [${v.shape}]`);
-      if (dataStart + e > size) {
-        throw new UserError(
-          `${name} is truncated: it holds ${size} bytes but its header needs ${dataStart + e}.`,
-          'The download or copy was interrupted; download the file again.',
-        );
+      if (!v.shape.every(isCount)) throw corrupt(name, `tensor ${key} has the shape ${JSON.stringify(v.shape).slice(0, 60)}`);
+      const shape = v.shape as number[];
+      const offsets = v.data_offsets;
+      if (offsets.length !== 2 || !offsets.every(isCount) || offsets[1] < offsets[0]) {
+        throw corrupt(name, `tensor ${key} has the data offsets ${JSON.stringify(offsets).slice(0, 60)}`);
       }
-      tensors.set(key, { name: key, dtype: v.dtype, shape: v.shape, begin: dataStart + b, end: dataStart + e, file });
+      const [b, e] = offsets as [number, number];
+      const numel = shape.reduce((a, d) => a * d, 1);
+      if (e - b !== numel * DTYPE_BYTES[v.dtype]) throw corrupt(name, `tensor ${key} has ${e - b} bytes for shape [${shape}]`);
+      tensors.set(key, { name: key, dtype: v.dtype, shape, begin: dataStart + b, end: dataStart + e, file });
     }
+    checkLayout(name, [...tensors.values()], dataStart, dataBytes);
     return tensors;
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** A whole number that fits a double exactly: a dimension or a byte offset. */
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/**
+ * As the safetensors format requires (and its reference reader checks): the tensors tile the data section
+ * exactly, in offset order, with no overlap and no gap, so that no tensor reads the header, another tensor's
+ * bytes, or bytes past the end.
+ */
+function checkLayout(name: string | undefined, tensors: TensorInfo[], dataStart: number, dataBytes: number): void {
+  const sorted = [...tensors].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let expected = dataStart;
+  for (const t of sorted) {
+    if (t.begin < expected) throw corrupt(name, `tensor ${t.name} overlaps the tensor before it`);
+    if (t.begin > expected) throw corrupt(name, `there are ${t.begin - expected} unused bytes before tensor ${t.name}`);
+    expected = t.end;
+  }
+  const end = dataStart + dataBytes;
+  if (expected > end) {
+    throw new UserError(
+      `${name} is truncated: it holds ${end} bytes but its header needs ${expected}.`,
+      'The download or copy was interrupted; download the file again.',
+    );
+  }
+  if (expected < end) throw corrupt(name, `it has ${end - expected} bytes after its last tensor`);
 }
 
 function corrupt(name: string | undefined, why: string): UserError {

@@ -9,6 +9,7 @@ import { buildDecoder, buildEmbedTokens } from '../graphs/decoder';
 import { writeModel } from '../graphs/external-data';
 import { DataType } from '../graphs/onnx-builder';
 import { buildVisionEncoder } from '../graphs/vision-encoder';
+import { recordModelFiles } from './integrity';
 import { CONVERTER_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, readManifest, type ConvertedManifest, type SourceFile } from './manifest';
 import { DEFAULT_BLOCK_SIZE, moduleFormats, PRECISION_SUFFIX, type Precision } from './precision';
 
@@ -83,6 +84,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Converted
       kvCacheType: formats.decoder.floatType === DataType.FLOAT16 ? 'float16' : 'float32',
       graphs,
       sizes,
+      files: await recordModelFiles(tmp, opts.signal),
     };
     // The manifest is written last: a folder with a manifest is a finished conversion.
     fs.writeFileSync(path.join(tmp, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');

@@ -14,6 +14,15 @@ export interface SourceFile {
   sha256: string;
 }
 
+/** A file of a converted model as its conversion wrote it (see integrity.ts). */
+export interface ModelFile {
+  /** Relative to the model folder, with `/` separators. */
+  name: string;
+  bytes: number;
+  crc32: number;
+  sha256: string;
+}
+
 export interface ConvertedManifest {
   format: typeof MANIFEST_FORMAT;
   converterVersion: number;
@@ -27,6 +36,8 @@ export interface ConvertedManifest {
   graphs: { visionEncoder: string; embedTokens: string; decoder: string };
   /** Bytes on disk of each graph with its external data. */
   sizes: Record<string, number>;
+  /** Every other file of the folder with its checksums; absent in conversions made before they were recorded. */
+  files?: ModelFile[];
 }
 
 export function readManifest(dir: string): ConvertedManifest {

@@ -1,3 +1,5 @@
+import { DamagedModelError } from '../errors';
+
 /**
  * Row-wise arithmetic on score matrices (rows * vocab floats, row-major), the way torch computes it in float32:
  * each result is stored in a Float32Array, and a float32 operation done in double and then rounded gives the
@@ -97,5 +99,14 @@ export function checkLogits(logits: Float32Array, rows: number, vocab: number, c
     throw new Error(
       `The language model's ${call} returned ${logits.length} logits; expected ${rows} rows of ${vocab}.`,
     );
+  }
+  // A healthy model's raw logits are finite; NaN or infinity means damaged weights, which would only decode to garbage.
+  for (let i = 0; i < logits.length; i++) {
+    if (!Number.isFinite(logits[i])) {
+      throw new DamagedModelError(
+        `The model is damaged: its ${call} step computed ${logits[i]} for a token score.`,
+        'Set the model up again to convert it once more (run "BLIP-2: Set Up Model…", or `blip2 verify` to see which file changed).',
+      );
+    }
   }
 }

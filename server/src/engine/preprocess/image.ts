@@ -12,9 +12,13 @@
  * - GIFs are decoded here, because Pillow gives transparent pixels of the first frame the colour of their palette
  *   entry while libvips makes them transparent black.
  */
-import * as fs from 'node:fs/promises';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import sharp from 'sharp';
+import { readJson } from '../checkpoint/checkpoint';
+import { PROCESSOR_FILES } from '../checkpoint/files';
 import { UserError } from '../errors';
+import { DEFAULT_MAX_IMAGE_FILE_BYTES, readImageFile } from './image-file';
 import { pilResize } from './pil-resample';
 
 export interface ImageProcessorConfig {
@@ -44,6 +48,22 @@ export interface DecodedImage {
 }
 
 export const SUPPORTED_FORMATS = 'PNG, JPEG, WebP, GIF, AVIF, TIFF and SVG';
+
+/**
+ * The most pixels an image may declare: Pillow's own limit (twice `Image.MAX_IMAGE_PIXELS`, where it raises
+ * DecompressionBombError), so nothing transformers would caption is refused. Checked against the header before
+ * any decoder allocates: about 540 MB of RGB at the limit.
+ */
+export const MAX_IMAGE_PIXELS = 2 * 89_478_485;
+
+/** An image already in memory, with the name messages call it by (its path or address). */
+export interface NamedImage {
+  bytes: Uint8Array;
+  name: string;
+}
+
+/** A file path (read with the default size limit), bytes, or bytes with a name. */
+export type ImageInput = string | Buffer | NamedImage;
 
 type Json = Record<string, unknown>;
 
@@ -79,7 +99,8 @@ export function parseImageProcessorConfig(json: unknown, where = 'preprocessor_c
       'BLIP-2 checkpoints use {"height": 224, "width": 224}.',
     );
   }
-  const posInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0 && v <= 16384;
+  // No BLIP-2 vision encoder takes more than 1024 x 1024 (checkpoint/config.ts): a larger size is a broken config.
+  const posInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0 && v <= 1024;
   if (!posInt(size.height) || !posInt(size.width)) throw bad('size', 'positive integer height and width');
 
   const resample = c.resample;
@@ -117,20 +138,23 @@ export function parseImageProcessorConfig(json: unknown, where = 'preprocessor_c
   };
 }
 
-async function readImageFile(file: string): Promise<Buffer> {
-  try {
-    return await fs.readFile(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') {
-      throw new UserError(`Image not found: ${file}.`, 'Check the path; relative paths are resolved from the working folder.');
-    }
-    if (code === 'EISDIR') throw new UserError(`${file} is a folder, not an image.`, `Pass an image file (${SUPPORTED_FORMATS}).`);
-    if (code === 'EACCES' || code === 'EPERM') {
-      throw new UserError(`Cannot read ${file}: permission denied.`, 'Check the file permissions.');
-    }
-    throw new UserError(`Cannot read ${file}: ${(e as Error).message}.`);
+/**
+ * The image processor of a model folder: preprocessor_config.json, or processor_config.json's "image_processor"
+ * in newer repositories. With the vision encoder's `imageSize`, a config that would feed it anything but
+ * `imageSize x imageSize` pixels is refused: the position embeddings fix that size, and a crafted size would only
+ * make every image allocate more.
+ */
+export function readImageProcessorConfig(dir: string, imageSize?: number): ImageProcessorConfig {
+  const file = PROCESSOR_FILES.map((f) => path.join(dir, f)).find((f) => fs.existsSync(f)) ?? path.join(dir, PROCESSOR_FILES[0]);
+  const config = parseImageProcessorConfig(readJson(file), file);
+  if (imageSize !== undefined && (!config.doResize || config.size.height !== imageSize || config.size.width !== imageSize)) {
+    const given = config.doResize ? `${config.size.width} x ${config.size.height}` : 'images at their own size (do_resize false)';
+    throw new UserError(
+      `${file} asks for ${given}, but the vision encoder takes ${imageSize} x ${imageSize} pixels.`,
+      'Use the preprocessor_config.json from the same Hugging Face repository as the model.',
+    );
   }
+  return config;
 }
 
 function unreadable(label: string, reason?: string): UserError {
@@ -143,40 +167,63 @@ function unreadable(label: string, reason?: string): UserError {
  * orientation applied (transformers' `load_image` calls `ImageOps.exif_transpose`), converted with Pillow's
  * `convert("RGB")` rules.
  */
-export async function decodeImage(input: string | Buffer, name?: string): Promise<DecodedImage> {
-  const label = name ?? (typeof input === 'string' ? input : 'The image');
-  const buf = typeof input === 'string' ? await readImageFile(input) : input;
+export async function decodeImage(input: ImageInput, name?: string): Promise<DecodedImage> {
+  const label = name ?? labelOf(input) ?? 'The image';
+  const buf =
+    typeof input === 'string'
+      ? await readImageFile(input, { maxBytes: DEFAULT_MAX_IMAGE_FILE_BYTES })
+      : Buffer.isBuffer(input)
+        ? input
+        : Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.byteLength);
   if (buf.length === 0) throw unreadable(label, 'the file is empty');
 
   if (isGif(buf)) {
     let gif: DecodedGif | undefined;
     let gifError: unknown;
     try {
-      gif = decodeGifFirstFrame(buf);
+      gif = decodeGifFirstFrame(buf, label);
     } catch (e) {
       gifError = e;
     }
     if (gif) return { ...gif, format: 'gif' };
+    if (gifError instanceof UserError) throw gifError;
     if (gifError instanceof GifTruncated) throw unreadable(label, gifError.message);
     // A GIF our decoder rejects but libvips accepts still gets a caption, without the palette-exact guarantee.
   }
 
   try {
-    return await decodeWithSharp(buf);
+    return await decodeWithSharp(buf, label);
   } catch (e) {
     if (e instanceof UserError) throw e;
     const message = e instanceof Error ? e.message : String(e);
-    if (/pixel limit/i.test(message)) {
-      throw new UserError(`${label} is too large to process (${message.split('\n')[0]}).`, 'Scale it down to at most 16383 x 16383 pixels first.');
-    }
     throw unreadable(label, message);
   }
 }
 
-async function decodeWithSharp(buf: Buffer): Promise<DecodedImage> {
+/** The name of an input that carries one: a path, or a named buffer. */
+function labelOf(input: ImageInput): string | undefined {
+  if (typeof input === 'string') return input;
+  return Buffer.isBuffer(input) ? undefined : input.name;
+}
+
+/** Refuses an image whose declared size is over MAX_IMAGE_PIXELS, naming both. */
+function checkPixelCount(label: string, width: number, height: number): void {
+  if (width * height <= MAX_IMAGE_PIXELS) return;
+  const megapixels = (n: number): string => `${+(n / 1e6).toFixed(1)} megapixels`;
+  throw new UserError(
+    `${label} declares ${width} x ${height} pixels (${megapixels(width * height)}), more than the limit of ${megapixels(MAX_IMAGE_PIXELS)}.`,
+    'Scale it down first.',
+  );
+}
+
+async function decodeWithSharp(buf: Buffer, label: string): Promise<DecodedImage> {
   // failOn 'error' rejects truncated or corrupt data (Pillow raises on those too) but not libjpeg's benign warnings.
-  const open = () => sharp(buf, { ignoreIcc: true, autoOrient: true, failOn: 'error', page: 0, pages: 1 });
-  const meta = await open().metadata();
+  const options = { ignoreIcc: true, autoOrient: true, failOn: 'error', page: 0, pages: 1 } as const;
+  const open = () => sharp(buf, { ...options, limitInputPixels: MAX_IMAGE_PIXELS });
+  // The header alone, read without sharp's limit so that the message can give the declared size; the decoding
+  // below has libvips hold the same limit again.
+  const meta = await sharp(buf, { ...options, limitInputPixels: false }).metadata();
+  if (meta.width !== undefined && meta.height !== undefined) checkPixelCount(label, meta.width, meta.pageHeight ?? meta.height);
   const format = meta.format ?? 'unknown';
 
   if (format === 'svg') {
@@ -304,7 +351,7 @@ export function imageToPixelValues(img: DecodedImage, cfg: ImageProcessorConfig)
 
 /** Decodes and preprocesses a batch; the result is `pixel_values` [B, 3, H, W]. */
 export async function preprocessImages(
-  inputs: (string | Buffer)[],
+  inputs: ImageInput[],
   cfg: ImageProcessorConfig,
 ): Promise<{ pixelValues: Float32Array; dims: [number, number, number, number] }> {
   if (inputs.length === 0) throw new UserError('No image was given.', 'Pass at least one image file.');
@@ -312,7 +359,7 @@ export async function preprocessImages(
   let pixelValues = new Float32Array(0);
   for (let b = 0; b < inputs.length; b++) {
     const input = inputs[b];
-    const img = await decodeImage(input, typeof input === 'string' ? input : `Image ${b + 1}`);
+    const img = await decodeImage(input, labelOf(input) ?? `Image ${b + 1}`);
     const pv = imageToPixelValues(img, cfg);
     const h = cfg.doResize ? cfg.size.height : img.height;
     const w = cfg.doResize ? cfg.size.width : img.width;
@@ -357,7 +404,7 @@ function paletteNeeded(p: Uint8Array): boolean {
   return false;
 }
 
-function decodeGifFirstFrame(buf: Buffer): DecodedGif {
+function decodeGifFirstFrame(buf: Buffer, label: string): DecodedGif {
   let pos = 6;
   const need = (n: number): void => {
     if (pos + n > buf.length) throw new GifTruncated('the GIF file is truncated');
@@ -414,9 +461,12 @@ function decodeGifFirstFrame(buf: Buffer): DecodedGif {
     const fh = buf.readUInt16LE(pos + 6);
     const flags = buf[pos + 8];
     pos += 9;
-    // Pillow grows the image when the first frame reaches past the logical screen.
+    // Pillow grows the image when the first frame reaches past the logical screen: a 1x1 frame placed at
+    // 65535,65535 makes a 4-gigapixel canvas, so the grown size is what has to be within the limit, checked
+    // before the canvas is allocated below.
     width = Math.max(width, x0 + fw);
     height = Math.max(height, y0 + fh);
+    checkPixelCount(label, width, height);
     const interlace = (flags & 0x40) !== 0;
     // undefined: no local table; null: a local grey ramp, which Pillow also treats as no palette.
     let localPalette: Uint8Array | null | undefined;

@@ -27,6 +27,36 @@ export function chatPrompt(history: readonly ChatTurn[], question: string): stri
   return [...turns, questionPrompt(question)].join(' ');
 }
 
+/** What bounds a prompt: the language model's positions, shared by the image's query tokens, BOS and the answer. */
+export interface PromptLimits {
+  maxPositions: number;
+  numQueryTokens: number;
+  maxNewTokens: number;
+}
+
+/** The most prompt tokens that leave room for the query tokens, BOS and `maxNewTokens` new tokens. */
+export function promptBudget(limits: PromptLimits): number {
+  return limits.maxPositions - limits.numQueryTokens - 1 - limits.maxNewTokens;
+}
+
+/**
+ * The chat prompt for `question` with as many of the latest turns as fit in `budget` tokens: the oldest turns are
+ * dropped first, as a chat window scrolls. `countTokens` tokenizes; it is called O(log turns) times.
+ */
+export function fitChatPrompt(history: readonly ChatTurn[], question: string, countTokens: (prompt: string) => number, budget: number): string {
+  const prompt = (dropped: number): string => chatPrompt(history.slice(dropped), question);
+  if (countTokens(prompt(0)) <= budget) return prompt(0);
+  // The fewest turns to drop: more dropped never makes the prompt longer.
+  let low = 1;
+  let high = history.length;
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    if (countTokens(prompt(mid)) <= budget) high = mid;
+    else low = mid + 1;
+  }
+  return prompt(low);
+}
+
 export interface ModelInputs {
   inputIds: number[][];
   attentionMask: number[][];
@@ -40,8 +70,16 @@ export interface ModelInputs {
 export function buildInputs(
   promptIds: readonly (readonly number[])[],
   ids: { imageToken: number; bos: number; pad: number; numQueryTokens: number },
+  limits?: PromptLimits,
 ): ModelInputs {
   const longest = Math.max(...promptIds.map((p) => p.length + 1));
+  if (limits && longest - 1 > promptBudget(limits)) {
+    // Past the last position the model has no embedding: onnxruntime would fail with an index out of bounds.
+    throw new UserError(
+      `The prompt is ${longest - 1} tokens long, more than the ${Math.max(0, promptBudget(limits))} that fit in the model's context of ${limits.maxPositions} positions with the image's ${limits.numQueryTokens} tokens and up to ${limits.maxNewTokens} new ones.`,
+      'Shorten the question or the prompt.',
+    );
+  }
   const inputIds: number[][] = [];
   const attentionMask: number[][] = [];
   for (const prompt of promptIds) {

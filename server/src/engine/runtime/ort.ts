@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { UserError } from '../errors';
+import { OutOfMemoryError, UserError } from '../errors';
 
 export const Tensor = ort.Tensor;
 export type Tensor = ort.Tensor;
@@ -144,7 +144,7 @@ async function create(file: string, options: ort.InferenceSession.SessionOptions
   } catch (e) {
     const msg = firstLine(e);
     if (/bad_alloc|out of memory|Failed to allocate/i.test(msg)) {
-      throw new UserError(`Not enough memory to load ${file}.`, 'Choose a smaller precision (int4 needs the least) or close other programs.');
+      throw new OutOfMemoryError(`Not enough memory to load ${file}.`, 'Choose a smaller precision (int4 needs the least) or close other programs.');
     }
     if (/No such file|does not exist|ENOENT/i.test(msg)) {
       throw new UserError(`Model file missing: ${file}.`, 'The converted model is incomplete; delete its folder and convert again.');

@@ -182,13 +182,18 @@ export async function listStore(store?: string | StorePaths): Promise<StoreEntry
   return out;
 }
 
+/** A sibling name `cleanStaleTemp` recognises as this process's unfinished work. */
+function partialName(target: string): string {
+  return `${target}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
 /**
  * A fresh sibling of `target` to convert into: same parent, so `fs.rename` into place is atomic and never
  * crosses a file system; the pid in its name lets `cleanStaleTemp` tell an abandoned one from a running one.
  */
 export async function tempDirFor(target: string): Promise<string> {
   await fs.mkdir(path.dirname(target), { recursive: true });
-  const dir = `${target}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const dir = partialName(target);
   await fs.mkdir(dir);
   return dir;
 }
@@ -210,9 +215,19 @@ export async function publishDir(temp: string, target: string): Promise<void> {
     return;
   }
   // Moved aside under a partial name, so a crash between these steps leaves something cleanStaleTemp removes.
-  const aside = `${target}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const aside = partialName(target);
   await fs.rename(target, aside);
   await fs.rename(temp, target);
+  await fs.rm(aside, { recursive: true, force: true });
+}
+
+/**
+ * Deletes a finished conversion (a damaged one, to convert again): renamed to a partial name first, so that
+ * nothing takes it for finished meanwhile and a crash half-way leaves something `cleanStaleTemp` removes.
+ */
+export async function discardDir(target: string): Promise<void> {
+  const aside = partialName(target);
+  await fs.rename(target, aside);
   await fs.rm(aside, { recursive: true, force: true });
 }
 

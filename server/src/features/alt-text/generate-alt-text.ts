@@ -2,7 +2,7 @@ import type { CancellationToken } from 'vscode-languageserver-protocol';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import type { InferenceService, Priority } from '../../inference/types';
 import type { AltTextCommandResult } from '../../protocol/messages';
-import type { Blip2Settings } from '../../protocol/settings';
+import type { AltRuleSettings, Blip2Settings } from '../../protocol/settings';
 import { throwIfCancelled } from '../cancellation';
 import { findImageElements } from '../images/find-images';
 import type { ImageElement } from '../images/image-reference';
@@ -10,7 +10,7 @@ import { loadImageAt, type LoadedImage } from '../images/load-image';
 import { failureSentence, isNoModel } from '../inference-failure';
 import { buildWorkspaceEdit, type EditSupport, type FileEdits } from '../workspace/workspace-edit';
 import { altEditsForDocument, toTextEdit } from './alt-edit';
-import { checkAlt, type AltRuleSettings } from './rules';
+import { checkAlt } from './rules';
 
 /** A document to give alt text: its text when the work started, from the editor if open, else from disk. */
 export interface AltTextFile {
@@ -21,16 +21,33 @@ export interface AltTextFile {
   version: number | null;
 }
 
-export interface GenerateAltTextOptions {
+export interface CaptionForAltTextOptions {
   workspaceFolders: readonly string[];
   settingsFor(uri: string): Promise<Blip2Settings>;
-  /** The file as it is now; asked again after captioning, since the user may have typed meanwhile. */
-  current(file: AltTextFile): Promise<AltTextFile | undefined>;
   /** After each image is captioned (or failed): `done` of `total` images. */
   onProgress?(done: number, total: number): void;
   priority: Priority;
+  /** Failures name the VS Code command as the way out, rather than the `model` setting. */
+  vscodeClient?: boolean;
+}
+
+export interface GenerateAltTextOptions extends CaptionForAltTextOptions {
+  /** The file as it is now; asked again after captioning, since the user may have typed meanwhile. */
+  current(file: AltTextFile): Promise<AltTextFile | undefined>;
   editSupport: EditSupport;
 }
+
+export interface AltTextCaptions {
+  /** Per file URI, the caption for each destination as written (`ImageElement.url`). */
+  captions: Map<string, Map<string, string>>;
+  /** Images that could not be captioned, with the reason. */
+  failures: AltTextCommandResult['failures'];
+  /** Images that needed alt text. */
+  total: number;
+}
+
+/** What an empty caption is reported as: alt="" would mark the image as decoration, which is a claim. */
+export const EMPTY_CAPTION = 'BLIP-2 gave an empty caption for this image; write its alt text yourself.';
 
 /** Captions run concurrently up to this many, so the service can share and batch them without a huge queue. */
 const IN_FLIGHT = 4;
@@ -41,16 +58,16 @@ export function needsGeneratedAlt(image: ImageElement, settings: AltRuleSettings
 }
 
 /**
- * Captions every image in `files` whose alt text is missing or unhelpful and returns one workspace edit that
- * puts each caption into its image's alt text, computed against the files as they are after captioning. The
- * edit is annotated as needing confirmation, so the user reviews it before it is applied.
+ * Captions every image in `files` whose alt text is missing or unhelpful: one caption run per distinct image
+ * (by its content, whatever file names it), up to `IN_FLIGHT` at a time. The LSP command and `blip2 fix` both
+ * start here and write the captions their own way.
  */
-export async function generateMissingAltText(
+export async function captionImagesForAltText(
   files: readonly AltTextFile[],
   inference: InferenceService,
-  options: GenerateAltTextOptions,
+  options: CaptionForAltTextOptions,
   token: CancellationToken,
-): Promise<AltTextCommandResult> {
+): Promise<AltTextCaptions> {
   const failures: AltTextCommandResult['failures'] = [];
   // Per file, the caption for each destination as written; images with the same file share one caption run.
   const captions = new Map<string, Map<string, string>>();
@@ -65,7 +82,7 @@ export async function generateMissingAltText(
     for (const image of images) {
       let loaded = loadedByUrl.get(image.url);
       if (!loaded) {
-        loaded = await loadImageAt({ url: image.url, documentUri: file.uri, workspaceFolders: options.workspaceFolders }, { remoteImages: settings.remoteImages }, token);
+        loaded = await loadImageAt({ url: image.url, documentUri: file.uri, workspaceFolders: options.workspaceFolders }, { remoteImages: settings.remoteImages, localImages: settings.localImages }, token);
         loadedByUrl.set(image.url, loaded);
       }
       total++;
@@ -88,6 +105,10 @@ export async function generateMissingAltText(
       try {
         const result = await inference.caption(job.loaded.source, { priority: options.priority }, token);
         for (const user of job.users) {
+          if (!result.text.trim()) {
+            failures.push({ uri: user.uri, image: user.url, reason: EMPTY_CAPTION });
+            continue;
+          }
           const forFile = captions.get(user.uri) ?? new Map<string, string>();
           forFile.set(user.url, result.text);
           captions.set(user.uri, forFile);
@@ -96,7 +117,7 @@ export async function generateMissingAltText(
         throwIfCancelled(token);
         // Without a model every image would fail the same way; the command fails once, so set-up is offered.
         if (isNoModel(e, inference)) throw e;
-        const reason = failureSentence(e, inference);
+        const reason = failureSentence(e, inference, options.vscodeClient);
         for (const user of job.users) failures.push({ uri: user.uri, image: user.url, reason });
       }
       done += job.users.length;
@@ -105,7 +126,21 @@ export async function generateMissingAltText(
   };
   await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, queue.length) }, worker));
   throwIfCancelled(token);
+  return { captions, failures, total };
+}
 
+/**
+ * Captions every image in `files` whose alt text is missing or unhelpful and returns one workspace edit that
+ * puts each caption into its image's alt text, computed against the files as they are after captioning. The
+ * edit is annotated as needing confirmation, so the user reviews it before it is applied.
+ */
+export async function generateMissingAltText(
+  files: readonly AltTextFile[],
+  inference: InferenceService,
+  options: GenerateAltTextOptions,
+  token: CancellationToken,
+): Promise<AltTextCommandResult> {
+  const { captions, failures } = await captionImagesForAltText(files, inference, options, token);
   const fileEdits: FileEdits[] = [];
   let imagesEdited = 0;
   for (const file of files) {

@@ -36,7 +36,7 @@ export async function captionImagesInBackground(
     if (runs.length >= MAX_BACKGROUND_IMAGES || token.isCancellationRequested) break;
     const loaded = await loadImageAt(
       { url: image.url, documentUri: document.uri, workspaceFolders: options.workspaceFolders },
-      { remoteImages: options.settings.remoteImages, fetchRemote: false },
+      { remoteImages: options.settings.remoteImages, localImages: options.settings.localImages, fetchRemote: false },
       token,
     );
     if (!loaded.ok || seen.has(loaded.key)) continue;

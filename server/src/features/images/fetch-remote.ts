@@ -1,5 +1,6 @@
 import type { CancellationToken } from 'vscode-languageserver-protocol';
 import { CancelledError, UserError } from '../../engine/errors';
+import { formatBytes } from '../../engine/units';
 
 export interface FetchLimits {
   maxBytes: number;
@@ -92,10 +93,4 @@ function failure(e: unknown, url: string, timedOut: boolean, limits: FetchLimits
   const cause = (e as { cause?: { code?: string; message?: string } }).cause;
   const why = cause?.code ?? cause?.message ?? (e as Error).message;
   return new UserError(`${url} could not be downloaded (${why}).`);
-}
-
-export function formatBytes(bytes: number): string {
-  if (bytes >= 1024 * 1024) return `${+(bytes / (1024 * 1024)).toFixed(1)} MB`;
-  if (bytes >= 1024) return `${+(bytes / 1024).toFixed(1)} KB`;
-  return `${bytes} bytes`;
 }

@@ -1,10 +1,12 @@
-import * as fs from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import type { CancellationToken } from 'vscode-languageserver-protocol';
+import { UserError } from '../../engine/errors';
+import { checkImageFile } from '../../engine/preprocess/image-file';
 import type { ImageSource } from '../../inference/types';
 import type { Blip2Settings } from '../../protocol/settings';
 import { describeError } from '../user-message';
 import { DEFAULT_FETCH_TIMEOUT_MS, fetchRemoteImage } from './fetch-remote';
+import { outsideReason, readRoots } from './read-scope';
 import { resolveImage, type ResolvedImage } from './resolve-image';
 
 /** An image ready for the inference service, or the one sentence that says why it is not. */
@@ -23,6 +25,7 @@ export type LoadedImage =
 
 export interface LoadImageOptions {
   remoteImages: Blip2Settings['remoteImages'];
+  localImages: Blip2Settings['localImages'];
   /** Remote images are fetched only when this is true as well: never for work nobody asked for (captions on open). */
   fetchRemote?: boolean;
   fetchTimeoutMs?: number;
@@ -37,6 +40,11 @@ export interface ImageLocation {
   url: string;
   documentUri: string;
   workspaceFolders: readonly string[];
+  /**
+   * The user named this image themselves (a command, a `blip2/caption` request), so it is read wherever it is;
+   * images a document names are read only within the workspace unless the settings allow more (read-scope.ts).
+   */
+  namedByUser?: boolean;
 }
 
 /** Resolves a destination and loads its image: a file that exists, the bytes of a remote or inline image. */
@@ -46,13 +54,15 @@ export async function loadImageAt(location: ImageLocation, options: LoadImageOpt
     workspaceFolders: location.workspaceFolders,
     allowRemote: options.remoteImages.enabled,
   });
-  return loadImage(resolved, options, token);
+  const confined = !location.namedByUser && !options.localImages.outsideWorkspace;
+  return loadImage(resolved, options, token, confined ? readRoots(location.documentUri, location.workspaceFolders) : undefined);
 }
 
-export async function loadImage(resolved: ResolvedImage, options: LoadImageOptions, token: CancellationToken): Promise<LoadedImage> {
+/** `roots`: the folders a file may be read from (after its links), or undefined for anywhere. */
+export async function loadImage(resolved: ResolvedImage, options: LoadImageOptions, token: CancellationToken, roots?: readonly string[]): Promise<LoadedImage> {
   switch (resolved.kind) {
     case 'file':
-      return loadFile(resolved);
+      return loadFile(resolved, options.localImages.maxBytes, roots);
     case 'remote-disallowed':
       return { ok: false, reason: REMOTE_IMAGES_OFF, remoteDisabled: true };
     case 'remote': {
@@ -77,18 +87,23 @@ export async function loadImage(resolved: ResolvedImage, options: LoadImageOptio
   }
 }
 
-async function loadFile(resolved: Extract<ResolvedImage, { kind: 'file' }>): Promise<LoadedImage> {
+/**
+ * The first candidate that exists, if it is a regular file within the size limit and the read scope. Only stat
+ * and realpath are called: the bytes are read once, by the inference service, for the hash and the model alike.
+ */
+async function loadFile(resolved: Extract<ResolvedImage, { kind: 'file' }>, maxBytes: number, roots: readonly string[] | undefined): Promise<LoadedImage> {
   const candidates = [resolved.path, ...(resolved.alternatives ?? [])];
   for (const candidate of candidates) {
+    const outside = roots && (await outsideReason(candidate, roots));
     try {
-      const stat = await fs.stat(candidate);
-      if (stat.isDirectory()) return { ok: false, reason: `The image path names a folder, not a file: ${candidate}.` };
-      const uri = candidate === resolved.path ? resolved.uri : pathToFileURL(candidate).href;
-      return { ok: true, source: { kind: 'file', path: candidate }, key: candidate, uri, location: 'file' };
+      await checkImageFile(candidate, { maxBytes, raiseHint: 'Raise blip2.localImages.maxBytes to caption it.' });
     } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (code !== 'ENOENT' && code !== 'ENOTDIR') return { ok: false, reason: describeError(e) };
+      if (e instanceof UserError && /does not exist/.test(e.message)) continue;
+      return { ok: false, reason: outside || describeError(e) };
     }
+    if (outside) return { ok: false, reason: outside };
+    const uri = candidate === resolved.path ? resolved.uri : pathToFileURL(candidate).href;
+    return { ok: true, source: { kind: 'file', path: candidate }, key: candidate, uri, location: 'file' };
   }
   return { ok: false, reason: `The image file does not exist: ${resolved.path}.` };
 }

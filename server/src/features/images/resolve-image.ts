@@ -81,7 +81,8 @@ function fileUri(value: string): ResolvedImage {
   }
 }
 
-function localPath(uri: string): string | undefined {
+/** The file system path of a `file:` URI; undefined for any other. */
+export function localPath(uri: string): string | undefined {
   if (!/^file:/i.test(uri)) return undefined;
   try {
     return fileURLToPath(uri);

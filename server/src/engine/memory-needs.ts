@@ -1,0 +1,37 @@
+/**
+ * How much memory a converted model needs once loaded, for the message a failed load gives. Estimated from the
+ * files' sizes with what each precision was measured to cost on the real 3.7-billion-parameter model (README,
+ * "Precisions": bytes on disk and resident bytes per parameter, onnxruntime's CPU provider).
+ */
+import * as os from 'node:os';
+import type { ConvertedManifest } from './convert/manifest';
+import type { Precision } from './convert/precision';
+import { OutOfMemoryError } from './errors';
+import { formatBytes } from './units';
+
+const DISK_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.14, fp16: 2.13, int8: 1.284, int4: 0.766 };
+// fp16 is held as float32 by the CPU provider, so it needs as much as fp32 there (and about its file size on a GPU).
+const RESIDENT_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.04, fp16: 4.07, int8: 1.531, int4: 1.032 };
+const SMALLEST_FIRST: Precision[] = ['int4', 'int8', 'fp16', 'fp32'];
+
+/** Estimated resident bytes of the model at each precision, from the converted files of one. */
+export function memoryNeeds(manifest: ConvertedManifest): Record<Precision, number> {
+  const onDisk = Object.values(manifest.sizes).reduce((a, b) => a + b, 0);
+  const parameters = onDisk / DISK_BYTES_PER_PARAMETER[manifest.precision];
+  return Object.fromEntries(SMALLEST_FIRST.map((p) => [p, parameters * RESIDENT_BYTES_PER_PARAMETER[p]])) as Record<Precision, number>;
+}
+
+/** The sentence for a load that ran out of memory: what this precision needs, what is free, and a smaller choice. */
+export function explainOutOfMemory(manifest: ConvertedManifest, freeBytes = os.freemem()): OutOfMemoryError {
+  const needs = memoryNeeds(manifest);
+  const need = needs[manifest.precision];
+  const smaller = SMALLEST_FIRST.filter((p) => needs[p] < need * 0.9);
+  const fits = smaller.filter((p) => needs[p] <= freeBytes);
+  const offer = (fits.length ? fits : smaller).map((p) => `${p} (about ${formatBytes(needs[p])})`);
+  return new OutOfMemoryError(
+    `Not enough memory to load the ${manifest.precision} model: it needs about ${formatBytes(need)}, and ${formatBytes(freeBytes)} is free.`,
+    offer.length
+      ? `Choose a smaller precision: ${offer.join(' or ')}; or close other programs.`
+      : 'Close other programs, or use a machine with more memory; no smaller precision exists.',
+  );
+}
