@@ -117,31 +117,53 @@ describe('fp32: a question after a caption starts from the image positions the c
   }
 });
 
-describe('fp32: a second load opens the optimized copy the first one made', () => {
-  it('the copy exists after a load and computes the same logits', async () => {
-    const dir = await convertedTiny('fp32');
-    const c = manifest.cases[0];
-    const firstStep = async () => {
-      const model = await Blip2Model.load(dir, { device: 'cpu', threads: 1 });
-      try {
-        const enc = await model.encodeImages(readTensor(c.pixel_values), 1);
-        const s = model.startDecoding(c.input_ids, c.attention_mask, enc.imageFeatures, { capacity: c.input_ids[0].length });
-        const logits = await s.prefill();
-        s.dispose();
-        return logits;
-      } finally {
-        await model.dispose();
-      }
-    };
-    const a = await firstStep();
-    const copy = path.join(dir, OPTIMIZED_DIR, optimizedCacheKey());
-    const graphs = Object.values(readManifest(dir).graphs).map((g) => path.join(copy, path.basename(g)));
-    for (const g of graphs) assert.ok(fs.existsSync(g), `${g} was not written`);
-    const stamp = graphs.map((g) => fs.statSync(g).mtimeMs);
-    const b = await firstStep();
-    assert.deepEqual(graphs.map((g) => fs.statSync(g).mtimeMs), stamp, 'the second load rewrote the copy instead of opening it');
+describe('int4: a second load opens the optimized copy the first one made', () => {
+  const c = manifest.cases[0];
+  const firstStep = async (dir: string) => {
+    const model = await Blip2Model.load(dir, { device: 'cpu', threads: 1 });
+    try {
+      const enc = await model.encodeImages(readTensor(c.pixel_values), 1);
+      const s = model.startDecoding(c.input_ids, c.attention_mask, enc.imageFeatures, { capacity: c.input_ids[0].length });
+      const logits = await s.prefill();
+      s.dispose();
+      return logits;
+    } finally {
+      await model.dispose();
+    }
+  };
+  const copyDir = (dir: string) => path.join(dir, OPTIMIZED_DIR, optimizedCacheKey());
+  const visionCopy = (dir: string) => path.join(copyDir(dir), `${path.basename(readManifest(dir).graphs.visionEncoder)}.data`);
+
+  // onnxruntime 1.30 reads this tiny decoder's saved copy back as NaN (the real model's copy is exact): the copy is
+  // compared with its original when made, and such a copy is refused. Either way the logits must not change.
+  it('the copies exist after a load, are opened as they are by the next, and compute the same logits', async () => {
+    const dir = await convertedTiny('int4');
+    const a = await firstStep(dir);
+    for (const g of Object.values(readManifest(dir).graphs)) {
+      const name = path.basename(g);
+      assert.ok(fs.existsSync(path.join(copyDir(dir), `${name}.data`)) || fs.existsSync(path.join(copyDir(dir), `${name}.unusable`)), `no copy of ${name} and no word why`);
+    }
+    const stamp = fs.statSync(visionCopy(dir)).mtimeMs;
+    const b = await firstStep(dir);
+    assert.equal(fs.statSync(visionCopy(dir)).mtimeMs, stamp, 'the second load rewrote the copy instead of opening it');
     assert.ok(maxAbsDiff(a, b) <= 1e-6, `logits differ by ${maxAbsDiff(a, b)}`);
-    assert.ok(maxAbsDiff(b, readTensor(c.first_step_last_logits)) <= TENSOR_TOL);
+    assert.ok(cosine(b, readTensor(c.first_step_last_logits)) >= COSINE_BOUNDS.int4);
+  });
+
+  it('a copy whose bytes changed is not used: it is made again from the conversion', async () => {
+    const dir = await convertedTiny('int4');
+    const a = await firstStep(dir);
+    const decoderData = visionCopy(dir);
+    const fd = fs.openSync(decoderData, 'r+');
+    const size = fs.fstatSync(fd).size;
+    // Garbage over the middle of the copy's weights: loaded as they are, they would give other logits.
+    fs.writeSync(fd, Buffer.alloc(4096, 0x7f), 0, 4096, Math.floor(size / 2));
+    fs.closeSync(fd);
+    const b = await firstStep(dir);
+    assert.ok(maxAbsDiff(a, b) <= 1e-6, `logits differ by ${maxAbsDiff(a, b)} after the copy was damaged`);
+    // Read back in full: the check found the change, so the copy was made again.
+    const fresh = fs.readFileSync(decoderData);
+    assert.notDeepEqual(fresh.subarray(Math.floor(size / 2), Math.floor(size / 2) + 4096), Buffer.alloc(4096, 0x7f), 'the damaged copy is still there');
   });
 });
 

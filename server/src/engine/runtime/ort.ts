@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { filesIntact, recordFiles } from '../convert/integrity';
 import { OutOfMemoryError, UserError } from '../errors';
 
 export const Tensor = ort.Tensor;
@@ -104,14 +105,20 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
   const name = path.basename(file);
   const optimized = path.join(cacheDir, name);
   const dataName = `${name}.data`;
-  if (fs.existsSync(optimized)) {
+  // The copy is what answers, so it is checked as the model's own files are: a damaged copy is made again.
+  const record = path.join(cacheDir, `${name}.check.json`);
+  // A copy that once computed other numbers than its original is not made again for this onnxruntime and CPU.
+  const unusable = path.join(cacheDir, `${name}.unusable`);
+  if (fs.existsSync(unusable)) return create(file, options);
+  if (fs.existsSync(optimized) && (await filesIntact(cacheDir, record))) {
     try {
       return await create(optimized, { ...options, graphOptimizationLevel: 'disabled' });
-    } catch {
-      // A damaged copy is made again below.
-      fs.rmSync(optimized, { force: true });
+    } catch (e) {
+      // Whatever is wrong with the copy, the original is still there to make it again; memory would run out again.
+      if (e instanceof OutOfMemoryError) throw e;
     }
   }
+  fs.rmSync(optimized, { force: true });
   const tmp = path.join(cacheDir, `.partial-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
   try {
     fs.mkdirSync(tmp, { recursive: true });
@@ -126,9 +133,14 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
         },
       },
     });
-    // The data first: a graph file in place means its data is complete.
+    if (!(await sameOutputs(session, path.join(tmp, name), options))) {
+      fs.writeFileSync(unusable, `onnxruntime ${ort.env.versions.common}'s optimized copy of this graph computes other numbers than the graph\n`);
+      return session;
+    }
+    // The data first: a graph file in place, with its record, means the copy is complete.
     fs.renameSync(path.join(tmp, dataName), path.join(cacheDir, dataName));
     fs.renameSync(path.join(tmp, name), optimized);
+    await recordFiles(cacheDir, [name, dataName], record);
     return session;
   } catch (e) {
     if (e instanceof UserError) throw e;
@@ -136,6 +148,51 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/**
+ * Whether a saved copy computes what the session it was saved from computes, on one small made-up input: the copy
+ * stores weights in onnxruntime's internal packed layouts, which it has been seen to read back wrongly (for graphs
+ * far smaller than BLIP-2's), and a cache must never change an answer.
+ */
+async function sameOutputs(session: ort.InferenceSession, copyFile: string, options: ort.InferenceSession.SessionOptions): Promise<boolean> {
+  let copy: ort.InferenceSession | undefined;
+  try {
+    copy = await ort.InferenceSession.create(copyFile, { ...options, graphOptimizationLevel: 'disabled' });
+    const [a, b] = [await probe(session), await probe(copy)];
+    return Object.keys(a).every((k) => {
+      const x = a[k];
+      const y = b[k];
+      if (!y || x.length !== y.length) return false;
+      for (let i = 0; i < x.length; i++) if (!(Math.abs(x[i] - y[i]) <= 1e-5 * (1 + Math.abs(x[i])))) return false;
+      return true;
+    });
+  } catch {
+    return false;
+  } finally {
+    await copy?.release();
+  }
+}
+
+/** Runs a graph on a one-position input (symbolic dimensions 1, floats a fixed wave, integers 1); float outputs back. */
+async function probe(session: ort.InferenceSession): Promise<Record<string, Float32Array>> {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const m of session.inputMetadata) {
+    if (!m.isTensor) throw new Error(`input ${m.name} is not a tensor`);
+    const dims = m.shape.map((d) => (typeof d === 'number' ? d : 1));
+    const n = dims.reduce((a, b) => a * b, 1);
+    if (m.type === 'float32') feeds[m.name] = new ort.Tensor('float32', Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 0.5), dims);
+    else if (m.type === 'int64') feeds[m.name] = new ort.Tensor('int64', new BigInt64Array(n).fill(1n), dims);
+    else if (m.type === 'int32') feeds[m.name] = new ort.Tensor('int32', new Int32Array(n).fill(1), dims);
+    else throw new Error(`input ${m.name} is ${m.type}`);
+  }
+  // A cache that the graph fills in place (present.N mirrors past_key_values.N) is bound as its own output.
+  const fetches: Record<string, ort.Tensor | null> = {};
+  for (const name of session.outputNames) fetches[name] = feeds[name.replace(/^present\./, 'past_key_values.')] ?? null;
+  const out = await session.run(feeds, fetches as Record<string, ort.Tensor>);
+  const result: Record<string, Float32Array> = {};
+  for (const [k, v] of Object.entries(out)) if (v.type === 'float32') result[k] = (v.data as Float32Array).slice();
+  return result;
 }
 
 async function create(file: string, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
