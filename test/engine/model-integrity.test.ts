@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseBlip2Config } from '../../server/src/engine/checkpoint/config';
 import { readSafetensorsHeader } from '../../server/src/engine/checkpoint/safetensors';
-import { recordModelFiles } from '../../server/src/engine/convert/integrity';
+import { recordModelFiles, VERIFIED_FILE } from '../../server/src/engine/convert/integrity';
 import { MANIFEST_FILE, readManifest, type ConvertedManifest } from '../../server/src/engine/convert/manifest';
 import { DamagedModelError, OutOfMemoryError, UserError } from '../../server/src/engine/errors';
 import { explainOutOfMemory } from '../../server/src/engine/memory-needs';
@@ -143,6 +143,21 @@ describe('damaged conversions', () => {
       assert.match(e.line, /is damaged: onnx\/decoder_model_merged\.onnx_data has changed since it was converted \(its checksum differs\)\. Convert it again/);
       return true;
     });
+  });
+
+  it('after a load that found the model intact, a byte flipped later is still found', async () => {
+    damaged(() => undefined);
+    await (await openModel(base)).pipeline.dispose();
+    // That load left the files' stamps, so an unchanged model is not read again; a change must not hide behind them.
+    assert.ok(fs.existsSync(path.join(dir, VERIFIED_FILE)));
+    const m = readManifest(dir);
+    const fd = fs.openSync(file(m, 'decoder'), 'r+');
+    const byte = Buffer.alloc(1);
+    fs.readSync(fd, byte, 0, 1, 7000);
+    byte[0] ^= 0x01;
+    fs.writeSync(fd, byte, 0, 1, 7000);
+    fs.closeSync(fd);
+    await assert.rejects(openModel(base), (e: unknown) => e instanceof DamagedModelError);
   });
 
   it('a truncated embedding file is found by its size, not left to onnxruntime', async () => {
