@@ -1,4 +1,4 @@
-// Converts one checkpoint, for test/bench/conversion-memory.sh to run under /usr/bin/time -v.
+// Converts one checkpoint, for test/bench/bench.ts to run under /usr/bin/time (its conversion time and peak RSS).
 //
 //   node --import tsx test/bench/convert-checkpoint.ts CHECKPOINT_DIR OUT_DIR [PRECISION] [BLOCK_SIZE]
 //

@@ -26,7 +26,7 @@
 // features, and DynamicQuantizeLinear quantizes A with one scale per tensor while MatMulNBits level 4 uses one
 // per block of 32).
 //
-// The fp32 GEMM/GEMV rates (environment.md's roofline) are exported for test/bench/precision-cost.ts.
+// The machine limits (fp32 and int8 GEMM rates, GEMV streaming) are measured here for test/bench/bench.ts (--roofline).
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';

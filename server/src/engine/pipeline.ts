@@ -25,8 +25,6 @@ export interface GenerationSettings {
   eosTokenIds?: number[];
 }
 
-export const DEFAULT_MAX_NEW_TOKENS = 30;
-
 export type { ImageInput };
 
 /** The image-side result, which callers may cache by image content: it does not depend on the prompt. */

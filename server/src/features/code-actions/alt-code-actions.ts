@@ -19,6 +19,7 @@ import { altTextDiagnostics, DIAGNOSTIC_SOURCE } from '../diagnostics/alt-diagno
 import { findImageElements } from '../images/find-images';
 import type { ImageElement } from '../images/image-reference';
 import { loadImageAt, REMOTE_IMAGES_OFF } from '../images/load-image';
+import { otherCaptions } from '../requests/image-requests';
 import { insideByPath, outsideSentence, readRoots } from '../images/read-scope';
 import { existingImageFile, resolveImage } from '../images/resolve-image';
 import { failureSentence } from '../inference-failure';
@@ -219,6 +220,17 @@ export async function computeAltFix(data: AltFixData, inference: InferenceServic
     return { failure: failureSentence(e, inference, options.vscodeClient) };
   }
   if (!caption.text.trim()) return { failure: 'BLIP-2 gave an empty caption for this image; nothing was inserted.' };
+  // The caption inserted is the one the hover showed; the others come from a beam search run only now, for a
+  // client that can offer them.
+  let alternatives: string[] = [];
+  if (options.vscodeClient) {
+    try {
+      alternatives = await otherCaptions(inference, loaded.source, caption.text, options.settings.generation.alternatives, undefined, token);
+    } catch (e) {
+      if (token.isCancellationRequested) return { failure: failureSentence(e, inference, options.vscodeClient) };
+      // Without alternatives the fix still inserts its caption.
+    }
+  }
 
   const now = options.documentNow(data.uri);
   if (!now) return { failure: 'The document is no longer open.' };
@@ -228,7 +240,7 @@ export async function computeAltFix(data: AltFixData, inference: InferenceServic
   return {
     edit: buildWorkspaceEdit([{ uri: now.uri, version: now.version, edits: [toTextEdit(now, edit)] }], options.editSupport),
     uri: now.uri,
-    alternatives: caption.alternatives,
+    alternatives,
     altRange: insertedAltRange(text, now, edit),
   };
 }
