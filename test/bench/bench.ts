@@ -15,7 +15,7 @@
 //    int8 on the same checkpoint and image (test/bench/transformers_peer.py), one process each, the large ones last.
 // 5. Prints every figure beside its bound and the ratio, and writes all of it to bench/results/<date>-<cpu>.json.
 //
-// Environment: BLIP2_BENCH_DIR, BLIP2_BENCH_PRECISIONS ("int4 int8 fp16 fp32"), BLIP2_BENCH_PEERS ("float32 bfloat16
+// Environment: BLIP2_BENCH_DIR, BLIP2_BENCH_CONFIG, BLIP2_BENCH_PRECISIONS ("int4 int8 fp16 fp32"), BLIP2_BENCH_PEERS ("float32 bfloat16
 // torch-int8", "none" to skip), BLIP2_BENCH_PYTHON (python3), BLIP2_BENCH_THREADS (2), BLIP2_BENCH_REPEAT (3),
 // BLIP2_BENCH_QUIET_WAIT_S (600), BLIP2_BENCH_OUT (the JSON file).
 import { spawn } from 'node:child_process';
@@ -33,7 +33,8 @@ import { decoderFlops, decoderMatmulParams, visionFlops } from './work-counts';
 
 const ROOT = path.resolve(__dirname, '../..');
 const WORK = process.env.BLIP2_BENCH_DIR ?? path.join(os.homedir(), '.cache', 'blip2-bench');
-const CONFIG = path.join(ROOT, 'test/fixtures/blip2-opt-2.7b-config');
+// The real model's configuration; BLIP2_BENCH_CONFIG=test/fixtures/tiny-blip2 makes a dry run of the bench itself.
+const CONFIG = path.resolve(ROOT, process.env.BLIP2_BENCH_CONFIG ?? 'test/fixtures/blip2-opt-2.7b-config');
 const CHECKPOINT = path.join(WORK, 'checkpoint-F32-seed0');
 const THREADS = Number(process.env.BLIP2_BENCH_THREADS ?? 2);
 const REPEAT = Number(process.env.BLIP2_BENCH_REPEAT ?? 3);
@@ -169,14 +170,16 @@ const tsx = (script: string, ...args: string[]): [string, string[]] => [process.
 // ---------------------------------------------------------------------------------------------------------------
 // Checkpoint and conversions
 
+const hasCheckpoint = () => ['model.safetensors.index.json', 'model.safetensors'].some((f) => fs.existsSync(path.join(CHECKPOINT, f)));
+
 async function ensureCheckpoint(): Promise<void> {
-  if (fs.existsSync(path.join(CHECKPOINT, 'model.safetensors.index.json'))) {
+  if (hasCheckpoint()) {
     log(`checkpoint: reusing ${CHECKPOINT}`);
     return;
   }
-  log(`checkpoint: writing the random float32 checkpoint of the real configuration to ${CHECKPOINT} (15 GB) ...`);
+  log(`checkpoint: writing a random float32 checkpoint of ${path.relative(ROOT, CONFIG)} to ${CHECKPOINT} (15 GB for the real model) ...`);
   const r = await runChild(...tsx('server/src/tools/random-checkpoint.ts', '--config', CONFIG, '--out', CHECKPOINT, '--seed', '0', '--dtype', 'F32', '--force'));
-  if (!fs.existsSync(path.join(CHECKPOINT, 'model.safetensors.index.json'))) throw new Error(`writing the checkpoint failed: ${r.error}`);
+  if (!hasCheckpoint()) throw new Error(`writing the checkpoint failed: ${r.error}`);
 }
 
 interface Conversion {
