@@ -29,6 +29,7 @@ import { CONVERTER_VERSION, readManifest } from '../../server/src/engine/convert
 import { PRECISIONS, type Precision } from '../../server/src/engine/convert/precision';
 import { OPTIMIZED_DIR } from '../../server/src/engine/runtime/blip2-model';
 import { BENCH_QUESTION, defaultCaptionSettings, defaultQuestionSettings, type StageTimes } from './bench-engine';
+import { cosine } from '../helpers/tiny-model';
 import { decoderFlops, decoderMatmulParams, visionFlops } from './work-counts';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -272,15 +273,7 @@ function cosineToFp32(p: Precision): number | undefined {
   const a = read(p);
   const b = read('fp32');
   if (!a || !b || a.length !== b.length) return undefined;
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    dot += a[i] * b[i];
-    na += a[i] * a[i];
-    nb += b[i] * b[i];
-  }
-  return dot / Math.sqrt(na * nb);
+  return cosine(a, b);
 }
 
 async function measurePrecision(p: Precision, conversion: Conversion): Promise<PrecisionResult> {
