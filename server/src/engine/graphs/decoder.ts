@@ -12,8 +12,9 @@ export const DECODER_IO = {
   logits: 'logits',
   pastKey: (i: number) => `past_key_values.${i}.key`,
   pastValue: (i: number) => `past_key_values.${i}.value`,
-  presentKey: (i: number) => `present.${i}.key`,
-  presentValue: (i: number) => `present.${i}.value`,
+  /** This run's keys and values of layer i, [B, heads, S, padded head size]: the caller writes them into its cache. */
+  newKey: (i: number) => `new_key_values.${i}.key`,
+  newValue: (i: number) => `new_key_values.${i}.value`,
 };
 
 /** The head size the fused attention kernel runs at: GroupQueryAttention needs a multiple of 8. */
@@ -23,13 +24,14 @@ export function kvHeadSize(headDim: number): number {
 
 /**
  * OPT with a KV cache in onnxruntime's GroupQueryAttention: inputs_embeds + attention_mask + position_ids +
- * past_key_values.N.{key,value} -> logits of the last position + present.N.{key,value}.
+ * past_key_values.N.{key,value} -> logits of the last position + new_key_values.N.{key,value}.
  *
- * The cache is a buffer of fixed length (`max_sequence_length`) that past and present share: the caller binds the
- * same tensor as input and output, and each run writes its new keys and values in place after the ones already
- * there, so a decoding step copies nothing. `attention_mask` [B, total] says which positions are real (0 for left
- * padding) and how many are filled (its length); causality comes from the kernel. Logits are computed for the last
- * position only. Heads whose size is not a multiple of 8 are padded with zero features (see HeadPadding).
+ * The cache is the caller's buffer of fixed length (`max_sequence_length`), [B, heads, length, head size], filled
+ * in its first positions; the run returns only its own positions' keys and values, [B, heads, S, head size], which
+ * the caller writes after the filled ones (a few hundred kilobytes a step instead of the whole cache back).
+ * `attention_mask` [B, total] says which positions are real (0 for left padding) and how many are filled (its
+ * length, less S); causality comes from the kernel. Logits are computed for the last position only. Heads whose
+ * size is not a multiple of 8 are padded with zero features (see HeadPadding).
  */
 export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuilder {
   const t = ckpt.config.text;
@@ -79,13 +81,24 @@ export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuild
         { weight: `${a}.k_proj.weight`, bias: b('k_proj') },
         { weight: `${a}.v_proj.weight`, bias: b('v_proj') },
       ], `${a}.qkv_proj`, { output: padding });
+      // The cache is the caller's buffer, never a graph output: onnxruntime-node copies every fetched output into a
+      // new ArrayBuffer, and fetching the whole cache at each step cost a 33 MB copy and a garbage collection per
+      // token. The step's own keys and values go out instead, sliced from the packed projection, head-major as the
+      // cache is so that the caller copies one run of positions per head.
+      const width = heads * padding.padded;
+      const newKv = (from: number, name: string) => {
+        const part = g.slice(qkv, [from * width], [(from + 1) * width], [-1]);
+        g.op('Transpose', [g.reshape(part, [0, 0, heads, padding.padded])], { perm: [0, 2, 1, 3] }, { outputs: [name] });
+        g.outputs.push(valueInfo(name, ft, ['batch_size', heads, 'sequence_length', padding.padded]));
+      };
+      newKv(1, DECODER_IO.newKey(i));
+      newKv(2, DECODER_IO.newValue(i));
       const [o] = g.opMulti('GroupQueryAttention', [qkv, '', '', past[i].key, past[i].value, seqlensK, totalLength, '', '', '', bias], {
         num_heads: heads,
         kv_num_heads: heads,
         // The 1/sqrt(head_dim) scale is folded into q_proj at conversion.
         scale: { float: 1 },
-      }, { domain: MS_DOMAIN, outputs: [g.fresh('attn'), DECODER_IO.presentKey(i), DECODER_IO.presentValue(i)] });
-      g.outputs.push(valueInfo(DECODER_IO.presentKey(i), ft, kvDims), valueInfo(DECODER_IO.presentValue(i), ft, kvDims));
+      }, { domain: MS_DOMAIN, outputs: [g.fresh('attn'), g.fresh('present_key'), g.fresh('present_value')] });
       let y = g.add(x, w.linear(o, [{ weight: `${a}.out_proj.weight`, bias: b('out_proj') }], `${a}.out_proj`, { input: padding }));
       const h2 = w.layerNorm(y, `${p}.final_layer_norm`, OPT_LAYER_NORM_EPS);
       const ffn = w.linear(g.relu(w.linear(h2, [{ weight: `${p}.fc1.weight`, bias: t.enableBias ? `${p}.fc1.bias` : undefined }], `${p}.fc1`)), [{ weight: `${p}.fc2.weight`, bias: t.enableBias ? `${p}.fc2.bias` : undefined }], `${p}.fc2`);

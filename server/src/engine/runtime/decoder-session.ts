@@ -27,8 +27,9 @@ export interface DecoderOptions {
 
 /**
  * The KV-cached state of one generation over onnxruntime. Each layer's cache is one preallocated buffer
- * [rows, heads, capacity, head size] bound as both the past input and the present output, so onnxruntime appends
- * each step's keys and values in place and nothing is copied between steps; only beam reordering moves rows.
+ * [rows, heads, capacity, head size] given as the past input; a run returns only its new positions' keys and values,
+ * which are written after the filled ones (onnxruntime-node copies whatever a run returns into new buffers, so the
+ * cache itself never goes out). Beam reordering moves rows.
  * Positions follow transformers: cumsum(mask) - 1, so left padding does not shift a row's positions.
  */
 export class DecoderSession implements LanguageModelSession {
@@ -183,16 +184,25 @@ export class DecoderSession implements LanguageModelSession {
       [DECODER_IO.attentionMask]: new Tensor('int64', BigInt64Array.from(this.masks.flat(), BigInt), [rows, total]),
       [DECODER_IO.positionIds]: new Tensor('int64', BigInt64Array.from(positions.flat(), BigInt), [rows, len]),
     };
-    const fetches: Record<string, Tensor | null> = { [DECODER_IO.logits]: null };
     for (let i = 0; i < this.layers; i++) {
       feeds[DECODER_IO.pastKey(i)] = this.keyTensors[i];
       feeds[DECODER_IO.pastValue(i)] = this.valueTensors[i];
-      fetches[DECODER_IO.presentKey(i)] = this.keyTensors[i];
-      fetches[DECODER_IO.presentValue(i)] = this.valueTensors[i];
     }
-    const out = await this.session.run(feeds, fetches as Record<string, Tensor>);
+    const out = await this.session.run(feeds);
+    for (let i = 0; i < this.layers; i++) {
+      this.append(out[DECODER_IO.newKey(i)].data as KvArray, this.keys[i], len, total - len);
+      this.append(out[DECODER_IO.newValue(i)].data as KvArray, this.values[i], len, total - len);
+    }
     this.filled = total;
     return out[DECODER_IO.logits].data as Float32Array;
+  }
+
+  /** Writes a run's keys or values, [rows, heads, len, head size], into the cache at positions from..from+len. */
+  private append(src: KvArray, cache: KvArray, len: number, from: number): void {
+    const run = len * this.headSize;
+    for (let rh = 0; rh < this.rows * this.heads; rh++) {
+      cache.set(src.subarray(rh * run, (rh + 1) * run), (rh * this.capacity + from) * this.headSize);
+    }
   }
 
   private allocate(rows: number): void {

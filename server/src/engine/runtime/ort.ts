@@ -186,10 +186,7 @@ async function probe(session: ort.InferenceSession): Promise<Record<string, Floa
     else if (m.type === 'int32') feeds[m.name] = new ort.Tensor('int32', new Int32Array(n).fill(1), dims);
     else throw new Error(`input ${m.name} is ${m.type}`);
   }
-  // A cache that the graph fills in place (present.N mirrors past_key_values.N) is bound as its own output.
-  const fetches: Record<string, ort.Tensor | null> = {};
-  for (const name of session.outputNames) fetches[name] = feeds[name.replace(/^present\./, 'past_key_values.')] ?? null;
-  const out = await session.run(feeds, fetches as Record<string, ort.Tensor>);
+  const out = await session.run(feeds);
   const result: Record<string, Float32Array> = {};
   for (const [k, v] of Object.entries(out)) if (v.type === 'float32') result[k] = (v.data as Float32Array).slice();
   return result;
