@@ -5,6 +5,8 @@
 //   node --import tsx test/bench/bench-engine.ts greedy  --model DIR --images A,B,... [--threads 2] [--tokens 20]
 //   node --import tsx test/bench/bench-engine.ts default --model DIR --images A,B,... [--threads 2] [--question-tokens 5]
 //
+// --prepack on|off overrides whether onnxruntime repacks the weights at load (by default only quantized models are).
+//
 // load: opens the model as the extension does (Blip2Pipeline.load) and closes it.
 // greedy: a warm-up caption of the first image, then one 20-token caption (min = max, so random weights decode as
 //   long as real ones) of each further image, timed stage by stage.
@@ -114,7 +116,8 @@ async function main(argv: string[]): Promise<void> {
   const dir = path.resolve(arg(args, '--model'));
   const threads = Number(arg(args, '--threads', '2'));
   const before = memoryMB();
-  const load = await timed(threads, () => Blip2Pipeline.load(dir, { device: 'cpu', threads }));
+  const prepack = args.includes('--prepack') ? arg(args, '--prepack') === 'on' : undefined;
+  const load = await timed(threads, () => Blip2Pipeline.load(dir, { device: 'cpu', threads, prepack }));
   const pipeline = load.value;
   const afterLoad = memoryMB();
   process.stderr.write(`  loaded in ${(load.ms / 1000).toFixed(2)} s, RSS ${afterLoad.rss.toFixed(0)} MiB\n`);
