@@ -63,7 +63,7 @@ export class Blip2Model {
       optimizedDir: quantized ? path.join(dir, OPTIMIZED_DIR) : undefined,
       prepack: opts.prepack ?? quantized,
     };
-    const vision = await openSession(path.join(dir, manifest.graphs.visionEncoder), settings);
+    const vision = await openSession(path.join(dir, manifest.graphs.visionEncoder), { ...settings, arena: false });
     // Once one session fell back to the CPU the others would too; skip the second failed attempt.
     const rest: SessionSettings = vision.fallbackReason ? { ...settings, device: 'cpu' } : settings;
     // A lookup of a few rows: a thread pool of its own would only spin beside the decoder's between steps.
