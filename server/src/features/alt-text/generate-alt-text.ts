@@ -19,6 +19,8 @@ export interface AltTextFile {
   text: string;
   /** The editor's version; null for a file that is not open. */
   version: number | null;
+  /** Its image elements, when they were found already (an open document's, once per version). */
+  elements?: readonly ImageElement[];
 }
 
 export interface GenerateAltTextOptions {
@@ -30,7 +32,13 @@ export interface GenerateAltTextOptions {
   onProgress?(done: number, total: number): void;
   priority: Priority;
   editSupport: EditSupport;
+  /** The image elements of a file that does not carry them (off the main thread, in the server); found here otherwise. */
+  find?(text: string, languageId: string): Promise<readonly ImageElement[]>;
 }
+
+/** What is said instead of writing an empty alt, which would mark the image as decorative. */
+export const EMPTY_CAPTION =
+  'BLIP-2 made an empty caption for this image, so no alt text was written (an empty alt would mark the image as decorative).';
 
 /** Captions run concurrently up to this many, so the service can share and batch them without a huge queue. */
 const IN_FLIGHT = 4;
@@ -51,6 +59,7 @@ export async function generateMissingAltText(
   options: GenerateAltTextOptions,
   token: CancellationToken,
 ): Promise<AltTextCommandResult> {
+  const elementsOf = async (f: AltTextFile) => f.elements ?? (options.find ? await options.find(f.text, f.languageId) : findImageElements(f.text, f.languageId));
   const failures: AltTextCommandResult['failures'] = [];
   // Per file, the caption for each destination as written; images with the same file share one caption run.
   const captions = new Map<string, Map<string, string>>();
@@ -60,7 +69,7 @@ export async function generateMissingAltText(
   for (const file of files) {
     throwIfCancelled(token);
     const settings = await options.settingsFor(file.uri);
-    const images = findImageElements(file.text, file.languageId).filter((image) => needsGeneratedAlt(image, settings.altText));
+    const images = (await elementsOf(file)).filter((image) => needsGeneratedAlt(image, settings.altText));
     const loadedByUrl = new Map<string, LoadedImage>();
     for (const image of images) {
       let loaded = loadedByUrl.get(image.url);
@@ -87,6 +96,12 @@ export async function generateMissingAltText(
       throwIfCancelled(token);
       try {
         const result = await inference.caption(job.loaded.source, { priority: options.priority }, token);
+        if (!result.text.trim()) {
+          for (const user of job.users) failures.push({ uri: user.uri, image: user.url, reason: EMPTY_CAPTION });
+          done += job.users.length;
+          options.onProgress?.(done, total);
+          continue;
+        }
         for (const user of job.users) {
           const forFile = captions.get(user.uri) ?? new Map<string, string>();
           forFile.set(user.url, result.text);
@@ -117,6 +132,7 @@ export async function generateMissingAltText(
     const edits = altEditsForDocument(now.text, now.languageId, (image) => forFile.get(image.url), {
       settings: settings.altText,
       include: (image) => needsGeneratedAlt(image, settings.altText),
+      elements: await elementsOf(now),
     });
     if (edits.length === 0) continue;
     const document = TextDocument.create(now.uri, now.languageId, now.version ?? 0, now.text);
