@@ -2,7 +2,8 @@
 # Installs what the end-to-end tests need, once, into a cache folder outside the repository:
 #   - Node 24 (npm package node-linux-<arch>: a binary plus headers), which code-server requires;
 #   - code-server (real VS Code served to a browser), built against that Node;
-#   - Chromium and Neovim from Debian's apt (plus libkrb5-dev and a compiler for code-server's native modules).
+#   - Chromium, Neovim, and Emacs with eglot and markdown-mode from Debian's apt (plus libkrb5-dev and a compiler
+#     for code-server's native modules).
 # A second run that finds everything in place does nothing. Prints nothing but a summary line unless it installs.
 #
 #   BLIP2_E2E_CACHE        cache folder (default: ~/.cache/blip2-e2e)
@@ -50,6 +51,9 @@ as_root() {
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v nvim >/dev/null || missing+=(neovim)
+command -v emacs >/dev/null || missing+=(emacs-nox)
+dpkg -s elpa-eglot >/dev/null 2>&1 || missing+=(elpa-eglot)
+dpkg -s elpa-markdown-mode >/dev/null 2>&1 || missing+=(elpa-markdown-mode)
 dpkg -s libkrb5-dev >/dev/null 2>&1 || missing+=(libkrb5-dev)
 command -v make >/dev/null || missing+=(make)
 command -v g++ >/dev/null || missing+=(g++)
@@ -93,6 +97,7 @@ export BLIP2_E2E_NODE_BIN="$NODE_HOME/bin/node"
 export BLIP2_E2E_CODE_SERVER_BIN="$CS_BIN"
 export BLIP2_E2E_CHROMIUM="$(command -v chromium)"
 export BLIP2_E2E_NVIM="$(command -v nvim)"
+export BLIP2_E2E_EMACS="$(command -v emacs)"
 ENV
 mv "$CACHE/env.sh.tmp" "$CACHE/env.sh"
 

@@ -14,7 +14,7 @@ import {
   type ServerOptions,
 } from 'vscode-languageclient/node';
 import { HOVER_COMMANDS, ModelStatusNotification, ModelStatusRequest, type ModelStatus } from '../../server/src/protocol/messages';
-import { readSettings, SECTION } from './config';
+import { explicitSettings, SECTION } from './config';
 import type { ServerState } from './status-text';
 
 /**
@@ -92,7 +92,20 @@ export class ServerConnection implements vscode.Disposable {
       documentSelector: DOCUMENT_SELECTOR,
       synchronize: { configurationSection: SECTION },
       // A function, so that a restarted server gets the settings of that moment.
-      initializationOptions: () => ({ cacheDir, settings: readSettings(settingGetter()) }),
+      initializationOptions: () => ({ cacheDir, settings: userSettings(undefined) }),
+      middleware: {
+        workspace: {
+          // Only what the user set: where VS Code is silent, the repository's .blip2.json counts, not our defaults.
+          configuration: async (params, token, next) => {
+            const answers = await next(params, token);
+            if (!Array.isArray(answers)) return answers;
+            return params.items.map((item, i) => (item.section === SECTION ? userSettings(item.scopeUri) : answers[i]));
+          },
+          // "Changed" without the values, which would be VS Code's whole section, defaults included; the server
+          // asks again through workspace/configuration, answered above.
+          didChangeConfiguration: (_sections, next) => next(undefined),
+        },
+      },
       outputChannel: this.output,
       diagnosticCollectionName: 'blip2',
       errorHandler,
@@ -224,6 +237,12 @@ export class ServerConnection implements vscode.Disposable {
     await this.stop();
     for (const disposable of this.disposables) disposable.dispose();
   }
+}
+
+/** The `blip2` settings the user set for a resource (or the window), nested as the server takes them. */
+function userSettings(scopeUri: string | undefined): Record<string, unknown> {
+  const configuration = vscode.workspace.getConfiguration(SECTION, scopeUri ? vscode.Uri.parse(scopeUri) : undefined);
+  return explicitSettings((key) => configuration.inspect(key), (key) => configuration.get(key));
 }
 
 /** Reads `blip2.*` as the resource-less (window) configuration; the server asks per resource itself. */

@@ -8,7 +8,7 @@ export const COMMANDS = {
   openImageChat: ClientCommands.openChat,
   generateMissingAltTextInFile: 'blip2.generateMissingAltTextInFile',
   generateMissingAltTextInWorkspace: 'blip2.generateMissingAltTextInWorkspace',
-  setUpModel: 'blip2.setUpModel',
+  setUpModel: ClientCommands.setUpModel,
   showModelStatus: 'blip2.showModelStatus',
   restartServer: 'blip2.restartServer',
   showOutput: 'blip2.showOutput',

@@ -6,10 +6,11 @@ import { SetUpModelRequest, type ModelStatus } from '../../server/src/protocol/m
 import { settingGetter, type ServerConnection } from './client';
 import { EXTENSION_ID, readSettings, SECTION } from './config';
 import { describeRequestError, type RequestFailure } from './request-errors';
-import { downloadOffer, SETUP_CANCELLED_MESSAGE } from './setup-text';
+import { downloadOffer, SETUP_CANCELLED_MESSAGE, setUpPickerTitle } from './setup-text';
 import { reportWorkDone } from './work-done';
 
 const DISMISSED_KEY = 'blip2.setUpOfferDismissed';
+const FIRST_RUN_KEY = 'blip2.firstRunDone';
 const CHOOSE_FOLDER = 'Choose Local Folder…';
 
 export class ModelSetup implements vscode.Disposable {
@@ -29,9 +30,24 @@ export class ModelSetup implements vscode.Disposable {
 
   private modelChanged(status: ModelStatus): void {
     if (status.state !== 'noModel' || this.offeredAutomatically || this.running) return;
+    void this.openWalkthroughOnFirstRun();
     if (this.context.globalState.get<boolean>(DISMISSED_KEY)) return;
     this.offeredAutomatically = true;
     void this.offer(status, true);
+  }
+
+  /**
+   * The first time after install that no model is set up, the walkthrough opens beside the offer, as VS Code
+   * opens it for an install from the gallery (and not for one from a VSIX), unless walkthroughs on install are
+   * turned off. With a model already set up there is nothing to walk through.
+   */
+  private async openWalkthroughOnFirstRun(): Promise<void> {
+    if (this.context.globalState.get<boolean>(FIRST_RUN_KEY)) return;
+    await this.context.globalState.update(FIRST_RUN_KEY, true);
+    if (!vscode.workspace.getConfiguration('workbench').get<boolean>('welcomePage.walkthroughs.openOnInstall', true)) return;
+    this.connection.output.info('Opening the walkthrough: no model is set up yet.');
+    // Beside the document the user opened, not over it.
+    await vscode.commands.executeCommand('workbench.action.openWalkthrough', `${EXTENSION_ID}#gettingStarted`, true);
   }
 
   /**
@@ -82,10 +98,7 @@ export class ModelSetup implements vscode.Disposable {
       { label: `$(folder-opened) ${CHOOSE_FOLDER}`, detail: 'A Hugging Face BLIP-2 checkpoint folder, or a folder converted before.', action: () => this.chooseFolder() },
       { label: '$(settings-gear) Open Settings', detail: 'Model, precision, device and where converted models are kept.', action: openModelSettings },
     );
-    const picked = await vscode.window.showQuickPick(items, {
-      title: `BLIP-2: set up the model (now: ${status ? status.state : this.connection.state.kind})`,
-      matchOnDetail: true,
-    });
+    const picked = await vscode.window.showQuickPick(items, { title: setUpPickerTitle(this.connection.state), matchOnDetail: true });
     await picked?.action();
   }
 

@@ -2,6 +2,7 @@
 // float32 checkpoint, whatever precision it is converted to afterwards on this machine.
 import type { DeviceSetting, PrecisionSetting } from '../../server/src/protocol/settings';
 import { isLocalModel } from './config';
+import { statusBarView, type ServerState } from './status-text';
 
 type Precision = Exclude<PrecisionSetting, 'auto'>;
 
@@ -96,3 +97,8 @@ function gb(bytes: number): string {
 /** The message after a set-up was cancelled: the downloaded parts stay, so running it again resumes. */
 export const SETUP_CANCELLED_MESSAGE =
   'BLIP-2 model set-up was cancelled. What was already downloaded is kept; set up again to resume where it stopped.';
+
+/** The set-up picker's title: where things stand, in the words the status bar uses. */
+export function setUpPickerTitle(state: ServerState): string {
+  return `Set Up the BLIP-2 Model (now: ${statusBarView(state).accessibilityLabel.replace(/^BLIP-2:?\s*/, '')})`;
+}

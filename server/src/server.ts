@@ -22,7 +22,8 @@ connection.onInitialized(() => {
   if (server.wantsWorkspaceFolderEvents()) connection.workspace.onDidChangeWorkspaceFolders((event) => server.workspaceFoldersChanged(event));
   void server.initialized();
 });
-connection.onDidChangeConfiguration(() => void server.configurationChanged());
+connection.onDidChangeConfiguration((params) => void server.configurationChanged(params.settings));
+connection.onDidChangeWatchedFiles(() => void server.configurationChanged());
 connection.onShutdown(() => server.shutdown());
 
 documents.onDidOpen((event) => server.opened(event.document));

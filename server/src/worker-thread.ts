@@ -11,5 +11,7 @@ export function startWorkerThread(dir: string, bundle: string, source: string, o
   const bundled = path.join(dir, bundle);
   if (fs.existsSync(bundled)) return new Worker(bundled, options);
   const file = path.join(dir, source);
-  return new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(file)});`, { ...options, eval: true });
+  // tsx by its resolved path: an eval'd worker resolves modules from the current folder, which may be anywhere.
+  const tsx = require.resolve('tsx/cjs/api');
+  return new Worker(`require(${JSON.stringify(tsx)}).register(); require(${JSON.stringify(file)});`, { ...options, eval: true });
 }

@@ -1,8 +1,17 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { changedReloadSettings, DEVICE_SETTINGS, EXTENSION_ID, isLocalModel, NUMBER_LIMITS, PRECISION_SETTINGS, readSettings, settingLeaves } from '../../client/src/config';
-import { ALT_RULE_IDS, ALT_RULES, RULE_SETTINGS } from '../../server/src/features/alt-text/rules';
-import { DEFAULT_SETTINGS, RELOAD_SETTINGS } from '../../server/src/protocol/settings';
+import { changedReloadSettings, EXTENSION_ID, explicitSettings, isLocalModel, readSettings } from '../../client/src/config';
+import { ALT_RULES } from '../../server/src/features/alt-text/rules';
+import {
+  ALT_RULE_IDS,
+  DEFAULT_SETTINGS,
+  DEVICE_SETTINGS,
+  NUMBER_LIMITS,
+  PRECISION_SETTINGS,
+  RELOAD_SETTINGS,
+  RULE_SETTINGS,
+  settingLeaves,
+} from '../../server/src/protocol/settings';
 import { configurationProperties, manifest } from './manifest';
 
 const properties = configurationProperties();
@@ -145,6 +154,25 @@ describe('readSettings', () => {
     const settings = readSettings(() => undefined);
     settings.generation.maxNewTokens = 1;
     assert.equal(DEFAULT_SETTINGS.generation.maxNewTokens, 30);
+  });
+});
+
+describe('explicitSettings', () => {
+  it('sends only what the user set, so the repository\'s .blip2.json counts where VS Code is silent', () => {
+    const scopes: Record<string, { globalValue?: unknown; workspaceValue?: unknown; workspaceFolderValue?: unknown }> = {
+      model: { globalValue: '/models/blip2' },
+      'generation.numBeams': { globalValue: 4, workspaceValue: 2 },
+      'altText.rules': { globalValue: { 'missing-alt': 'error' }, workspaceFolderValue: { 'alt-too-long': 'off' } },
+      'altText.maxLength': {},
+    };
+    // VS Code's `get` gives the effective value: the most specific scope (and workspace trust) applied.
+    const effective: Record<string, unknown> = { model: '/models/blip2', 'generation.numBeams': 2 };
+    const sent = explicitSettings((key) => scopes[key], (key) => effective[key]);
+    assert.deepEqual(sent, {
+      model: '/models/blip2',
+      generation: { numBeams: 2 },
+      altText: { rules: { 'missing-alt': 'error', 'alt-too-long': 'off' } },
+    });
   });
 });
 

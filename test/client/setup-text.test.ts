@@ -1,8 +1,9 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
 import { describeRequestError } from '../../client/src/request-errors';
-import { downloadOffer, effectivePrecision } from '../../client/src/setup-text';
-import { Blip2ErrorCodes } from '../../server/src/protocol/messages';
+import { downloadOffer, effectivePrecision, setUpPickerTitle } from '../../client/src/setup-text';
+import type { ServerState } from '../../client/src/status-text';
+import { Blip2ErrorCodes, type ModelState } from '../../server/src/protocol/messages';
 
 const base = { model: 'Salesforce/blip2-opt-2.7b', precision: 'auto' as const, device: 'auto', offline: false };
 
@@ -60,5 +61,25 @@ describe('request errors', () => {
     assert.deepEqual(describeRequestError({ code: Blip2ErrorCodes.NoModel, message: 'No model.' }), { kind: 'noModel', message: 'No model.' });
     assert.deepEqual(describeRequestError(new Error('disk full')), { kind: 'failed', message: 'disk full' });
     assert.deepEqual(describeRequestError('odd'), { kind: 'failed', message: 'odd' });
+  });
+});
+
+describe('setUpPickerTitle', () => {
+  it('says where things stand in words, never an internal state name', () => {
+    const model = (state: ModelState): ServerState => ({ kind: 'running', model: { state, model: 'm', queued: 0, cache: { entries: 0, bytes: 0 } } });
+    const states: ServerState[] = [
+      { kind: 'starting' },
+      { kind: 'restarting', reason: 'It crashed.' },
+      { kind: 'stopped' },
+      { kind: 'running' },
+      ...(['noModel', 'downloading', 'converting', 'loading', 'ready', 'busy', 'unloaded', 'error'] as const).map(model),
+    ];
+    const titles = states.map(setUpPickerTitle);
+    for (const title of titles) {
+      assert.match(title, /^Set Up the BLIP-2 Model \(now: [a-z][^()]*\)$/, title);
+      assert.doesNotMatch(title, /\b[a-z]+[A-Z]\w*|\brunning\b/, title);
+    }
+    assert.equal(setUpPickerTitle(model('noModel')), 'Set Up the BLIP-2 Model (now: no model set up)');
+    assert.equal(new Set(titles).size > 5, true, 'the states are told apart');
   });
 });

@@ -12,7 +12,7 @@ import { CodeServer } from './lib/code-server';
 import { e2eTools, referenceImagesDir, repoRoot, resultsDir, tinyModelDir } from './lib/env';
 import { EngineOracle, type Expected } from './lib/expected';
 import { packagedVsix } from './lib/vsix';
-import { launchChromium, squash, Workbench } from './lib/workbench';
+import { closeCodeServer, openInCodeServer, QUIET_WINDOW_SETTINGS, squash, Steps, type Workbench } from './lib/workbench';
 
 const outDir = path.join(resultsDir, 'e2e');
 const IMAGES = ['astronaut.png', 'rocket.jpg', 'cat.png', 'horse-rgba.png'];
@@ -56,24 +56,14 @@ describe('BLIP-2 in VS Code (code-server + headless Chromium)', { timeout: 10 * 
   let wb: Workbench;
   let oracle: EngineOracle;
   const expected = new Map<string, Expected>();
-  let failed = false;
-
-  /** Runs a step; on failure, a screenshot of the moment before rethrowing. */
-  async function step(name: string, body: () => Promise<void>): Promise<void> {
-    try {
-      await body();
-    } catch (e) {
-      failed = true;
-      await wb?.screenshot(`${name}-FAILED`).catch(() => undefined);
-      throw e;
-    }
-  }
+  const steps = new Steps();
+  const step = (name: string, body: () => Promise<void>) => steps.run(name, body);
 
   before(async () => {
     try {
       await setUp();
     } catch (e) {
-      failed = true;
+      steps.failed = true;
       throw e;
     }
   });
@@ -105,35 +95,23 @@ describe('BLIP-2 in VS Code (code-server + headless Chromium)', { timeout: 10 * 
       root: path.join(root, 'code-server'),
       userSettings: {
         ...blip2.user,
-        // A quiet, predictable window: no welcome page or walkthrough, no AI chat side bar, no git scanning.
-        'workbench.startupEditor': 'none',
+        ...QUIET_WINDOW_SETTINGS,
+        // The first run has its own test (vscode-first-run.test.ts); this window starts without the walkthrough.
         'workbench.welcomePage.walkthroughs.openOnInstall': false,
-        'workbench.secondarySideBar.defaultVisibility': 'hidden',
-        'chat.disableAIFeatures': true,
-        'workbench.tips.enabled': false,
-        'extensions.ignoreRecommendations': true,
-        'git.enabled': false,
-        'telemetry.telemetryLevel': 'off',
         'editor.hover.delay': 300,
         // Lines stay whole, so the text a test hovers is on one rendered line.
         '[markdown]': { 'editor.wordWrap': 'off' },
         'blip2.trace.server': 'messages',
       },
     });
-    await server.installExtension(vsix);
-    const url = await server.start();
-    browser = await launchChromium(tools);
-    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    wb = new Workbench(page, outDir);
-    await wb.open(url, workspace);
+    ({ browser, wb } = await openInCodeServer(server, tools, vsix, workspace, outDir));
+    steps.workbench = wb;
   }
 
   after(async () => {
     try {
-      await browser?.close();
+      await closeCodeServer(browser, server, path.join(outDir, 'logs'), steps.failed);
     } finally {
-      if (failed || process.env.BLIP2_E2E_KEEP_LOGS) server?.copyLogs(path.join(outDir, 'logs'));
-      await server?.stop();
       await oracle?.dispose();
       if (root) fs.rmSync(root, { recursive: true, force: true });
     }

@@ -6,9 +6,9 @@ import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { CancellationToken, type CodeAction, type TextDocumentEdit, type TextEdit } from 'vscode-languageserver-protocol';
 import { TextDocument } from 'vscode-languageserver-textdocument';
-import { altCodeActions, resolveAltAction, type ResolveAltActionOptions } from '../../server/src/features/code-actions/alt-code-actions';
+import { altCodeActions, isAltFixData, resolveAltAction, wants, type ResolveAltActionOptions } from '../../server/src/features/code-actions/alt-code-actions';
 import { altTextDiagnostics } from '../../server/src/features/diagnostics/alt-diagnostics';
-import { ClientCommands, GenerateAltTextActionKind } from '../../server/src/protocol/messages';
+import { ClientCommands, GenerateAltTextActionKind, ServerCommands } from '../../server/src/protocol/messages';
 import { DEFAULT_SETTINGS } from '../../server/src/protocol/settings';
 import { FakeInference } from '../helpers/fake-inference';
 
@@ -27,12 +27,13 @@ class LiveDocument {
   }
 }
 
-function resolveOptions(live: LiveDocument): ResolveAltActionOptions {
+function resolveOptions(live: LiveDocument, vscodeClient = true): ResolveAltActionOptions {
   return {
     workspaceFolders: [pathToFileURL(dir).href],
     settings: DEFAULT_SETTINGS,
     editSupport: { documentChanges: true, changeAnnotations: true },
     documentNow: (u) => (u === uri ? live.document : undefined),
+    vscodeClient,
   };
 }
 
@@ -105,6 +106,24 @@ describe('alt-text code actions', () => {
     assert.deepEqual(alternatives, ['a kite', 'a bird']);
   });
 
+  it('offers the other beams only to VS Code, the one client that implements the command', async () => {
+    const live = new LiveDocument('![](a.png)\n');
+    const inference = new FakeInference({ 'a.png': 'a kite' });
+    inference.alternatives = ['a bird'];
+    const [action] = quickFixes(live);
+    const { action: resolved } = await resolveAltAction(action, inference, resolveOptions(live, false), CancellationToken.None);
+    assert.equal(applied(live.document, resolved), '![a kite](a.png)\n');
+    assert.equal(resolved.command, undefined);
+  });
+
+  it('reports an empty caption instead of writing alt text nobody can use', async () => {
+    const live = new LiveDocument('![](a.png)\n');
+    const [action] = quickFixes(live);
+    const { action: resolved, failure } = await resolveAltAction(action, new FakeInference({ 'a.png': '  ' }), resolveOptions(live), CancellationToken.None);
+    assert.equal(resolved.edit, undefined);
+    assert.match(failure ?? '', /empty caption/);
+  });
+
   it('adds a missing HTML alt after <img and leaves the destination alone', async () => {
     const live = new LiveDocument('<p><img src="a.png"></p>\n', 'html');
     const [action] = quickFixes(live);
@@ -138,13 +157,31 @@ describe('alt-text code actions', () => {
     assert.equal(resolved.edit?.changeAnnotations?.['blip2.altText']?.needsConfirmation, true);
   });
 
-  it('for clients that cannot resolve actions, offers the file action as the alt-text command', () => {
+  it('for clients that cannot resolve actions, offers each fix as a server command that carries its image', () => {
     const live = new LiveDocument('![](a.png)\n');
     const diagnostics = altTextDiagnostics(live.document, DEFAULT_SETTINGS.altText);
     const range = { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } };
     const actions = altCodeActions(live.document, range, { diagnostics, only: ['quickfix', 'source'] }, { workspaceFolders: [], settings: DEFAULT_SETTINGS, resolveSupport: false });
-    assert.deepEqual(actions.map((a) => [a.kind, a.command?.command, a.command?.arguments]), [
-      [GenerateAltTextActionKind, 'blip2.server.generateMissingAltText', [{ uri, apply: true }]],
+    assert.deepEqual(actions.map((a) => [a.kind, a.command?.command, a.data]), [
+      ['quickfix', ServerCommands.fixAltText, undefined],
+      [GenerateAltTextActionKind, ServerCommands.generateMissingAltText, undefined],
     ]);
+    const [fixArgs] = actions[0].command!.arguments!;
+    assert.ok(isAltFixData(fixArgs));
+    assert.equal(fixArgs.uri, uri);
+    assert.equal(fixArgs.anchor.destination, 'a.png');
+    assert.deepEqual(actions[1].command!.arguments, [{ uri, apply: true }]);
+  });
+
+  it('matches the kinds a client asks for hierarchically, as LSP defines them', () => {
+    const fileAction = GenerateAltTextActionKind;
+    assert.ok(wants({ only: ['source'] }, fileAction, true));
+    assert.ok(wants({ only: [''] }, fileAction, true));
+    assert.ok(wants({ only: ['source.blip2'] }, fileAction, true));
+    assert.ok(!wants({ only: ['source.organizeImports'] }, fileAction, true));
+    assert.ok(!wants({ only: ['sourc'] }, fileAction, true));
+    assert.ok(!wants({}, fileAction, true), 'source actions only when asked for');
+    assert.ok(wants({}, 'quickfix'));
+    assert.ok(!wants({ only: ['refactor'] }, 'quickfix'));
   });
 });

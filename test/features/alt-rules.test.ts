@@ -1,14 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import {
-  ALT_RULE_IDS,
-  ALT_RULES,
-  checkAlt,
-  DEFAULT_ALT_RULE_SETTINGS,
-  lspSeverity,
-  normalizeAltRuleSettings,
-  type AltRuleId,
-} from '../../server/src/features/alt-text/rules';
+import { ALT_RULES, checkAlt, lspSeverity } from '../../server/src/features/alt-text/rules';
+import { ALT_RULE_IDS, DEFAULT_ALT_RULE_SETTINGS, normalizeSettings, type AltRuleId, type AltRuleSettings } from '../../server/src/protocol/settings';
 import { findImages, type ImageElement } from '../../server/src/features/images/find-images';
 
 /** `![alt](x.png)`, built by hand so the rules are tested apart from the parser. */
@@ -24,6 +17,12 @@ function markdownImage(alt: string): ImageElement {
     altSyntax: { kind: 'markdown' },
     decorative: false,
   };
+}
+
+/** The alt-text settings a user's `blip2.altText` gives. */
+function altSettings(altText: unknown): AltRuleSettings {
+  const { rules, maxLength } = normalizeSettings({ altText }).altText;
+  return { rules, maxLength };
 }
 
 function rulesFor(image: ImageElement, settings = DEFAULT_ALT_RULE_SETTINGS): AltRuleId[] {
@@ -122,21 +121,21 @@ describe('alt-text rules', () => {
   });
 
   it('switches rules off, changes their severity, and takes the length limit from settings', () => {
-    const settings = normalizeAltRuleSettings({ rules: { 'missing-alt': 'off', 'placeholder-alt': 'error' }, maxLength: 20 });
+    const settings = altSettings({ rules: { 'missing-alt': 'off', 'placeholder-alt': 'error' }, maxLength: 20 });
     assert.deepEqual(rulesFor(markdownImage(''), settings), []);
     assert.deepEqual(checkAlt(markdownImage('logo'), settings).map((p) => p.severity), ['error']);
     assert.deepEqual(rulesFor(markdownImage('A kite over the hills at dusk'), settings), ['alt-too-long']);
   });
 
   it('falls back to the next content rule when one is off', () => {
-    const settings = normalizeAltRuleSettings({ rules: { 'default-alt': 'off' } });
+    const settings = altSettings({ rules: { 'default-alt': 'off' } });
     assert.deepEqual(rulesFor(markdownImage('image'), settings), ['placeholder-alt']);
   });
 
   it('ignores settings it does not understand', () => {
-    const settings = normalizeAltRuleSettings({ rules: { 'missing-alt': 'loud', bogus: 'error' }, maxLength: -3 });
+    const settings = altSettings({ rules: { 'missing-alt': 'loud', bogus: 'error' }, maxLength: 'long' });
     assert.deepEqual(settings, DEFAULT_ALT_RULE_SETTINGS);
-    assert.deepEqual(normalizeAltRuleSettings(undefined), DEFAULT_ALT_RULE_SETTINGS);
+    assert.deepEqual(altSettings(undefined), DEFAULT_ALT_RULE_SETTINGS);
   });
 
   it('exports every rule id with a default and a description', () => {

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { CancellationToken, CancellationTokenSource } from 'vscode-languageserver-protocol';
 import { UserError } from '../../server/src/engine/errors';
-import { generateMissingAltText, type AltTextFile, type GenerateAltTextOptions } from '../../server/src/features/alt-text/generate-alt-text';
+import { EMPTY_CAPTION, generateMissingAltText, type AltTextFile, type GenerateAltTextOptions } from '../../server/src/features/alt-text/generate-alt-text';
 import { globToRegExp } from '../../server/src/features/workspace/glob-excludes';
 import { findWorkspaceFiles } from '../../server/src/features/workspace/workspace-files';
 import { DEFAULT_SETTINGS } from '../../server/src/protocol/settings';
@@ -58,6 +58,17 @@ describe('generating missing alt text for files', () => {
       [tsx.uri, null, [[' alt="a kite"', 'blip2.altText']]],
     ]);
     assert.deepEqual(changes[0].edits[0].range, { start: { line: 1, character: 2 }, end: { line: 1, character: 2 } });
+  });
+
+  it('reports an empty caption as a failure rather than writing alt="" (which would mark the image as decoration)', async () => {
+    const md: AltTextFile = { uri: uriOf('e.md'), languageId: 'markdown', text: '![](a.png)\n<img src="b.png">\n', version: 1 };
+    const html: AltTextFile = { uri: uriOf('e.html'), languageId: 'html', text: '<img src="a.png">\n', version: 1 };
+    const result = await generateMissingAltText([md, html], new FakeInference({ 'a.png': ' ', 'b.png': 'a bird' }), options(new Map()), CancellationToken.None);
+    assert.deepEqual(result.failures.map((f) => [f.uri, f.image, f.reason]), [
+      [md.uri, 'a.png', EMPTY_CAPTION],
+      [html.uri, 'a.png', EMPTY_CAPTION],
+    ]);
+    assert.equal(result.images, 1, 'only the image with a caption is edited');
   });
 
   it('stops when cancelled', async () => {

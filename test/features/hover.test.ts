@@ -8,6 +8,7 @@ import { CancellationToken, CancellationTokenSource } from 'vscode-languageserve
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { imageHover, type ImageHoverOptions } from '../../server/src/features/hover/image-hover';
 import { escapeMarkdown } from '../../server/src/features/hover/hover-markdown';
+import { ClientCommands, HOVER_COMMANDS } from '../../server/src/protocol/messages';
 import { DEFAULT_SETTINGS } from '../../server/src/protocol/settings';
 import { FakeInference } from '../helpers/fake-inference';
 
@@ -101,8 +102,14 @@ describe('image hover', () => {
     inference.state = 'noModel';
     inference.failure = Object.assign(new Error('Model not found: fake-model'), { name: 'UserError' });
     const noModel = await imageHover(doc('a.md', 'markdown', '![](cat.png)'), 5, inference, options(), CancellationToken.None);
-    assert.match(noModel!.markdown, /No BLIP-2 model is set up yet: Model not found: fake-model\. Run "BLIP-2: Set Up Model…"/);
+    assert.match(noModel!.markdown, /No BLIP-2 model is set up yet: Model not found: fake-model\. \[Set Up Model…\]\(command:blip2\.setUpModel\?/);
+    assert.ok(HOVER_COMMANDS.includes(ClientCommands.setUpModel), 'the link is one the client lets hovers run');
     assert.ok(!noModel!.markdown.includes('    at '), 'no stack trace');
+
+    // Any other editor shows links as raw text and has no such command: it is told about the setting.
+    const elsewhere = await imageHover(doc('a.md', 'markdown', '![](cat.png)'), 5, inference, options({ vscodeClient: false }), CancellationToken.None);
+    assert.match(elsewhere!.markdown, /No BLIP-2 model is set up yet: Model not found: fake-model\. Set the "model" setting to a folder/);
+    assert.ok(!/command:|Set Up Model/.test(elsewhere!.markdown), elsewhere!.markdown);
   });
 
   it('returns nothing away from images', async () => {

@@ -39,7 +39,8 @@ describe("users' files", () => {
     const inference = new FakeInference({ 'a.png': 'a kite' });
     inference.alternatives = ['a bird'];
     inference.hold();
-    const resolving = resolveAltAction(quickFix(live), inference, { workspaceFolders: [pathToFileURL(dir).href], settings: DEFAULT_SETTINGS, editSupport, documentNow: () => live }, CancellationToken.None);
+    const options = { workspaceFolders: [pathToFileURL(dir).href], settings: DEFAULT_SETTINGS, editSupport, documentNow: () => live, vscodeClient: true };
+    const resolving = resolveAltAction(quickFix(live), inference, options, CancellationToken.None);
     while (inference.calls.length === 0) await new Promise((r) => setImmediate(r));
     live = TextDocument.update(live, [{ range: { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } }, text: 'New line\n' }], 2);
     inference.release();

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { repoRoot } from './paths';
 
 export interface CliResult {
@@ -19,10 +20,12 @@ export function isolatedEnv(): { env: NodeJS.ProcessEnv; store: string; cleanup:
 }
 
 /** Runs the blip2 CLI from its TypeScript source, as the bundle would run it. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv, stdin?: string): Promise<CliResult> {
+export function runCli(args: string[], env: NodeJS.ProcessEnv, stdin?: string, cwd = repoRoot): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'server/src/cli/blip2.ts'), ...args], {
-      cwd: repoRoot,
+    // tsx by its path: the folder the CLI runs in (a test's temporary folder) has no node_modules.
+    const tsx = pathToFileURL(path.join(repoRoot, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href;
+    const child = spawn(process.execPath, ['--import', tsx, path.join(repoRoot, 'server/src/cli/blip2.ts'), ...args], {
+      cwd,
       env,
       stdio: ['pipe', 'pipe', 'pipe'],
     });

@@ -76,6 +76,8 @@ export interface StartOptions {
   initializationOptions?: Record<string, unknown>;
   env?: Record<string, string>;
   clientName?: string;
+  /** The client's capabilities (VS Code's by default); tests of other editors give theirs. */
+  capabilities?: ClientCapabilities;
   /** The `processId` the server watches (this test process unless given). */
   parentPid?: number;
   /** Leave the server uninitialized: the test sends `initialize` itself, or never does. */
@@ -89,6 +91,8 @@ export class TestServer {
   readonly progress: { token: string | number; value: unknown }[] = [];
   /** `window/showMessage` texts. */
   readonly messages: string[] = [];
+  /** `window/showMessageRequest` texts: requests that some editors show as a prompt to answer. */
+  readonly messageRequests: string[] = [];
   /** What `workspace/configuration` answers for `blip2`; change it, then send didChangeConfiguration. */
   settings: Record<string, unknown> = {};
   private readonly waiters = new Set<() => void>();
@@ -153,7 +157,7 @@ export class TestServer {
       clientInfo: { name: options.clientName ?? 'Visual Studio Code' },
       rootUri: folder ? pathToFileURL(folder).href : null,
       workspaceFolders: folder ? [{ uri: pathToFileURL(folder).href, name: path.basename(folder) }] : null,
-      capabilities: CLIENT_CAPABILITIES,
+      capabilities: options.capabilities ?? CLIENT_CAPABILITIES,
       initializationOptions: { cacheDir: path.join(this.root, 'cache'), ...options.initializationOptions },
     });
   }
@@ -197,6 +201,11 @@ export class TestServer {
     c.onNotification('window/showMessage', (params: { message: string }) => {
       this.messages.push(params.message);
       this.changed();
+    });
+    c.onRequest('window/showMessageRequest', (params: { message: string }) => {
+      this.messageRequests.push(params.message);
+      this.changed();
+      return null;
     });
   }
 

@@ -66,7 +66,7 @@ describe('server lifecycle', { timeout: 300_000 }, () => {
     const uri = pathToFileURL(path.join(ws, 'doc.md')).href;
     await server.open(uri, 'markdown', text);
     const hover = hoverText(await server.connection.sendRequest(HoverRequest.type, { textDocument: { uri }, position: { line: 0, character: 5 } }));
-    assert.match(hover, /No BLIP-2 model is set up yet: .*Run "BLIP-2: Set Up Model…"/);
+    assert.match(hover, /No BLIP-2 model is set up yet: .*\[Set Up Model…\]\(command:blip2\.setUpModel/);
     assert.ok(!/\n\s+at /.test(hover), 'no stack trace');
     await server.until('status noModel', () => server.statuses.find((s) => s.state === 'noModel'));
     assert.equal((await server.connection.sendRequest(ModelStatusRequest.type)).state, 'noModel');

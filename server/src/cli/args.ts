@@ -16,6 +16,16 @@ export const USAGE = `Usage:
   blip2 verify --model M --precision P [--repair]
                                              check every file of a converted model against its checksums
                                              (exit 1 when damaged); --repair converts a damaged one again
+  blip2 check [PATH...] [--format F]         report missing and unhelpful alt text in markdown, HTML, JSX
+                                             and TSX files (default: the current folder; .gitignore honoured)
+  blip2 fix [PATH...] [--dry-run]            write generated alt text into those files (--dry-run: print a diff)
+
+Check and fix:
+  --format F          text (default), json, sarif (SARIF 2.1.0, for GitHub code scanning), github (annotations)
+  --dry-run           fix: print a unified diff instead of writing the files
+  Exit status: 0 nothing to report (fix: every image given alt text), 1 problems found (fix: some images
+  could not be captioned or files not written), 2 a usage or settings error. Rules, the length limit and the
+  generation settings come from the nearest .blip2.json.
 
 Model options:
   --model M           a Hub repo id (default ${DEFAULT_MODEL}), a checkpoint folder or a converted folder
@@ -44,8 +54,11 @@ export interface ModelArgs {
   offline: boolean;
 }
 
+/** A mistake on the command line or in the settings: exit status 2, so scripts tell it from problems found. */
+export class UsageError extends UserError {}
+
 export interface CliArgs {
-  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'help';
+  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'check' | 'fix' | 'help';
   positionals: string[];
   model: ModelArgs;
   generation: GenerationSettings;
@@ -53,6 +66,12 @@ export interface CliArgs {
   out?: string;
   json: boolean;
   blockSize?: number;
+  /** check: the report's format as given (validated by the reporter). */
+  format?: string;
+  /** fix: print a diff instead of writing. */
+  dryRun: boolean;
+  /** Which options were given, for commands that take only some of them. */
+  given: ReadonlySet<string>;
   /** `verify --repair`. */
   repair: boolean;
   maxImageBytes: number;
@@ -68,6 +87,8 @@ const OPTIONS = {
   out: { type: 'string' },
   prompt: { type: 'string' },
   json: { type: 'boolean' },
+  format: { type: 'string' },
+  'dry-run': { type: 'boolean' },
   repair: { type: 'boolean' },
   'max-image-mb': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -90,22 +111,33 @@ export function parseCli(argv: string[]): CliArgs {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new UserError(String((e as Error).message).split('\n')[0].replace(/\.$/, '') + '.', 'Run `blip2 --help` for the options.');
+    throw new UsageError(String((e as Error).message).split('\n')[0].replace(/\.$/, '') + '.', 'Run `blip2 --help` for the options.');
   }
   const v = parsed.values;
   const [command = 'help', ...positionals] = parsed.positionals;
+  const given = new Set(Object.keys(v));
   if (v.help || command === 'help') {
-    return { command: 'help', positionals: [], model: defaults(), generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS }, json: false, repair: false, maxImageBytes: DEFAULT_MAX_IMAGE_FILE_BYTES };
+    return {
+      command: 'help',
+      positionals: [],
+      model: defaults(),
+      generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS },
+      json: false,
+      repair: false,
+      maxImageBytes: DEFAULT_MAX_IMAGE_FILE_BYTES,
+      dryRun: false,
+      given,
+    };
   }
-  if (!['caption', 'ask', 'chat', 'convert', 'verify'].includes(command)) {
-    throw new UserError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert or verify (`blip2 --help`).');
+  if (!['caption', 'ask', 'chat', 'convert', 'verify', 'check', 'fix'].includes(command)) {
+    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, verify, check or fix (`blip2 --help`).');
   }
-  if (v.repair && command !== 'verify') throw new UserError('--repair goes with verify.', 'Example: blip2 verify --model DIR --repair');
+  if (v.repair && command !== 'verify') throw new UsageError('--repair goes with verify.', 'Example: blip2 verify --model DIR --repair');
   const model: ModelArgs = {
     ...defaults(),
     ...(v.model !== undefined && { model: v.model }),
-    ...(v.precision !== undefined && { precision: parsePrecision(v.precision) }),
-    ...(v.device !== undefined && { device: parseDevice(v.device) }),
+    ...(v.precision !== undefined && { precision: asUsage(() => parsePrecision(v.precision!)) }),
+    ...(v.device !== undefined && { device: asUsage(() => parseDevice(v.device!)) }),
     ...(v.threads !== undefined && { threads: int(v.threads, '--threads', 0) }),
     ...(v.store !== undefined && { store: v.store }),
     offline: v.offline ?? false,
@@ -132,6 +164,9 @@ export function parseCli(argv: string[]): CliArgs {
     out: v.out,
     json: v.json ?? false,
     blockSize: opt(v['block-size'], (s) => int(s, '--block-size', 16)),
+    format: v.format,
+    dryRun: v['dry-run'] ?? false,
+    given,
     repair: v.repair ?? false,
     maxImageBytes: v['max-image-mb'] !== undefined ? int(v['max-image-mb'], '--max-image-mb', 1) * 1024 * 1024 : DEFAULT_MAX_IMAGE_FILE_BYTES,
   };
@@ -148,18 +183,57 @@ function checkPositionals(a: CliArgs): void {
   const p = a.positionals;
   switch (a.command) {
     case 'caption':
-      if (p.length === 0) throw new UserError('caption needs at least one image.', 'Example: blip2 caption photo.jpg');
+      if (p.length === 0) throw new UsageError('caption needs at least one image.', 'Example: blip2 caption photo.jpg');
       break;
     case 'ask':
-      if (p.length !== 2) throw new UserError('ask needs an image and a question.', 'Example: blip2 ask photo.jpg "what is on the table?"');
+      if (p.length !== 2) throw new UsageError('ask needs an image and a question.', 'Example: blip2 ask photo.jpg "what is on the table?"');
       break;
     case 'chat':
-      if (p.length !== 1) throw new UserError('chat needs exactly one image.', 'Example: blip2 chat photo.jpg');
+      if (p.length !== 1) throw new UsageError('chat needs exactly one image.', 'Example: blip2 chat photo.jpg');
       break;
     case 'convert':
     case 'verify':
-      if (p.length !== 0) throw new UserError(`${a.command} takes no positional arguments (got "${p[0]}").`, `Example: blip2 ${a.command} --model DIR --precision int4`);
+      if (p.length !== 0) throw new UsageError(`${a.command} takes no positional arguments (got "${p[0]}").`, `Example: blip2 ${a.command} --model DIR --precision int4`);
       break;
+  }
+  const allowed = COMMAND_OPTIONS[a.command];
+  const stray = [...a.given].filter((name) => name !== 'help' && !allowed.has(name));
+  if (stray.length > 0) {
+    throw new UsageError(`${a.command} does not take --${stray[0]}.`, `Run \`blip2 --help\` for the options of ${a.command}.`);
+  }
+}
+
+const MODEL_OPTIONS = ['model', 'precision', 'device', 'threads', 'store', 'offline', 'block-size'];
+const GENERATION_OPTIONS = [
+  'max-new-tokens', 'min-new-tokens', 'num-beams', 'num-return-sequences', 'length-penalty', 'repetition-penalty',
+  'no-repeat-ngram-size', 'temperature', 'top-k', 'top-p', 'seed',
+];
+/**
+ * The options each command takes. `fix` takes the generation settings the editor has (beam search, lengths,
+ * penalties, the prompt), not sampling: alt text written into files has to come out the same on every run,
+ * and its captions are cached and shared with the editor under those settings.
+ */
+const COMMAND_OPTIONS: Record<CliArgs['command'], ReadonlySet<string>> = {
+  caption: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'prompt', 'json']),
+  ask: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json']),
+  chat: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json']),
+  convert: new Set([...MODEL_OPTIONS, 'out', 'json']),
+  verify: new Set([...MODEL_OPTIONS, 'repair', 'json']),
+  check: new Set(['format']),
+  fix: new Set([
+    ...MODEL_OPTIONS.filter((o) => o !== 'block-size'),
+    'max-new-tokens', 'min-new-tokens', 'num-beams', 'repetition-penalty', 'no-repeat-ngram-size', 'prompt', 'dry-run',
+  ]),
+  help: new Set(),
+};
+
+/** An option's value the engine's parser refused, as a usage error (exit status 2). */
+function asUsage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    if (e instanceof UserError && !(e instanceof UsageError)) throw new UsageError(e.message, e.hint);
+    throw e;
   }
 }
 
@@ -169,12 +243,12 @@ function opt<T>(s: string | undefined, f: (s: string) => T): T | undefined {
 
 function int(s: string, flag: string, min: number): number {
   const n = Number(s);
-  if (!Number.isInteger(n) || n < min) throw new UserError(`${flag} must be a whole number of at least ${min} (got "${s}").`);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} must be a whole number of at least ${min} (got "${s}").`);
   return n;
 }
 
 function num(s: string, flag: string, min = -Infinity): number {
   const n = Number(s);
-  if (!Number.isFinite(n) || n < min) throw new UserError(`${flag} must be a number${min > -Infinity ? ` of at least ${min}` : ''} (got "${s}").`);
+  if (!Number.isFinite(n) || n < min) throw new UsageError(`${flag} must be a number${min > -Infinity ? ` of at least ${min}` : ''} (got "${s}").`);
   return n;
 }

@@ -8,7 +8,9 @@ import type { EncodedImage, GenerationSettings, ImageInput } from '../engine/pip
 import { readImageFile } from '../engine/preprocess/image-file';
 import { captionPrompt, fitChatPrompt, promptBudget, questionPrompt, type ChatTurn } from '../engine/preprocess/prompts';
 import { formatBytes } from '../engine/units';
-import { parseCli, USAGE, type CliArgs } from './args';
+import { parseCli, UsageError, USAGE, type CliArgs } from './args';
+import { runCheck } from './check';
+import { runFix } from './fix';
 import { ProgressReporter } from './progress';
 
 // Images per batch: one left-padded generate() call; larger batches gain little on CPU and hold more memory.
@@ -23,6 +25,8 @@ async function main(argv: string[]): Promise<number> {
   const abort = new AbortController();
   process.once('SIGINT', () => abort.abort());
   const progress = new ProgressReporter();
+  if (args.command === 'check') return runCheck(args);
+  if (args.command === 'fix') return runFix(args, abort.signal);
   try {
     if (args.command === 'convert') return await convert(args, progress, abort.signal);
     if (args.command === 'verify') return await verify(args, progress, abort.signal);
@@ -168,7 +172,7 @@ main(process.argv.slice(2)).then(
   (e: unknown) => {
     if (e instanceof UserError) {
       process.stderr.write(`blip2: ${e.line}\n`);
-      process.exit(1);
+      process.exit(e instanceof UsageError ? 2 : 1);
     }
     if (isCancelled(e)) {
       process.stderr.write('blip2: cancelled.\n');

@@ -1,18 +1,31 @@
 import type { InferenceService } from '../inference/types';
 import { describeError, kindOf } from './user-message';
 
-export const NO_MODEL_HINT = 'Run "BLIP-2: Set Up Model…" to download or choose one.';
+/**
+ * The way out when no model is set up. In VS Code it is the extension's command; every other editor has the
+ * `model` setting (and the CLI, which downloads and converts a model once into the store the server reads).
+ */
+export function noModelHint(vscodeClient: boolean): string {
+  return vscodeClient
+    ? 'Run "BLIP-2: Set Up Model…" to download or choose one.'
+    : 'Set the "model" setting to a folder with a BLIP-2 checkpoint, or download and convert one once with `blip2 convert --model Salesforce/blip2-opt-2.7b`.';
+}
 
 /** Whether a failed request failed because no model is set up (the client then offers set-up). */
 export function isNoModel(error: unknown, inference: Pick<InferenceService, 'status'>): boolean {
   return kindOf(error) === 'noModel' || inference.status().state === 'noModel';
 }
 
-/** The sentence a hover, a result or a failure list shows for a failed caption or answer. */
-export function failureSentence(error: unknown, inference: Pick<InferenceService, 'status'>): string {
+/** Why a caption or answer failed, in one sentence, without the way out. */
+export function failureReason(error: unknown, inference: Pick<InferenceService, 'status'>): string {
   // A damaged model's sentence already says what is wrong and that set-up converts it again.
   if (!isNoModel(error, inference) || kindOf(error) === 'damaged') return describeError(error);
-  const status = inference.status();
-  const why = status.message ?? describeError(error);
-  return `No BLIP-2 model is set up yet: ${why.replace(/[.\s]+$/, '')}. ${NO_MODEL_HINT}`;
+  const why = inference.status().message ?? describeError(error);
+  return `No BLIP-2 model is set up yet: ${why.replace(/[.\s]+$/, '')}.`;
+}
+
+/** The sentence a result, a message or a failure list shows for a failed caption or answer, with the way out. */
+export function failureSentence(error: unknown, inference: Pick<InferenceService, 'status'>, vscodeClient = false): string {
+  const reason = failureReason(error, inference);
+  return isNoModel(error, inference) && kindOf(error) !== 'damaged' ? `${reason} ${noModelHint(vscodeClient)}` : reason;
 }

@@ -1,6 +1,15 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { storeRoot } from '../engine/store/model-store';
+
+/**
+ * Where captions are cached when the client names no folder: beside the converted models, per user. The
+ * language server outside VS Code and `blip2 fix` share it, so a caption computed by one is instant in the other.
+ */
+export function defaultCacheDir(modelStore: string): string {
+  return path.join(storeRoot(modelStore || undefined), 'lsp-cache');
+}
 
 /** A stable key for a set of values (image hash, model, prompt, settings). */
 export function cacheKey(...parts: unknown[]): string {

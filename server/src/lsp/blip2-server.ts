@@ -2,13 +2,13 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
+  CancellationToken,
   CancellationTokenSource,
   CodeActionKind,
   ErrorCodes,
   LSPErrorCodes,
   ResponseError,
   TextDocumentSyncKind,
-  type CancellationToken,
   type ClientCapabilities,
   type CodeAction,
   type CodeActionParams,
@@ -21,11 +21,10 @@ import {
   type WorkspaceFoldersChangeEvent,
 } from 'vscode-languageserver-protocol';
 import { TextDocument } from 'vscode-languageserver-textdocument';
-import { storeRoot } from '../engine/store/model-store';
 import { generateMissingAltText, type AltTextFile } from '../features/alt-text/generate-alt-text';
 import { captionImagesInBackground } from '../features/captions/caption-on-open';
 import { linkedSource } from '../features/cancellation';
-import { altCodeActions, resolveAltAction } from '../features/code-actions/alt-code-actions';
+import { altCodeActions, computeAltFix, isAltFixData, resolveAltAction, type ResolveAltActionOptions } from '../features/code-actions/alt-code-actions';
 import { altTextDiagnostics } from '../features/diagnostics/alt-diagnostics';
 import { imageHover } from '../features/hover/image-hover';
 import { DocumentImages } from '../features/images/document-images';
@@ -34,8 +33,10 @@ import { WorkerImageParser } from '../features/images/image-parser';
 import { askAboutImage, captionImage, RequestFailure } from '../features/requests/image-requests';
 import { failureSentence, isNoModel } from '../features/inference-failure';
 import { describeError } from '../features/user-message';
+import { PROJECT_CONFIG_FILE } from '../features/workspace/project-config';
 import { findWorkspaceFiles, languageIdOfPath } from '../features/workspace/workspace-files';
 import type { EditSupport } from '../features/workspace/workspace-edit';
+import { defaultCacheDir } from '../inference/result-cache';
 import type { InferenceService } from '../inference/types';
 import {
   Blip2ErrorCodes,
@@ -53,7 +54,6 @@ import {
 } from '../protocol/messages';
 import type { Blip2Settings } from '../protocol/settings';
 import type { LspClient } from './lsp-client';
-import { normalizeSettings } from './normalize-settings';
 import { SettingsSource } from './settings-source';
 import { StatusThrottle } from './status-throttle';
 
@@ -109,17 +109,17 @@ export class Blip2Server {
     this.capabilities = params.capabilities;
     const options = (params.initializationOptions ?? {}) as InitializationOptions;
     const askClient = params.capabilities.workspace?.configuration === true;
-    this.settings = new SettingsSource(this.client, options.settings, askClient);
     this.workspaceFolders = params.workspaceFolders?.map((f) => f.uri) ?? (params.rootUri ? [params.rootUri] : []);
+    this.settings = new SettingsSource(this.client, params.initializationOptions, askClient, this.workspaceFolders);
     const workspaceEdit = params.capabilities.workspace?.workspaceEdit;
     this.editSupport = { documentChanges: workspaceEdit?.documentChanges === true, changeAnnotations: workspaceEdit?.changeAnnotationSupport !== undefined };
     if (typeof options.hoverWaitMs === 'number' && options.hoverWaitMs >= 0) this.hoverWaitMs = options.hoverWaitMs;
     // Only VS Code-family editors size hover images with `|height=` and run the extension's command links.
     this.vscodeClient = /visual studio code|vscode|code - oss|codium|code-server|cursor|windsurf/i.test(params.clientInfo?.name ?? '');
-    if (askClient) this.ready = new Promise((resolve) => (this.markReady = resolve));
+    this.ready = new Promise((resolve) => (this.markReady = resolve));
 
-    const initial = normalizeSettings(options.settings);
-    this.inference = this.createInference({ settings: initial, cacheDir: options.cacheDir ?? defaultCacheDir(initial), log: (line) => this.client.log(line) });
+    const initial = this.settings.serverWideNow();
+    this.inference = this.createInference({ settings: initial, cacheDir: options.cacheDir ?? defaultCacheDir(initial.modelStore), log: (line) => this.client.log(line) });
     this.inference.onStatusChange((status) => this.statusThrottle.push(status));
 
     return {
@@ -127,7 +127,7 @@ export class Blip2Server {
         textDocumentSync: TextDocumentSyncKind.Incremental,
         hoverProvider: true,
         codeActionProvider: { codeActionKinds: [CodeActionKind.QuickFix, GenerateAltTextActionKind], resolveProvider: true },
-        executeCommandProvider: { commands: [ServerCommands.generateMissingAltText] },
+        executeCommandProvider: { commands: [ServerCommands.generateMissingAltText, ServerCommands.fixAltText] },
         workspace: { workspaceFolders: { supported: true, changeNotifications: true } },
       },
       serverInfo: { name: 'blip2-language-server', version: '0.1.0' },
@@ -138,6 +138,7 @@ export class Blip2Server {
   async initialized(): Promise<void> {
     try {
       if (this.capabilities.workspace?.didChangeConfiguration?.dynamicRegistration) this.client.watchConfiguration();
+      if (this.capabilities.workspace?.didChangeWatchedFiles?.dynamicRegistration) this.client.watchFiles(`**/${PROJECT_CONFIG_FILE}`);
       this.inference.updateSettings(await this.settings.refresh());
     } catch (e) {
       this.client.log(`Reading the blip2 settings failed, using the defaults: ${describeError(e)}`);
@@ -146,7 +147,9 @@ export class Blip2Server {
     }
   }
 
-  async configurationChanged(): Promise<void> {
+  /** `workspace/didChangeConfiguration` (with the settings pushed, or null), or a `.blip2.json` changed. */
+  async configurationChanged(pushed?: unknown): Promise<void> {
+    this.settings.push(pushed);
     await this.ready;
     this.inference.updateSettings(await this.settings.refresh());
     for (const uri of this.openDocuments.keys()) this.scheduleDiagnostics(uri, 0);
@@ -159,6 +162,7 @@ export class Blip2Server {
   workspaceFoldersChanged(event: WorkspaceFoldersChangeEvent): void {
     const removed = new Set(event.removed.map((f) => f.uri));
     this.workspaceFolders = [...this.workspaceFolders.filter((uri) => !removed.has(uri)), ...event.added.map((f) => f.uri)];
+    this.settings.setWorkspaceFolders(this.workspaceFolders);
   }
 
   async shutdown(): Promise<void> {
@@ -275,6 +279,7 @@ export class Blip2Server {
       elements,
       disabledSupport: codeAction?.disabledSupport === true,
       resolveSupport: codeAction?.resolveSupport?.properties.includes('edit') === true,
+      vscodeClient: this.vscodeClient,
     });
   }
 
@@ -282,30 +287,31 @@ export class Blip2Server {
     await this.ready;
     const uri = (action.data as { uri?: unknown } | undefined)?.uri;
     if (typeof uri !== 'string') return action;
-    const settings = await this.settings.forDocument(uri);
-    const resolved = await resolveAltAction(
-      action,
-      this.inference,
-      {
-        workspaceFolders: this.workspaceFolders,
-        settings,
-        editSupport: this.editSupport,
-        documentNow: (u) => this.documents.get(u),
-        parsedNow: async (u) => {
-          const live = this.documents.get(u);
-          return live && this.images.of(live);
-        },
-      },
-      token,
-    );
+    const resolved = await resolveAltAction(action, this.inference, await this.altFixOptions(uri), token);
     if (token.isCancellationRequested) throw cancelled();
     // A resolved action has no way to carry an error, so the user hears it as a message instead of nothing happening.
     if (resolved.failure && !resolved.action.edit) this.client.showMessage('warning', `BLIP-2: ${resolved.failure}`);
     return resolved.action;
   }
 
-  async executeCommand(params: ExecuteCommandParams, token: CancellationToken, progressToken: ProgressToken | undefined): Promise<AltTextCommandResult> {
+  private async altFixOptions(uri: string): Promise<ResolveAltActionOptions> {
+    const settings = await this.settings.forDocument(uri);
+    return {
+      workspaceFolders: this.workspaceFolders,
+      settings,
+      editSupport: this.editSupport,
+      documentNow: (u) => this.documents.get(u),
+      parsedNow: async (u) => {
+        const live = this.documents.get(u);
+        return live && this.images.of(live);
+      },
+      vscodeClient: this.vscodeClient,
+    };
+  }
+
+  async executeCommand(params: ExecuteCommandParams, token: CancellationToken, progressToken: ProgressToken | undefined): Promise<AltTextCommandResult | null> {
     await this.ready;
+    if (params.command === ServerCommands.fixAltText) return this.fixAltText(params.arguments?.[0]);
     if (params.command !== ServerCommands.generateMissingAltText) {
       throw new ResponseError(ErrorCodes.InvalidParams, `Unknown command ${params.command}.`);
     }
@@ -325,6 +331,7 @@ export class Blip2Server {
           onProgress: (done, total) => progress.report(total === 0 ? 100 : (100 * done) / total, `${done} of ${total} images`),
           priority: 'interactive',
           editSupport: this.editSupport,
+          vscodeClient: this.vscodeClient,
           find: async (text, languageId) => (await this.parser.find(text, languageId)) ?? [],
         },
         source.token,
@@ -337,6 +344,26 @@ export class Blip2Server {
       dispose();
       progress.done();
     }
+  }
+
+  /**
+   * The quick fix of clients without `codeAction/resolve`: answered at once, then the caption is computed and
+   * written with `workspace/applyEdit` (or a notice says why not). Clients wait for a command's answer only so
+   * long (eglot: 10 seconds), and a caption on a CPU can take longer.
+   */
+  private async fixAltText(data: unknown): Promise<null> {
+    if (!isAltFixData(data)) throw new ResponseError(ErrorCodes.InvalidParams, `${ServerCommands.fixAltText} needs the data of the quick fix it came with.`);
+    const options = await this.altFixOptions(data.uri);
+    void (async () => {
+      try {
+        const fix = await computeAltFix(data, this.inference, options, CancellationToken.None);
+        if (fix.edit) await this.client.applyEdit('Generate alt text with BLIP-2', fix.edit);
+        else this.client.showMessage('warning', `BLIP-2: ${fix.failure}`);
+      } catch (e) {
+        this.client.showMessage('warning', `BLIP-2: ${describeError(e)}`);
+      }
+    })();
+    return null;
   }
 
   /** A file for the alt-text command: the editor's text when it is open (unsaved changes included), else the disk's. */
@@ -376,7 +403,7 @@ export class Blip2Server {
   async caption(params: CaptionParams, token: CancellationToken): Promise<GenerationResult> {
     await this.ready;
     const settings = await this.settings.forServer();
-    return this.asResponse(token, () => captionImage(params, this.inference, { settings, workspaceFolders: this.workspaceFolders }, token));
+    return this.asResponse(token, () => captionImage(params, this.inference, { settings, workspaceFolders: this.workspaceFolders, vscodeClient: this.vscodeClient }, token));
   }
 
   async ask(params: AskParams, token: CancellationToken): Promise<GenerationResult> {
@@ -384,7 +411,7 @@ export class Blip2Server {
     const settings = await this.settings.forServer();
     const partialToken = params.partialResultToken;
     const onPartial = partialToken === undefined ? undefined : (textSoFar: string) => this.client.answerPartial(partialToken, { textSoFar });
-    return this.asResponse(token, () => askAboutImage(params, this.inference, { settings, workspaceFolders: this.workspaceFolders }, onPartial, token));
+    return this.asResponse(token, () => askAboutImage(params, this.inference, { settings, workspaceFolders: this.workspaceFolders, vscodeClient: this.vscodeClient }, onPartial, token));
   }
 
   modelStatus(): ModelStatus {
@@ -446,7 +473,7 @@ export class Blip2Server {
     if (e instanceof ResponseError) return e;
     if (token.isCancellationRequested) return cancelled();
     if (e instanceof RequestFailure) return new ResponseError(e.noModel ? Blip2ErrorCodes.NoModel : LSPErrorCodes.RequestFailed, e.message);
-    if (isNoModel(e, this.inference)) return new ResponseError(Blip2ErrorCodes.NoModel, failureSentence(e, this.inference));
+    if (isNoModel(e, this.inference)) return new ResponseError(Blip2ErrorCodes.NoModel, failureSentence(e, this.inference, this.vscodeClient));
     return new ResponseError(LSPErrorCodes.RequestFailed, describeError(e));
   }
 }
@@ -457,9 +484,4 @@ function cancelled(): ResponseError<void> {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** Without a folder from the client, captions are cached beside the converted models, per user. */
-function defaultCacheDir(settings: Blip2Settings): string {
-  return path.join(storeRoot(settings.modelStore || undefined), 'lsp-cache');
 }

@@ -1,4 +1,10 @@
-import { DidChangeConfigurationNotification, type Connection } from 'vscode-languageserver/node';
+import {
+  DidChangeConfigurationNotification,
+  DidChangeWatchedFilesNotification,
+  MessageType,
+  ShowMessageNotification,
+  type Connection,
+} from 'vscode-languageserver/node';
 import type { Diagnostic, ProgressToken, WorkspaceEdit } from 'vscode-languageserver-protocol';
 import { AnswerPartialType, ModelStatusNotification, type AnswerPartial, type ModelStatus } from '../protocol/messages';
 import type { LspClient, WorkDoneReporter } from './lsp-client';
@@ -19,6 +25,12 @@ export class ConnectionClient implements LspClient {
   watchConfiguration(): void {
     this.connection.client.register(DidChangeConfigurationNotification.type, { section: 'blip2' }).catch((e: Error) => {
       this.log(`registering for configuration changes failed: ${e.message}`);
+    });
+  }
+
+  watchFiles(globPattern: string): void {
+    this.connection.client.register(DidChangeWatchedFilesNotification.type, { watchers: [{ globPattern }] }).catch((e: Error) => {
+      this.log(`registering a watcher for ${globPattern} failed: ${e.message}`);
     });
   }
 
@@ -50,9 +62,9 @@ export class ConnectionClient implements LspClient {
   }
 
   showMessage(kind: 'error' | 'warning' | 'info', message: string): void {
-    if (kind === 'error') this.connection.window.showErrorMessage(message);
-    else if (kind === 'warning') this.connection.window.showWarningMessage(message);
-    else this.connection.window.showInformationMessage(message);
+    // Not the library's show*Message: those send window/showMessageRequest, which Neovim turns into a prompt.
+    const type = kind === 'error' ? MessageType.Error : kind === 'warning' ? MessageType.Warning : MessageType.Info;
+    void this.connection.sendNotification(ShowMessageNotification.type, { type, message });
   }
 
   log(line: string): void {

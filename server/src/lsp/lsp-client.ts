@@ -17,12 +17,15 @@ export interface LspClient {
   configuration(section: string, scopeUri?: string): Promise<unknown>;
   /** Asks to be told about configuration changes (dynamic registration), for clients that need to be asked. */
   watchConfiguration(): void;
+  /** Asks to be told when files matching the glob change (dynamic registration of didChangeWatchedFiles). */
+  watchFiles(globPattern: string): void;
   publishDiagnostics(uri: string, version: number | undefined, diagnostics: Diagnostic[]): void;
   /** `workspace/applyEdit`; resolves with whether the client applied it. */
   applyEdit(label: string, edit: WorkspaceEdit): Promise<boolean>;
   modelStatusChanged(status: ModelStatus): void;
   workDone(token: ProgressToken | undefined): WorkDoneReporter;
   answerPartial(token: ProgressToken, partial: AnswerPartial): void;
+  /** A notice (`window/showMessage`): no buttons, so no editor blocks on it. */
   showMessage(kind: 'error' | 'warning' | 'info', message: string): void;
   log(line: string): void;
 }

@@ -102,7 +102,10 @@ export interface AltTextCommandResult {
  * client may send nothing and answer `workspace/configuration` instead.
  */
 export interface InitializationOptions {
-  /** The `blip2` settings, for clients that do not answer `workspace/configuration` (same shape, any subset). */
+  /**
+   * The `blip2` settings, for clients that do not answer `workspace/configuration` (same shape, any subset).
+   * The server also takes them bare (the settings as initializationOptions themselves) or as `{ blip2: … }`.
+   */
   settings?: unknown;
   /** Where the server keeps its disk cache of captions and image encodings (VS Code: the global storage folder). */
   cacheDir?: string;
@@ -153,6 +156,11 @@ export namespace ModelStatusNotification {
 export const ServerCommands = {
   /** Args: AltTextCommandArgs. Result: AltTextCommandResult. */
   generateMissingAltText: 'blip2.server.generateMissingAltText',
+  /**
+   * The quick fix for clients without `codeAction/resolve`: captions one image and applies the edit with
+   * `workspace/applyEdit`. Args: the action's data (an image anchor). Result: null.
+   */
+  fixAltText: 'blip2.server.fixAltText',
 } as const;
 
 /** Commands the client implements, which server-made code actions and hovers link to. */
@@ -165,6 +173,8 @@ export const ClientCommands = {
   useAsAltText: 'blip2.useAsAltText',
   openChat: 'blip2.openImageChat',
   captionImage: 'blip2.captionImage',
+  /** No args: the model set-up picker. */
+  setUpModel: 'blip2.setUpModel',
 } as const;
 
 /**
@@ -181,4 +191,4 @@ export const Blip2ErrorCodes = {
  * to this list (vscode-languageclient: `markdown.isTrusted` in LanguageClientOptions); LSP's MarkupContent has no
  * trust field, so the server cannot set it per hover.
  */
-export const HOVER_COMMANDS: readonly string[] = [ClientCommands.useAsAltText, ClientCommands.askAboutImage];
+export const HOVER_COMMANDS: readonly string[] = [ClientCommands.useAsAltText, ClientCommands.askAboutImage, ClientCommands.setUpModel];

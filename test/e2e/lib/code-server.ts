@@ -14,6 +14,8 @@ export interface CodeServerOptions {
   root: string;
   /** VS Code user settings (code-server keeps them in <user-data-dir>/User/settings.json). */
   userSettings?: Record<string, unknown>;
+  /** More environment for code-server, hence for the extension host and the language server. */
+  env?: Record<string, string>;
 }
 
 export class CodeServer {
@@ -51,6 +53,7 @@ export class CodeServer {
       XDG_DATA_HOME: path.join(this.xdgDir, 'data'),
       // Nothing of the test runner's own Node set-up leaks into code-server or the extension host.
       NODE_OPTIONS: '',
+      ...this.options.env,
     };
   }
 

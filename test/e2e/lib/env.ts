@@ -1,4 +1,5 @@
 // Where the end-to-end tools are: the same paths scripts/e2e-setup.sh installs to (it must run first).
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -21,6 +22,8 @@ export interface E2eTools {
   codeServer: string;
   chromium: string;
   nvim: string;
+  /** Emacs (Debian's emacs-nox) with eglot and markdown-mode from Debian's elpa packages. */
+  emacs: string;
 }
 
 function which(name: string): string | undefined {
@@ -38,10 +41,21 @@ export function e2eTools(): E2eTools {
     codeServer: path.join(cacheDir, `code-server-${codeServerVersion}`, 'node_modules', 'code-server', 'out', 'node', 'entry.js'),
     chromium: process.env.BLIP2_E2E_CHROMIUM ?? which('chromium') ?? '/usr/bin/chromium',
     nvim: process.env.BLIP2_E2E_NVIM ?? which('nvim') ?? '/usr/bin/nvim',
+    emacs: process.env.BLIP2_E2E_EMACS ?? which('emacs') ?? '/usr/bin/emacs',
   };
   const missing = Object.entries(tools).filter(([, file]) => !fs.existsSync(file));
   if (missing.length) {
     throw new Error(`End-to-end tools missing (${missing.map(([k, f]) => `${k}: ${f}`).join(', ')}); run scripts/e2e-setup.sh first.`);
   }
   return tools;
+}
+
+/**
+ * The language server's bundle, dist/server.js, for the editors that start it themselves: under `npm run test:e2e`
+ * the packaging step has just built it; a test run alone builds it now.
+ */
+export function serverBundle(): string {
+  const server = path.join(repoRoot, 'dist', 'server.js');
+  if (!process.env.BLIP2_E2E_VSIX || !fs.existsSync(server)) execFileSync(process.execPath, ['esbuild.config.mjs'], { cwd: repoRoot, stdio: 'inherit' });
+  return server;
 }

@@ -8,7 +8,7 @@ import type { GenerationSettings } from '../../../server/src/engine/pipeline';
 import { chatPrompt, questionPrompt, type ChatTurn } from '../../../server/src/engine/preprocess/prompts';
 import { generationSettingsFor } from '../../../server/src/inference/generation-settings';
 import { DEFAULT_SETTINGS } from '../../../server/src/protocol/settings';
-import { tinyModelDir } from './env';
+import { referenceImagesDir, tinyModelDir } from './env';
 
 export interface Expected {
   text: string;
@@ -51,5 +51,17 @@ export class EngineOracle {
   async dispose(): Promise<void> {
     await this.opened.pipeline.dispose();
     fs.rmSync(this.store, { recursive: true, force: true });
+  }
+}
+
+/** The engine's captions of reference images, by file name (`cat.png`), with the oracle opened and closed around them. */
+export async function expectedCaptions(names: readonly string[]): Promise<Map<string, Expected>> {
+  const oracle = await EngineOracle.open();
+  try {
+    const captions = new Map<string, Expected>();
+    for (const name of names) captions.set(name, await oracle.caption(path.join(referenceImagesDir, name)));
+    return captions;
+  } finally {
+    await oracle.dispose();
   }
 }

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { chromium, type Browser, type FrameLocator, type Locator, type Page } from 'playwright-core';
+import type { CodeServer } from './code-server';
 import type { E2eTools } from './env';
 
 /** The flags measured to work with Debian's Chromium here (see docs/environment.md); playwright adds --headless. */
@@ -16,6 +17,37 @@ const CHROMIUM_ARGS = [
   '--disable-quic',
 ];
 
+/** User settings for a quiet, predictable window: no welcome page, no AI chat side bar, no tips, no git scanning. */
+export const QUIET_WINDOW_SETTINGS: Readonly<Record<string, unknown>> = {
+  'workbench.startupEditor': 'none',
+  'workbench.secondarySideBar.defaultVisibility': 'hidden',
+  'chat.disableAIFeatures': true,
+  'workbench.tips.enabled': false,
+  'extensions.ignoreRecommendations': true,
+  'git.enabled': false,
+  'telemetry.telemetryLevel': 'off',
+};
+
+/** code-server started with `vsix` installed, and a Chromium page on `folder`; the caller closes the browser. */
+export async function openInCodeServer(server: CodeServer, tools: E2eTools, vsix: string, folder: string, screenshotsDir: string): Promise<{ browser: Browser; wb: Workbench }> {
+  await server.installExtension(vsix);
+  const url = await server.start();
+  const browser = await launchChromium(tools);
+  const wb = new Workbench(await browser.newPage({ viewport: { width: 1400, height: 900 } }), screenshotsDir);
+  await wb.open(url, folder);
+  return { browser, wb };
+}
+
+/** Closes what `openInCodeServer` opened, keeping code-server's logs under `logsDir` when asked (a failed run). */
+export async function closeCodeServer(browser: Browser | undefined, server: CodeServer | undefined, logsDir: string, keepLogs: boolean): Promise<void> {
+  try {
+    await browser?.close();
+  } finally {
+    if (keepLogs || process.env.BLIP2_E2E_KEEP_LOGS) server?.copyLogs(logsDir);
+    await server?.stop();
+  }
+}
+
 export async function launchChromium(tools: E2eTools): Promise<Browser> {
   // Playwright gives each launch a fresh temporary profile (user-data-dir) and removes it on close.
   return chromium.launch({ executablePath: tools.chromium, headless: true, args: CHROMIUM_ARGS });
@@ -24,6 +56,22 @@ export async function launchChromium(tools: E2eTools): Promise<Browser> {
 /** Spaces, line breaks and control characters removed: how model text compares with what a page renders. */
 export function squash(text: string): string {
   return text.replace(/[\s\u0000-\u001f\u007f-\u009f]+/g, '');
+}
+
+/** The steps of an end-to-end test: a step that fails leaves a screenshot of that moment and marks the run failed. */
+export class Steps {
+  failed = false;
+  workbench: Workbench | undefined;
+
+  async run(name: string, body: () => Promise<void>): Promise<void> {
+    try {
+      await body();
+    } catch (e) {
+      this.failed = true;
+      await this.workbench?.screenshot(`${name}-FAILED`).catch(() => undefined);
+      throw e;
+    }
+  }
 }
 
 export class Workbench {

@@ -29,9 +29,10 @@ function M.setup(opts)
     name = 'blip2',
     cmd = { opts.node or 'node', opts.server or 'dist/server.js', '--stdio' },
     root_dir = opts.root_dir or vim.loop.cwd(),
-    -- The server asks for section "blip2" (workspace/configuration) and also takes the same table at start-up.
+    -- The server takes the settings at start-up (Neovim 0.7 does not offer workspace/configuration), and
+    -- answers from `settings` where a newer Neovim offers it.
+    init_options = settings,
     settings = { blip2 = settings },
-    init_options = { settings = settings },
   }
 
   local function attach(bufnr)

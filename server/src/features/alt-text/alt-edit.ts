@@ -1,7 +1,8 @@
 import type { TextDocument, TextEdit } from 'vscode-languageserver-textdocument';
 import { findImageElements } from '../images/find-images';
 import type { AltSyntax, ImageElement, ImageElementKind, OffsetRange } from '../images/image-reference';
-import { checkAlt, DEFAULT_ALT_RULE_SETTINGS, type AltRuleSettings } from './rules';
+import { DEFAULT_ALT_RULE_SETTINGS, type AltRuleSettings } from '../../protocol/settings';
+import { checkAlt } from './rules';
 
 /** A text edit in offsets; `toTextEdit` makes it an LSP one. */
 export interface OffsetEdit {

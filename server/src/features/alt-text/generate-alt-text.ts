@@ -2,7 +2,7 @@ import type { CancellationToken } from 'vscode-languageserver-protocol';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import type { InferenceService, Priority } from '../../inference/types';
 import type { AltTextCommandResult } from '../../protocol/messages';
-import type { Blip2Settings } from '../../protocol/settings';
+import type { AltRuleSettings, Blip2Settings } from '../../protocol/settings';
 import { throwIfCancelled } from '../cancellation';
 import { findImageElements } from '../images/find-images';
 import type { ImageElement } from '../images/image-reference';
@@ -10,7 +10,7 @@ import { loadImageAt, type LoadedImage } from '../images/load-image';
 import { failureSentence, isNoModel } from '../inference-failure';
 import { buildWorkspaceEdit, type EditSupport, type FileEdits } from '../workspace/workspace-edit';
 import { altEditsForDocument, toTextEdit } from './alt-edit';
-import { checkAlt, type AltRuleSettings } from './rules';
+import { checkAlt } from './rules';
 
 /** A document to give alt text: its text when the work started, from the editor if open, else from disk. */
 export interface AltTextFile {
@@ -23,22 +23,40 @@ export interface AltTextFile {
   elements?: readonly ImageElement[];
 }
 
-export interface GenerateAltTextOptions {
+export interface CaptionForAltTextOptions {
   workspaceFolders: readonly string[];
   settingsFor(uri: string): Promise<Blip2Settings>;
-  /** The file as it is now; asked again after captioning, since the user may have typed meanwhile. */
-  current(file: AltTextFile): Promise<AltTextFile | undefined>;
   /** After each image is captioned (or failed): `done` of `total` images. */
   onProgress?(done: number, total: number): void;
   priority: Priority;
-  editSupport: EditSupport;
+  /** Failures name the VS Code command as the way out, rather than the `model` setting. */
+  vscodeClient?: boolean;
   /** The image elements of a file that does not carry them (off the main thread, in the server); found here otherwise. */
   find?(text: string, languageId: string): Promise<readonly ImageElement[]>;
 }
 
-/** What is said instead of writing an empty alt, which would mark the image as decorative. */
-export const EMPTY_CAPTION =
-  'BLIP-2 made an empty caption for this image, so no alt text was written (an empty alt would mark the image as decorative).';
+/** A file's image elements: those it carries, else found by `find`, else on this thread. */
+function elementsOf(file: AltTextFile, options: CaptionForAltTextOptions): Promise<readonly ImageElement[]> | readonly ImageElement[] {
+  return file.elements ?? (options.find ? options.find(file.text, file.languageId) : findImageElements(file.text, file.languageId));
+}
+
+export interface GenerateAltTextOptions extends CaptionForAltTextOptions {
+  /** The file as it is now; asked again after captioning, since the user may have typed meanwhile. */
+  current(file: AltTextFile): Promise<AltTextFile | undefined>;
+  editSupport: EditSupport;
+}
+
+export interface AltTextCaptions {
+  /** Per file URI, the caption for each destination as written (`ImageElement.url`). */
+  captions: Map<string, Map<string, string>>;
+  /** Images that could not be captioned, with the reason. */
+  failures: AltTextCommandResult['failures'];
+  /** Images that needed alt text. */
+  total: number;
+}
+
+/** What an empty caption is reported as: alt="" would mark the image as decoration, which is a claim. */
+export const EMPTY_CAPTION = 'BLIP-2 gave an empty caption for this image; write its alt text yourself.';
 
 /** Captions run concurrently up to this many, so the service can share and batch them without a huge queue. */
 const IN_FLIGHT = 4;
@@ -49,17 +67,16 @@ export function needsGeneratedAlt(image: ImageElement, settings: AltRuleSettings
 }
 
 /**
- * Captions every image in `files` whose alt text is missing or unhelpful and returns one workspace edit that
- * puts each caption into its image's alt text, computed against the files as they are after captioning. The
- * edit is annotated as needing confirmation, so the user reviews it before it is applied.
+ * Captions every image in `files` whose alt text is missing or unhelpful: one caption run per distinct image
+ * (by its content, whatever file names it), up to `IN_FLIGHT` at a time. The LSP command and `blip2 fix` both
+ * start here and write the captions their own way.
  */
-export async function generateMissingAltText(
+export async function captionImagesForAltText(
   files: readonly AltTextFile[],
   inference: InferenceService,
-  options: GenerateAltTextOptions,
+  options: CaptionForAltTextOptions,
   token: CancellationToken,
-): Promise<AltTextCommandResult> {
-  const elementsOf = async (f: AltTextFile) => f.elements ?? (options.find ? await options.find(f.text, f.languageId) : findImageElements(f.text, f.languageId));
+): Promise<AltTextCaptions> {
   const failures: AltTextCommandResult['failures'] = [];
   // Per file, the caption for each destination as written; images with the same file share one caption run.
   const captions = new Map<string, Map<string, string>>();
@@ -69,7 +86,7 @@ export async function generateMissingAltText(
   for (const file of files) {
     throwIfCancelled(token);
     const settings = await options.settingsFor(file.uri);
-    const images = (await elementsOf(file)).filter((image) => needsGeneratedAlt(image, settings.altText));
+    const images = (await elementsOf(file, options)).filter((image) => needsGeneratedAlt(image, settings.altText));
     const loadedByUrl = new Map<string, LoadedImage>();
     for (const image of images) {
       let loaded = loadedByUrl.get(image.url);
@@ -96,13 +113,11 @@ export async function generateMissingAltText(
       throwIfCancelled(token);
       try {
         const result = await inference.caption(job.loaded.source, { priority: options.priority }, token);
-        if (!result.text.trim()) {
-          for (const user of job.users) failures.push({ uri: user.uri, image: user.url, reason: EMPTY_CAPTION });
-          done += job.users.length;
-          options.onProgress?.(done, total);
-          continue;
-        }
         for (const user of job.users) {
+          if (!result.text.trim()) {
+            failures.push({ uri: user.uri, image: user.url, reason: EMPTY_CAPTION });
+            continue;
+          }
           const forFile = captions.get(user.uri) ?? new Map<string, string>();
           forFile.set(user.url, result.text);
           captions.set(user.uri, forFile);
@@ -111,7 +126,7 @@ export async function generateMissingAltText(
         throwIfCancelled(token);
         // Without a model every image would fail the same way; the command fails once, so set-up is offered.
         if (isNoModel(e, inference)) throw e;
-        const reason = failureSentence(e, inference);
+        const reason = failureSentence(e, inference, options.vscodeClient);
         for (const user of job.users) failures.push({ uri: user.uri, image: user.url, reason });
       }
       done += job.users.length;
@@ -120,7 +135,21 @@ export async function generateMissingAltText(
   };
   await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, queue.length) }, worker));
   throwIfCancelled(token);
+  return { captions, failures, total };
+}
 
+/**
+ * Captions every image in `files` whose alt text is missing or unhelpful and returns one workspace edit that
+ * puts each caption into its image's alt text, computed against the files as they are after captioning. The
+ * edit is annotated as needing confirmation, so the user reviews it before it is applied.
+ */
+export async function generateMissingAltText(
+  files: readonly AltTextFile[],
+  inference: InferenceService,
+  options: GenerateAltTextOptions,
+  token: CancellationToken,
+): Promise<AltTextCommandResult> {
+  const { captions, failures } = await captionImagesForAltText(files, inference, options, token);
   const fileEdits: FileEdits[] = [];
   let imagesEdited = 0;
   for (const file of files) {
@@ -132,7 +161,7 @@ export async function generateMissingAltText(
     const edits = altEditsForDocument(now.text, now.languageId, (image) => forFile.get(image.url), {
       settings: settings.altText,
       include: (image) => needsGeneratedAlt(image, settings.altText),
-      elements: await elementsOf(now),
+      elements: await elementsOf(now, options),
     });
     if (edits.length === 0) continue;
     const document = TextDocument.create(now.uri, now.languageId, now.version ?? 0, now.text);

@@ -1,5 +1,13 @@
 import type { ImageElement, ImageReference, OffsetRange } from '../images/image-reference';
 import { IMAGE_EXTENSIONS } from '../images/path-strings';
+import {
+  ALT_RULE_IDS,
+  DEFAULT_ALT_RULE_SETTINGS,
+  DEFAULT_RULE_SEVERITIES,
+  type AltRuleId,
+  type AltRuleSettings,
+  type RuleSeverity,
+} from '../../protocol/settings';
 
 /*
  * The rules linters use for alt text (../shared/docs/peers.md): markdownlint's and GitHub's missing alt,
@@ -7,76 +15,24 @@ import { IMAGE_EXTENSIONS } from '../images/path-strings';
  * (double-great/alt-text: its exact-match, contains and ends-with lists, and its 125-character limit).
  */
 
-export const ALT_RULE_IDS = ['missing-alt', 'default-alt', 'placeholder-alt', 'redundant-phrase', 'file-name-alt', 'alt-too-long'] as const;
-export type AltRuleId = (typeof ALT_RULE_IDS)[number];
-
-export type RuleSeverity = 'error' | 'warning' | 'information' | 'hint';
-export type RuleSetting = RuleSeverity | 'off';
-export const RULE_SETTINGS: readonly RuleSetting[] = ['error', 'warning', 'information', 'hint', 'off'];
-
 export interface AltRuleInfo {
   defaultSeverity: RuleSeverity;
   /** One line for the setting's description. */
   description: string;
 }
 
-export const ALT_RULES: Readonly<Record<AltRuleId, AltRuleInfo>> = {
-  'missing-alt': {
-    defaultSeverity: 'warning',
-    description: 'An image has no alt text: an empty or blank markdown alt, `![][ref]`, or `<img>` without `alt`.',
-  },
-  'default-alt': {
-    defaultSeverity: 'warning',
-    description: 'The alt text is a default someone forgot to replace: "image", or a screenshot file name like "Screen Shot 2024-01-31 at …".',
-  },
-  'placeholder-alt': {
-    defaultSeverity: 'warning',
-    description: 'The alt text is only a placeholder word such as "photo", "logo", "diagram" or "spacer".',
-  },
-  'redundant-phrase': {
-    defaultSeverity: 'information',
-    description: 'The alt text says "image of", "photo of" or the like, which screen readers already announce.',
-  },
-  'file-name-alt': {
-    defaultSeverity: 'warning',
-    description: 'The alt text ends with an image file extension, so it is probably a file name.',
-  },
-  'alt-too-long': {
-    defaultSeverity: 'information',
-    description: 'The alt text is longer than the length limit; screen readers read long alt text in chunks.',
-  },
+const DESCRIPTIONS: Readonly<Record<AltRuleId, string>> = {
+  'missing-alt': 'An image has no alt text: an empty or blank markdown alt, `![][ref]`, or `<img>` without `alt`.',
+  'default-alt': 'The alt text is a default someone forgot to replace: "image", or a screenshot file name like "Screen Shot 2024-01-31 at …".',
+  'placeholder-alt': 'The alt text is only a placeholder word such as "photo", "logo", "diagram" or "spacer".',
+  'redundant-phrase': 'The alt text says "image of", "photo of" or the like, which screen readers already announce.',
+  'file-name-alt': 'The alt text ends with an image file extension, so it is probably a file name.',
+  'alt-too-long': 'The alt text is longer than the length limit; screen readers read long alt text in chunks.',
 };
 
-export const DEFAULT_MAX_ALT_LENGTH = 125;
-
-export interface AltRuleSettings {
-  rules: Readonly<Record<AltRuleId, RuleSetting>>;
-  maxLength: number;
-}
-
-export const DEFAULT_ALT_RULE_SETTINGS: AltRuleSettings = {
-  rules: Object.fromEntries(ALT_RULE_IDS.map((id) => [id, ALT_RULES[id].defaultSeverity])) as Record<AltRuleId, RuleSetting>,
-  maxLength: DEFAULT_MAX_ALT_LENGTH,
-};
-
-/**
- * Settings as the user wrote them (any JSON) made whole: unknown rule ids and values are ignored, anything
- * left out takes its default, so a typo in settings.json never switches checking off.
- */
-export function normalizeAltRuleSettings(raw: unknown): AltRuleSettings {
-  const input = (typeof raw === 'object' && raw !== null ? raw : {}) as { rules?: unknown; maxLength?: unknown };
-  const given = (typeof input.rules === 'object' && input.rules !== null ? input.rules : {}) as Record<string, unknown>;
-  const rules = { ...DEFAULT_ALT_RULE_SETTINGS.rules };
-  for (const id of ALT_RULE_IDS) {
-    const value = given[id];
-    if (typeof value === 'string' && (RULE_SETTINGS as readonly string[]).includes(value)) rules[id] = value as RuleSetting;
-  }
-  const maxLength =
-    typeof input.maxLength === 'number' && Number.isFinite(input.maxLength) && input.maxLength >= 1
-      ? Math.floor(input.maxLength)
-      : DEFAULT_MAX_ALT_LENGTH;
-  return { rules, maxLength };
-}
+export const ALT_RULES: Readonly<Record<AltRuleId, AltRuleInfo>> = Object.fromEntries(
+  ALT_RULE_IDS.map((id) => [id, { defaultSeverity: DEFAULT_RULE_SEVERITIES[id], description: DESCRIPTIONS[id] }]),
+) as Record<AltRuleId, AltRuleInfo>;
 
 export interface AltProblem {
   ruleId: AltRuleId;

@@ -5,6 +5,7 @@ import {
   type CodeActionContext,
   type Diagnostic,
   type Range,
+  type WorkspaceEdit,
 } from 'vscode-languageserver-protocol';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import type { InferenceService } from '../../inference/types';
@@ -12,10 +13,11 @@ import { ClientCommands, GenerateAltTextActionKind, ServerCommands, type AltText
 import type { Blip2Settings } from '../../protocol/settings';
 import { altEditFor, anchorFor, relocateImage, toTextEdit, writtenAltSpan, type ImageAnchor, type OffsetEdit } from '../alt-text/alt-edit';
 import { EMPTY_CAPTION, generateMissingAltText, needsGeneratedAlt, type AltTextFile } from '../alt-text/generate-alt-text';
-import { ALT_RULE_IDS, checkAlts } from '../alt-text/rules';
+import { checkAlts } from '../alt-text/rules';
+import { ALT_RULE_IDS } from '../../protocol/settings';
 import { altTextDiagnostics, DIAGNOSTIC_SOURCE } from '../diagnostics/alt-diagnostics';
-import { findImageElements } from '../images/find-images';
 import type { ParsedDocument } from '../images/document-images';
+import { findImageElements } from '../images/find-images';
 import type { ImageElement } from '../images/image-reference';
 import { loadImageAt, REMOTE_IMAGES_OFF } from '../images/load-image';
 import { insideByPath, outsideSentence, readRoots } from '../images/read-scope';
@@ -26,10 +28,12 @@ import { buildWorkspaceEdit, type EditSupport } from '../workspace/workspace-edi
 export const GENERATE_ALT_TEXT_TITLE = 'Generate alt text with BLIP-2';
 export const GENERATE_FILE_ALT_TEXT_TITLE = 'Generate missing alt text in this file';
 
-/** What an unresolved action carries to `codeAction/resolve`: enough to find the image again after edits. */
-export type AltActionData =
-  | { kind: 'blip2.altFix'; uri: string; version: number; anchor: ImageAnchor }
-  | { kind: 'blip2.altFile'; uri: string; version: number };
+/**
+ * What an unresolved action carries to `codeAction/resolve` (or, for clients without resolve support, what the
+ * quick fix's `ServerCommands.fixAltText` command carries): enough to find the image again after edits.
+ */
+export type AltFixData = { kind: 'blip2.altFix'; uri: string; version: number; anchor: ImageAnchor };
+export type AltActionData = AltFixData | { kind: 'blip2.altFile'; uri: string; version: number };
 
 export interface AltActionOptions {
   workspaceFolders: readonly string[];
@@ -37,11 +41,14 @@ export interface AltActionOptions {
   /** The client shows `disabled` actions with their reason; without it, actions that cannot work are left out. */
   disabledSupport?: boolean;
   /**
-   * The client resolves an action's edit when it is picked. Without that, quick fixes are left out (each would
-   * have to run the model for every light bulb) and the file action runs the alt-text command, which applies
-   * its edit through workspace/applyEdit.
+   * The client resolves an action's edit when it is picked. Without that (eglot, Helix, Sublime), each action
+   * runs a server command instead, which computes the caption and applies its edit through workspace/applyEdit:
+   * nothing may run the model before the user picks an action, since code actions are asked for on every
+   * cursor move.
    */
   resolveSupport?: boolean;
+  /** The VS Code extension, which implements `ClientCommands`; other editors answer them "unknown command". */
+  vscodeClient?: boolean;
   /** The document's image elements, found already (once per version); found here otherwise. */
   elements?: readonly ImageElement[];
 }
@@ -58,24 +65,23 @@ export function altCodeActions(document: TextDocument, range: Range, context: Co
   const actions: CodeAction[] = [];
 
   const resolveSupport = options.resolveSupport ?? true;
-  if (resolveSupport && wants(context, CodeActionKind.QuickFix)) {
+  if (wants(context, CodeActionKind.QuickFix)) {
     const fixed = new Set<ImageElement>();
     const ours = context.diagnostics.filter((d) => d.source === DIAGNOSTIC_SOURCE && (ALT_RULE_IDS as readonly unknown[]).includes(d.code));
-    const diagnostics =
-      ours.length > 0 || context.diagnostics.length > 0 ? ours : altTextDiagnostics(document, options.settings.altText, images).filter((d) => overlaps(d.range, range));
+    const diagnostics = ours.length > 0 || context.diagnostics.length > 0 ? ours : altTextDiagnostics(document, options.settings.altText, images).filter((d) => overlaps(d.range, range));
     for (const diagnostic of diagnostics) {
       const image = imageOfDiagnostic(document, images, problems, diagnostic);
       if (!image || image.altSyntax.kind === 'dynamic' || fixed.has(image)) continue;
       fixed.add(image);
       const unavailable = whyUnavailable(image, document.uri, options);
       if (unavailable && !options.disabledSupport) continue;
-      const data: AltActionData = { kind: 'blip2.altFix', uri: document.uri, version: document.version, anchor: anchorFor(text, images, image) };
+      const data: AltFixData = { kind: 'blip2.altFix', uri: document.uri, version: document.version, anchor: anchorFor(text, images, image) };
       actions.push({
         title: GENERATE_ALT_TEXT_TITLE,
         kind: CodeActionKind.QuickFix,
         diagnostics: [diagnostic],
         ...(unavailable ? { disabled: { reason: unavailable } } : { isPreferred: true }),
-        data,
+        ...(resolveSupport ? { data } : { command: { title: GENERATE_ALT_TEXT_TITLE, command: ServerCommands.fixAltText, arguments: [data] } }),
       });
     }
   }
@@ -99,12 +105,13 @@ function overlaps(a: Range, b: Range): boolean {
 }
 
 /**
- * Whether the client asked for actions of `kind`. Source actions only when asked for by kind: VS Code asks for
- * every kind when it fills the light bulb, where source actions do not belong.
+ * Whether the client asked for actions of `kind`. Kinds are hierarchical: asking for `source` (or the empty
+ * kind, everything) includes `source.blip2.generateAltText`. Source actions only when asked for by kind: VS Code
+ * asks for every kind when it fills the light bulb, where source actions do not belong.
  */
-function wants(context: CodeActionContext, kind: string, onlyWhenAsked = false): boolean {
+export function wants(context: Pick<CodeActionContext, 'only'>, kind: string, onlyWhenAsked = false): boolean {
   if (!context.only || context.only.length === 0) return !onlyWhenAsked;
-  return context.only.some((asked) => kind === asked || kind.startsWith(`${asked}.`));
+  return context.only.some((asked) => asked === '' || kind === asked || kind.startsWith(`${asked}.`));
 }
 
 /**
@@ -147,7 +154,7 @@ function imageOfDiagnostic(
 }
 
 export interface ResolveAltActionOptions extends AltActionOptions {
-  /** The document as it is at this moment; asked again after the model ran, since the user may have typed. */
+  /** The document as it is at this moment; called again after the model ran, since the user may have typed. */
   documentNow(uri: string): TextDocument | undefined;
   /**
    * The same with its image elements, found once per version (the server's); found here from `documentNow`
@@ -173,8 +180,8 @@ export type ResolvedAltAction = { action: CodeAction; failure?: string; result?:
  * Runs the model for a code action the user picked and fills in its edit. The quick fix's edit inserts the
  * caption at the alt text of the image as it is now (found again by its anchor), never over the destination, and
  * carries the version it was computed for, so an editor that has a newer one refuses it rather than apply it in
- * the wrong place. The other beams are offered through `ClientCommands.chooseAltText`. Without an edit, `failure`
- * says why (an empty caption is never written: an empty alt would mark the image as decorative).
+ * the wrong place. In VS Code the other beams are offered through `ClientCommands.chooseAltText`. Without an
+ * edit, `failure` says why (an empty caption is never written: an empty alt would mark the image as decorative).
  */
 export async function resolveAltAction(
   action: CodeAction,
@@ -185,49 +192,66 @@ export async function resolveAltAction(
   const data = action.data as AltActionData | undefined;
   if (data?.kind === 'blip2.altFile') return resolveFileAction(action, data, inference, options, token);
   if (data?.kind !== 'blip2.altFix') return { action };
+  const fix = await computeAltFix(data, inference, options, token);
+  if (!fix.edit) return { action, failure: fix.failure };
+  const resolved: CodeAction = { ...action, edit: fix.edit };
+  if (options.vscodeClient && fix.alternatives.length > 0 && fix.altRange) {
+    resolved.command = {
+      title: 'Choose another caption',
+      command: ClientCommands.chooseAltText,
+      arguments: [fix.uri, fix.altRange, fix.alternatives],
+    };
+  }
+  return { action: resolved };
+}
 
+export type AltFix =
+  | { edit: WorkspaceEdit; uri: string; alternatives: string[]; altRange: Range | undefined; failure?: undefined }
+  | { edit?: undefined; failure: string };
+
+/** Whether `value` is what a quick fix carries (`AltFixData`), as it comes back from a client. */
+export function isAltFixData(value: unknown): value is AltFixData {
+  const data = value as Partial<AltFixData> | undefined;
+  return data?.kind === 'blip2.altFix' && typeof data.uri === 'string' && typeof data.anchor?.destination === 'string';
+}
+
+/**
+ * The caption of the anchored image, as the edit that writes it into the document as it is when the model is
+ * done; the resolve step and the `ServerCommands.fixAltText` command both come here.
+ */
+export async function computeAltFix(data: AltFixData, inference: InferenceService, options: ResolveAltActionOptions, token: CancellationToken): Promise<AltFix> {
   const parsedNow = parsedNowOf(options);
   const before = await parsedNow(data.uri);
-  if (!before) return { action, failure: 'The document is no longer open.' };
+  if (!before) return { failure: 'The document is no longer open.' };
   const image = relocateImage(before.document.getText(), before.document.languageId, data.anchor, before.elements);
-  if (!image) return { action, failure: 'The image is no longer in the document.' };
+  if (!image) return { failure: 'The image is no longer in the document.' };
   const loaded = await loadImageAt(
     { url: image.url, documentUri: data.uri, workspaceFolders: options.workspaceFolders },
     { remoteImages: options.settings.remoteImages, localImages: options.settings.localImages },
     token,
   );
-  if (!loaded.ok) return { action, failure: loaded.reason };
+  if (!loaded.ok) return { failure: loaded.reason };
 
   let caption;
   try {
     caption = await inference.caption(loaded.source, { priority: 'interactive' }, token);
   } catch (e) {
-    return { action, failure: failureSentence(e, inference) };
+    return { failure: failureSentence(e, inference, options.vscodeClient) };
   }
-  if (!caption.text.trim()) return { action, failure: EMPTY_CAPTION };
+  if (!caption.text.trim()) return { failure: EMPTY_CAPTION };
 
   const now = await parsedNow(data.uri);
-  if (!now) return { action, failure: 'The document is no longer open.' };
+  if (!now) return { failure: 'The document is no longer open.' };
   const { document } = now;
   const target = relocateImage(document.getText(), document.languageId, data.anchor, now.elements);
   const edit = target && target.alt === data.anchor.alt ? altEditFor(target, caption.text) : undefined;
-  if (!target || !edit) return { action, failure: 'The image or its alt text changed while BLIP-2 was captioning it; nothing was inserted.' };
-
-  const resolved: CodeAction = {
-    ...action,
+  if (!target || !edit) return { failure: 'The image or its alt text changed while BLIP-2 was captioning it; nothing was inserted.' };
+  return {
     edit: buildWorkspaceEdit([{ uri: document.uri, version: document.version, edits: [toTextEdit(document, edit)] }], options.editSupport),
+    uri: document.uri,
+    alternatives: caption.alternatives,
+    altRange: insertedAltRange(document, target, edit, caption.text),
   };
-  if (caption.alternatives.length > 0) {
-    const altRange = insertedAltRange(document, target, edit, caption.text);
-    if (altRange) {
-      resolved.command = {
-        title: 'Choose another caption',
-        command: ClientCommands.chooseAltText,
-        arguments: [document.uri, altRange, caption.alternatives],
-      };
-    }
-  }
-  return { action: resolved };
 }
 
 /**

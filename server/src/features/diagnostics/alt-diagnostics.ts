@@ -1,6 +1,7 @@
 import type { Diagnostic } from 'vscode-languageserver-protocol';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
-import { checkAlts, lspSeverity, type AltRuleSettings } from '../alt-text/rules';
+import type { AltRuleSettings } from '../../protocol/settings';
+import { checkAlts, lspSeverity } from '../alt-text/rules';
 import { findImageElements } from '../images/find-images';
 import type { ImageElement } from '../images/image-reference';
 

@@ -39,8 +39,10 @@ export function pendingHoverMarkdown(thumbnailOptions: ThumbnailOptions): string
   return [thumbnail(thumbnailOptions), '*Captioning… hover again in a moment.*'].filter((l) => l !== '').join('\n\n');
 }
 
-export function problemHoverMarkdown(reason: string, thumbnailOptions?: ThumbnailOptions): string {
-  return [thumbnailOptions ? thumbnail(thumbnailOptions) : '', `**BLIP-2:** ${escapeMarkdown(reason)}`].filter((l) => l !== '').join('\n\n');
+/** Why there is no caption; `setUpLink` adds the VS Code extension's "Set Up Model…" as a link after it. */
+export function problemHoverMarkdown(reason: string, thumbnailOptions?: ThumbnailOptions, setUpLink = false): string {
+  const link = setUpLink ? ` ${commandLink('Set Up Model…', ClientCommands.setUpModel, [], 'Download the model or choose a local folder')}` : '';
+  return [thumbnailOptions ? thumbnail(thumbnailOptions) : '', `**BLIP-2:** ${escapeMarkdown(reason)}${link}`].filter((l) => l !== '').join('\n\n');
 }
 
 function provenance(caption: GenerationResult): string {

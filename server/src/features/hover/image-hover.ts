@@ -7,7 +7,7 @@ import { linkedSource, waitAtMost } from '../cancellation';
 import { imageAt } from '../images/find-images';
 import { contains, isImageElement, type ImageElement, type OffsetRange } from '../images/image-reference';
 import { loadImageAt } from '../images/load-image';
-import { failureSentence } from '../inference-failure';
+import { failureReason, failureSentence, isNoModel } from '../inference-failure';
 import { captionHoverMarkdown, pendingHoverMarkdown, problemHoverMarkdown, type ThumbnailOptions } from './hover-markdown';
 
 export interface ImageHoverOptions {
@@ -83,6 +83,9 @@ export async function imageHover(
     }
   } catch (e) {
     if (token.isCancellationRequested) return undefined;
-    return { range, markdown: problemHoverMarkdown(failureSentence(e, inference), thumbnail), state: 'problem' };
+    // VS Code gets the way out as a link; other editors show links as raw text, so they get the sentence.
+    const setUpLink = options.vscodeClient && isNoModel(e, inference);
+    const reason = setUpLink ? failureReason(e, inference) : failureSentence(e, inference, options.vscodeClient);
+    return { range, markdown: problemHoverMarkdown(reason, thumbnail, setUpLink), state: 'problem' };
   }
 }

@@ -53,27 +53,30 @@ type AttributeValue =
 
 function imageOf(element: t.JSXElement, name: t.JSXIdentifier, text: string, imageImports: Map<string, string>): ImageElement | undefined {
   if (!hasRange(element) || !hasRange(name)) return undefined;
-  const attributes = new Map<string, AttributeValue>();
-  let spread: OffsetRange | undefined;
-  for (const attribute of element.openingElement.attributes) {
+  // Props are an object literal: of duplicates the last counts, and a spread after a prop may replace it.
+  const attributes = new Map<string, AttributeValue & { index: number }>();
+  let lastSpread: { range: OffsetRange; index: number } | undefined;
+  element.openingElement.attributes.forEach((attribute, index) => {
     if (attribute.type === 'JSXSpreadAttribute') {
-      if (hasRange(attribute)) spread ??= { start: attribute.start, end: attribute.end };
-      continue;
+      if (hasRange(attribute)) lastSpread = { range: { start: attribute.start, end: attribute.end }, index };
+      return;
     }
-    if (attribute.name.type !== 'JSXIdentifier') continue;
+    if (attribute.name.type !== 'JSXIdentifier') return;
     const value = attributeValue(attribute, text);
-    if (value && !attributes.has(attribute.name.name)) attributes.set(attribute.name.name, value);
-  }
+    if (value) attributes.set(attribute.name.name, { ...value, index });
+  });
 
   const alt = attributes.get('alt');
+  const spreadAfterAlt = lastSpread !== undefined && (!alt || lastSpread.index > alt.index);
   let altValue: string | undefined;
   let altRange: OffsetRange;
   let altSyntax: AltSyntax;
-  if (alt?.kind === 'string') {
+  if (alt?.kind === 'string' && !spreadAfterAlt) {
     ({ value: altValue, range: altRange, syntax: altSyntax } = alt);
-  } else if (alt || spread) {
-    // `alt={caption}`, or `{...props}` that may carry it: present as far as we can tell, and not ours to edit.
-    altRange = alt?.range ?? spread!;
+  } else if (alt || lastSpread) {
+    // `alt={caption}`, or `{...props}` after it (or instead of it) that may carry another: present as far as
+    // we can tell, and not ours to edit, since an edit there might not be what React renders.
+    altRange = spreadAfterAlt ? lastSpread!.range : alt!.range;
     altSyntax = { kind: 'dynamic' };
   } else {
     altRange = { start: name.end, end: name.end };

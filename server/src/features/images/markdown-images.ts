@@ -1,15 +1,42 @@
 import { fromMarkdown } from 'mdast-util-from-markdown';
 import type { Extension as MdastExtension } from 'mdast-util-from-markdown';
+import { frontmatterFromMarkdown } from 'mdast-util-frontmatter';
+import { frontmatter } from 'micromark-extension-frontmatter';
 import type { Definition, Image, ImageReference as MdastImageReference, Nodes } from 'mdast';
 import { findHtmlFragmentImages, type OffsetMap } from './html-images';
 import { percentDecode, type ImageElement, type OffsetRange } from './image-reference';
+
+/**
+ * A hard line break (`\\` or two spaces before a line ending) as the text "\n", which is what CommonMark puts
+ * in alt text; mdast's own break node has no text, so `a\\` + newline + `b` would read "ab". Nothing else here
+ * looks at break nodes. The line ending after the break is still dropped, as for a break node.
+ */
+const HARD_BREAKS_AS_TEXT: MdastExtension = {
+  enter: {
+    hardBreakEscape(token) {
+      this.enter({ type: 'text', value: '\n' }, token);
+    },
+    hardBreakTrailing(token) {
+      this.enter({ type: 'text', value: '\n' }, token);
+    },
+  },
+};
+
+/** Alt text with CRLF line endings read as CommonMark reads them: one line feed. */
+function altOf(node: Image | MdastImageReference): string {
+  return (node.alt ?? '').replace(/\r\n?/g, '\n');
+}
+
+/** YAML (`---`) and TOML (`+++`) front matter: read by site generators, never rendered, so never checked. */
+const FRONT_MATTER: Array<'yaml' | 'toml'> = ['yaml', 'toml'];
 
 /**
  * Images in a markdown document: inline `![alt](dest "title")`, reference-style `![alt][ref]`, `![alt][]`,
  * `![alt]` with their definitions, and `<img>` in HTML blocks and inline HTML. mdast gives the decoded values
  * (alt as a screen reader reads it, destination, title, which definition a label matches, as CommonMark says);
  * micromark's tokens, observed while mdast is built, give the spans mdast does not keep: the alt text between
- * the brackets, the destination, the `[ref]`. Code spans and blocks never produce these tokens.
+ * the brackets, the destination, the `[ref]`. Code spans and blocks never produce these tokens, nor does
+ * front matter; HTML inside an image's alt text is part of that text, not an image.
  */
 export function findMarkdownImages(text: string): ImageElement[] {
   // micromark drops a leading byte order mark and counts from after it.
@@ -18,7 +45,10 @@ export function findMarkdownImages(text: string): ImageElement[] {
   const spans = new SpanRecorder(source);
   let tree: Nodes;
   try {
-    tree = fromMarkdown(source, { mdastExtensions: [spans.extension()] });
+    tree = fromMarkdown(source, {
+      extensions: [frontmatter(FRONT_MATTER)],
+      mdastExtensions: [frontmatterFromMarkdown(FRONT_MATTER), HARD_BREAKS_AS_TEXT, spans.extension()],
+    });
   } catch {
     return []; // micromark accepts any input; this keeps a bug in it from taking diagnostics down
   }
@@ -53,7 +83,7 @@ function inlineImage(node: Image, spans: SpanRecorder): ImageElement | undefined
     url: node.url,
     destinationRange: link.destination,
     ...(node.title != null ? { title: node.title } : {}),
-    alt: node.alt ?? '',
+    alt: altOf(node),
     altRange: link.labelText,
     altSyntax: { kind: 'markdown' },
     decorative: false,
@@ -83,7 +113,7 @@ function referenceImage(
     url: definition.url,
     destinationRange: spans.definitionDestinations.get(definitionRange.start),
     ...(definition.title != null ? { title: definition.title } : {}),
-    alt: node.alt ?? '',
+    alt: altOf(node),
     altRange: link.labelText,
     altSyntax: { kind: 'markdown' },
     decorative: false,
@@ -158,7 +188,8 @@ class SpanRecorder {
         break;
       case 'htmlFlow':
       case 'htmlText':
-        this.html = [];
+        // In an image's alt text, `<img>` is text a screen reader reads, not an image of its own.
+        this.html = this.open.some((o) => o.image) ? undefined : [];
         break;
       case 'htmlFlowData':
       case 'htmlTextData':

@@ -20,12 +20,14 @@ export class RequestFailure extends Error {
 export interface ImageRequestOptions {
   settings: Blip2Settings;
   workspaceFolders: readonly string[];
+  /** Failures name the VS Code command as the way out, rather than the `model` setting. */
+  vscodeClient?: boolean;
 }
 
 /** `blip2/caption`: the caption of the image at a file: or http(s): URI. */
 export async function captionImage(params: CaptionParams, inference: InferenceService, options: ImageRequestOptions, token: CancellationToken): Promise<GenerationResult> {
   const loaded = await load(params.image, options, token);
-  return run(inference, () => inference.caption(loaded.source, { priority: 'interactive', prompt: params.prompt }, token));
+  return run(inference, options, () => inference.caption(loaded.source, { priority: 'interactive', prompt: params.prompt }, token));
 }
 
 /** `blip2/ask`: the answer to a question about an image, with the text so far passed to `onPartial` as it grows. */
@@ -39,7 +41,7 @@ export async function askAboutImage(
   const question = params.question.trim();
   if (!question) throw new RequestFailure('The question is empty.');
   const loaded = await load(params.image, options, token);
-  return run(inference, () =>
+  return run(inference, options, () =>
     inference.ask(loaded.source, question, { priority: 'interactive', history: params.history, onPartial }, token),
   );
 }
@@ -59,10 +61,10 @@ async function load(image: string, options: ImageRequestOptions, token: Cancella
   return loaded;
 }
 
-async function run(inference: InferenceService, work: () => Promise<GenerationResult>): Promise<GenerationResult> {
+async function run(inference: InferenceService, options: ImageRequestOptions, work: () => Promise<GenerationResult>): Promise<GenerationResult> {
   try {
     return await work();
   } catch (e) {
-    throw new RequestFailure(failureSentence(e, inference), isNoModel(e, inference));
+    throw new RequestFailure(failureSentence(e, inference, options.vscodeClient), isNoModel(e, inference));
   }
 }

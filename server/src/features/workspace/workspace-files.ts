@@ -24,7 +24,7 @@ export function languageIdOfPath(filePath: string): string | undefined {
 }
 
 /** Folders never worth walking: dependencies, version control, and every dot-folder (.git, .vscode, .cache…). */
-function skippedFolder(name: string): boolean {
+export function skippedFolder(name: string): boolean {
   return name === 'node_modules' || name.startsWith('.');
 }
 
