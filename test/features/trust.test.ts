@@ -3,8 +3,6 @@
 // workspace cannot widen either.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,6 +14,7 @@ import { fetchRemoteImage, isLocalHost, redirectRefusal } from '../../server/src
 import { loadImageAt } from '../../server/src/features/images/load-image';
 import { DEFAULT_SETTINGS, type Blip2Settings } from '../../server/src/protocol/settings';
 import { manifest } from '../client/manifest';
+import { startImageSite, type ImageSite } from '../helpers/image-site';
 import { imagePath } from '../helpers/reference';
 
 const never = CancellationToken.None;
@@ -82,46 +81,28 @@ describe('read scope: images that documents name', () => {
 });
 
 describe('remote images: redirects', () => {
-  let site: http.Server;
-  let other: http.Server;
+  let site: ImageSite;
+  let other: ImageSite;
   let base: string;
   let otherBase: string;
   const cat = fs.readFileSync(imagePath('cat.png'));
   const limits = { maxBytes: 1 << 20, timeoutMs: 10_000 };
 
   before(async () => {
-    other = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'image/png' });
-      res.end(cat);
-    });
-    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
-    otherBase = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
-    site = http.createServer((req, res) => {
-      const to: Record<string, string> = {
-        '/moved.png': '/cat.png',
-        '/elsewhere.png': `${otherBase}/cat.png`,
-        '/loop.png': '/loop.png',
-        '/file.png': 'file:///etc/passwd',
-      };
-      if (req.url === '/cat.png') {
-        res.writeHead(200, { 'content-type': 'image/png' });
-        res.end(cat);
-      } else if (req.url && to[req.url]) {
-        res.writeHead(302, { location: to[req.url] });
-        res.end();
-      } else {
-        res.writeHead(404);
-        res.end();
-      }
-    });
-    await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
-    base = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
+    other = await startImageSite(() => ({ '/cat.png': cat }));
+    otherBase = other.base;
+    site = await startImageSite(() => ({
+      '/cat.png': cat,
+      '/moved.png': { redirect: '/cat.png' },
+      '/elsewhere.png': { redirect: `${otherBase}/cat.png` },
+      '/loop.png': { redirect: '/loop.png' },
+      '/file.png': { redirect: 'file:///etc/passwd' },
+    }));
+    base = site.base;
   });
   after(async () => {
-    for (const server of [site, other]) {
-      server?.closeAllConnections();
-      await new Promise((resolve) => server?.close(resolve));
-    }
+    await site?.close();
+    await other?.close();
   });
 
   it('follows a redirect within the same host and port', async () => {
