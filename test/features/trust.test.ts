@@ -9,11 +9,12 @@ import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { CancellationToken } from 'vscode-languageserver-protocol';
 import { TextDocument } from 'vscode-languageserver-textdocument';
+import { explicitSettings, type InspectedSetting } from '../../client/src/config';
 import { altCodeActions } from '../../server/src/features/code-actions/alt-code-actions';
 import { fetchRemoteImage, isLocalHost, redirectRefusal } from '../../server/src/features/images/fetch-remote';
 import { loadImageAt } from '../../server/src/features/images/load-image';
-import { DEFAULT_SETTINGS, type Blip2Settings } from '../../server/src/protocol/settings';
-import { manifest } from '../client/manifest';
+import { DEFAULT_SETTINGS, normalizeSettings, type Blip2Settings } from '../../server/src/protocol/settings';
+import { configurationProperties, manifest } from '../client/manifest';
 import { startImageSite, type ImageSite } from '../helpers/image-site';
 import { imagePath } from '../helpers/reference';
 
@@ -133,9 +134,36 @@ describe('remote images: redirects', () => {
 describe('untrusted workspaces', () => {
   it('ignore the workspace\'s own values of every setting that names files or widens what is read or contacted', () => {
     const restricted = manifest.capabilities.untrustedWorkspaces.restrictedConfigurations ?? [];
-    for (const key of ['blip2.model', 'blip2.modelStore', 'blip2.remoteImages.enabled', 'blip2.localImages.outsideWorkspace']) {
+    const widening = ['blip2.model', 'blip2.modelStore', 'blip2.remoteImages.enabled', 'blip2.localImages.outsideWorkspace', 'blip2.localImages.maxBytes', 'blip2.remoteImages.maxBytes'];
+    for (const key of widening) {
       assert.ok(restricted.includes(key), `${key} is restricted`);
       assert.ok(manifest.capabilities.untrustedWorkspaces.description?.includes(key), `the description names ${key}`);
     }
+  });
+
+  it('the client sends the server what VS Code gives once trust is applied, never the workspace\'s own value', () => {
+    // In restricted mode `inspect` still reports the workspace's values; `get` leaves out those of restricted
+    // settings, giving the user's own value or the contributed default.
+    const scopes: Record<string, InspectedSetting> = {
+      model: { globalValue: '/models/mine', workspaceValue: '/evil/model' },
+      'localImages.outsideWorkspace': { workspaceValue: true },
+      'remoteImages.enabled': { workspaceValue: true },
+      'localImages.maxBytes': { workspaceValue: 2 ** 40 },
+      'generation.numBeams': { workspaceValue: 1 },
+    };
+    const properties = configurationProperties();
+    const restricted = new Set(manifest.capabilities.untrustedWorkspaces.restrictedConfigurations);
+    const untrustedGet = (key: string): unknown => {
+      const s = scopes[key];
+      const own = restricted.has(`blip2.${key}`) ? s?.globalValue : (s?.workspaceValue ?? s?.globalValue);
+      return own ?? properties[`blip2.${key}`]?.default;
+    };
+    const settings = normalizeSettings(explicitSettings((key) => scopes[key], untrustedGet));
+    assert.equal(settings.model, '/models/mine');
+    assert.equal(settings.localImages.outsideWorkspace, false);
+    assert.equal(settings.remoteImages.enabled, false);
+    assert.equal(settings.localImages.maxBytes, DEFAULT_SETTINGS.localImages.maxBytes);
+    // What an untrusted workspace may still choose.
+    assert.equal(settings.generation.numBeams, 1);
   });
 });
