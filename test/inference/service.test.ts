@@ -208,6 +208,21 @@ describe('inference service: cancellation', () => {
     assert.ok(c.tokensGenerated >= 3 && c.tokensGenerated < 100, `generated ${c.tokensGenerated}`);
   });
 
+  it('a request cancelled before it arrives is refused at once, though its token never fires, and a run it shares goes on', { timeout: 60_000 }, async () => {
+    // Cancelled before its token is read: the token is CancellationToken.Cancelled, whose event never fires, as
+    // the connection gives a handler for a request the client cancelled while it was still queued.
+    const early = () => {
+      const source = new CancellationTokenSource();
+      source.cancel();
+      return source.token;
+    };
+    await assert.rejects(svc.caption({ kind: 'file', path: imagePath('rocket.jpg') }, { priority: 'interactive' }, early()), /Cancelled/);
+    const image = { kind: 'file' as const, path: imagePath('astronaut.png') };
+    const kept = svc.ask(image, 'who is this?', { priority: 'interactive' }, never);
+    await assert.rejects(svc.ask(image, 'who is this?', { priority: 'interactive' }, early()), /Cancelled/);
+    assert.equal((await kept).cached, false);
+  });
+
   it('a run shared by two waiters continues when only one cancels', async () => {
     const one = new CancellationTokenSource();
     const image = { kind: 'file' as const, path: imagePath('coffee.png') };
