@@ -66,6 +66,8 @@ export interface DocumentStore {
 
 /** A hover waits this long for a caption that is not cached, then says "Captioning…" and lets it finish. */
 export const DEFAULT_HOVER_WAIT_MS = 3000;
+/** The command's own work starts this long after its answer was sent (see `fixAltText`). */
+const AFTER_ANSWER_MS = 200;
 /** Diagnostics follow typing after this pause, so a burst of keystrokes parses the document once. */
 const DIAGNOSTICS_DELAY_MS = 250;
 
@@ -354,7 +356,7 @@ export class Blip2Server {
   private async fixAltText(data: unknown): Promise<null> {
     if (!isAltFixData(data)) throw new ResponseError(ErrorCodes.InvalidParams, `${ServerCommands.fixAltText} needs the data of the quick fix it came with.`);
     const options = await this.altFixOptions(data.uri);
-    void (async () => {
+    const run = async (): Promise<void> => {
       try {
         const fix = await computeAltFix(data, this.inference, options, CancellationToken.None);
         if (fix.edit) await this.client.applyEdit('Generate alt text with BLIP-2', fix.edit);
@@ -362,7 +364,10 @@ export class Blip2Server {
       } catch (e) {
         this.client.showMessage('warning', `BLIP-2: ${describeError(e)}`);
       }
-    })();
+    };
+    // Not at once: Emacs's jsonrpc leaves whatever arrives with the answer to a synchronous request unread until
+    // the server writes again, so a cached caption's applyEdit sent right behind this answer would wait forever.
+    setTimeout(() => void run(), AFTER_ANSWER_MS);
     return null;
   }
 
