@@ -3,19 +3,19 @@
 // workspace cannot widen either.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { CancellationToken } from 'vscode-languageserver-protocol';
 import { TextDocument } from 'vscode-languageserver-textdocument';
+import { explicitSettings, type InspectedSetting } from '../../client/src/config';
 import { altCodeActions } from '../../server/src/features/code-actions/alt-code-actions';
 import { fetchRemoteImage, isLocalHost, redirectRefusal } from '../../server/src/features/images/fetch-remote';
 import { loadImageAt } from '../../server/src/features/images/load-image';
-import { DEFAULT_SETTINGS, type Blip2Settings } from '../../server/src/protocol/settings';
-import { manifest } from '../client/manifest';
+import { DEFAULT_SETTINGS, normalizeSettings, type Blip2Settings } from '../../server/src/protocol/settings';
+import { configurationProperties, manifest } from '../client/manifest';
+import { startImageSite, type ImageSite } from '../helpers/image-site';
 import { imagePath } from '../helpers/reference';
 
 const never = CancellationToken.None;
@@ -82,46 +82,28 @@ describe('read scope: images that documents name', () => {
 });
 
 describe('remote images: redirects', () => {
-  let site: http.Server;
-  let other: http.Server;
+  let site: ImageSite;
+  let other: ImageSite;
   let base: string;
   let otherBase: string;
   const cat = fs.readFileSync(imagePath('cat.png'));
   const limits = { maxBytes: 1 << 20, timeoutMs: 10_000 };
 
   before(async () => {
-    other = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'image/png' });
-      res.end(cat);
-    });
-    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
-    otherBase = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
-    site = http.createServer((req, res) => {
-      const to: Record<string, string> = {
-        '/moved.png': '/cat.png',
-        '/elsewhere.png': `${otherBase}/cat.png`,
-        '/loop.png': '/loop.png',
-        '/file.png': 'file:///etc/passwd',
-      };
-      if (req.url === '/cat.png') {
-        res.writeHead(200, { 'content-type': 'image/png' });
-        res.end(cat);
-      } else if (req.url && to[req.url]) {
-        res.writeHead(302, { location: to[req.url] });
-        res.end();
-      } else {
-        res.writeHead(404);
-        res.end();
-      }
-    });
-    await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
-    base = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
+    other = await startImageSite(() => ({ '/cat.png': cat }));
+    otherBase = other.base;
+    site = await startImageSite(() => ({
+      '/cat.png': cat,
+      '/moved.png': { redirect: '/cat.png' },
+      '/elsewhere.png': { redirect: `${otherBase}/cat.png` },
+      '/loop.png': { redirect: '/loop.png' },
+      '/file.png': { redirect: 'file:///etc/passwd' },
+    }));
+    base = site.base;
   });
   after(async () => {
-    for (const server of [site, other]) {
-      server?.closeAllConnections();
-      await new Promise((resolve) => server?.close(resolve));
-    }
+    await site?.close();
+    await other?.close();
   });
 
   it('follows a redirect within the same host and port', async () => {
@@ -152,9 +134,36 @@ describe('remote images: redirects', () => {
 describe('untrusted workspaces', () => {
   it('ignore the workspace\'s own values of every setting that names files or widens what is read or contacted', () => {
     const restricted = manifest.capabilities.untrustedWorkspaces.restrictedConfigurations ?? [];
-    for (const key of ['blip2.model', 'blip2.modelStore', 'blip2.remoteImages.enabled', 'blip2.localImages.outsideWorkspace']) {
+    const widening = ['blip2.model', 'blip2.modelStore', 'blip2.remoteImages.enabled', 'blip2.localImages.outsideWorkspace', 'blip2.localImages.maxBytes', 'blip2.remoteImages.maxBytes'];
+    for (const key of widening) {
       assert.ok(restricted.includes(key), `${key} is restricted`);
       assert.ok(manifest.capabilities.untrustedWorkspaces.description?.includes(key), `the description names ${key}`);
     }
+  });
+
+  it('the client sends the server what VS Code gives once trust is applied, never the workspace\'s own value', () => {
+    // In restricted mode `inspect` still reports the workspace's values; `get` leaves out those of restricted
+    // settings, giving the user's own value or the contributed default.
+    const scopes: Record<string, InspectedSetting> = {
+      model: { globalValue: '/models/mine', workspaceValue: '/evil/model' },
+      'localImages.outsideWorkspace': { workspaceValue: true },
+      'remoteImages.enabled': { workspaceValue: true },
+      'localImages.maxBytes': { workspaceValue: 2 ** 40 },
+      'generation.numBeams': { workspaceValue: 1 },
+    };
+    const properties = configurationProperties();
+    const restricted = new Set(manifest.capabilities.untrustedWorkspaces.restrictedConfigurations);
+    const untrustedGet = (key: string): unknown => {
+      const s = scopes[key];
+      const own = restricted.has(`blip2.${key}`) ? s?.globalValue : (s?.workspaceValue ?? s?.globalValue);
+      return own ?? properties[`blip2.${key}`]?.default;
+    };
+    const settings = normalizeSettings(explicitSettings((key) => scopes[key], untrustedGet));
+    assert.equal(settings.model, '/models/mine');
+    assert.equal(settings.localImages.outsideWorkspace, false);
+    assert.equal(settings.remoteImages.enabled, false);
+    assert.equal(settings.localImages.maxBytes, DEFAULT_SETTINGS.localImages.maxBytes);
+    // What an untrusted workspace may still choose.
+    assert.equal(settings.generation.numBeams, 1);
   });
 });

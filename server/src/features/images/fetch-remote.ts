@@ -24,6 +24,8 @@ export async function fetchRemoteImage(url: string, limits: FetchLimits, token: 
     abort.abort();
   }, limits.timeoutMs);
   const subscription = token.onCancellationRequested(() => abort.abort());
+  // A token cancelled before it was read never fires its event.
+  if (token.isCancellationRequested) abort.abort();
   try {
     let response: Response;
     let current = url;

@@ -1,12 +1,13 @@
 /**
  * Finding the image elements of a document off the main thread. Two worker threads, one for documents up to
  * QUICK_LANE_CHARS and one for larger ones, so that a typical README is never queued behind a one-megabyte
- * changelog (about 4 s). A parse that runs past its time-out ends its worker (the next parse starts a fresh one)
- * and the document counts as having no images; so does a document larger than MAX_PARSE_CHARS.
+ * changelog (3 to 4 s, and 200 MB of heap: micromark keeps every event). Each worker has a heap limit and ends
+ * after a while idle, giving its memory back; a parse that runs out of heap or past its time-out ends its worker
+ * (the next parse starts a fresh one) and the document counts as having no images, as does one larger than
+ * MAX_PARSE_CHARS.
  */
 import type { Worker } from 'node:worker_threads';
 import { startWorkerThread } from '../../worker-thread';
-import { findImageElements } from './find-images';
 import type { ImageElement } from './image-reference';
 
 /**
@@ -14,9 +15,6 @@ import type { ImageElement } from './image-reference';
  * start: a parse nobody wants any more (the document changed again meanwhile) is skipped and resolves undefined.
  */
 export type FindImageElements = (text: string, languageId: string, wanted?: () => boolean) => Promise<ImageElement[] | undefined>;
-
-/** On the calling thread: for tests, and for callers that have no server (the CLI). */
-export const findInProcess = async (text: string, languageId: string): Promise<ImageElement[]> => findImageElements(text, languageId);
 
 export interface ParseRequest {
   id: number;
@@ -27,23 +25,26 @@ export interface ParseRequest {
 export type ParseReply = { id: number; elements: ImageElement[] } | { id: number; error: string };
 
 export const QUICK_LANE_CHARS = 256 * 1024;
-/** Beyond this a document is not searched for images at all (a 50 MB log opened by mistake). */
-export const MAX_PARSE_CHARS = 16 * 1024 * 1024;
-const TIMEOUT_MS = 120_000;
+/** Beyond this a document is not searched for images at all (a log opened by mistake): about 8 s and 500 MB. */
+export const MAX_PARSE_CHARS = 2 * 1024 * 1024;
+const TIMEOUT_MS = 60_000;
+/** Heap per lane: what its largest document needs (measured: 200 MB for 1 MB of markdown), with room. */
+const HEAP_MB = { quick: 192, large: 768 };
+/** An idle worker ends after this long, so an editor session left open all day holds no parser memory. */
+const IDLE_MS = 30_000;
 
 export interface ImageParserOptions {
   log?: (line: string) => void;
-  /** How the worker thread starts: tests and `tsx` runs load the source, the bundle loads dist/parse-worker.js. */
-  startWorker?: () => Worker;
 }
 
 export class WorkerImageParser {
   private readonly lanes: Lane[];
 
   constructor(options: ImageParserOptions = {}) {
-    const start = options.startWorker ?? (() => startWorkerThread(__dirname, 'parse-worker.js', 'parse-worker.ts'));
     const log = options.log ?? (() => undefined);
-    this.lanes = [new Lane('quick', start, log), new Lane('large', start, log)];
+    const start = (heapMb: number) => () =>
+      startWorkerThread(__dirname, 'parse-worker.js', 'parse-worker.ts', { resourceLimits: { maxOldGenerationSizeMb: heapMb } });
+    this.lanes = [new Lane('quick', start(HEAP_MB.quick), log), new Lane('large', start(HEAP_MB.large), log)];
   }
 
   readonly find: FindImageElements = async (text, languageId, wanted) => {
@@ -68,6 +69,7 @@ class Lane {
   private nextId = 1;
   private readonly queue: { job: Job; resolve: (e: ImageElement[] | undefined) => void }[] = [];
   private running?: { id: number; resolve: (e: ImageElement[] | undefined) => void; timer: NodeJS.Timeout };
+  private idle?: NodeJS.Timeout;
 
   constructor(
     private readonly name: string,
@@ -83,6 +85,7 @@ class Lane {
   }
 
   async dispose(): Promise<void> {
+    clearTimeout(this.idle);
     const worker = this.worker;
     this.worker = undefined;
     this.finishRunning([]);
@@ -91,6 +94,7 @@ class Lane {
   }
 
   private next(): void {
+    clearTimeout(this.idle);
     while (!this.running && this.queue.length > 0) {
       const { job, resolve } = this.queue.shift()!;
       if (job.wanted && !job.wanted()) {
@@ -105,6 +109,10 @@ class Lane {
       this.running = { id, resolve, timer };
       this.ensureWorker().postMessage({ id, text: job.text, languageId: job.languageId } satisfies ParseRequest);
     }
+    if (!this.running && this.worker) {
+      this.idle = setTimeout(() => this.restart(), IDLE_MS);
+      this.idle.unref();
+    }
   }
 
   private ensureWorker(): Worker {
@@ -117,6 +125,7 @@ class Lane {
       if ('error' in reply) this.log(`Finding images failed: ${reply.error}`);
       this.finishRunning('error' in reply ? [] : reply.elements);
     });
+    // Out of heap (ERR_WORKER_OUT_OF_MEMORY) ends only the worker: its document counts as having no images.
     worker.on('error', (e) => this.log(`The ${this.name} image-finding worker failed: ${e.message}`));
     worker.on('exit', () => {
       if (this.worker !== worker) return;
