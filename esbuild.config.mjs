@@ -1,4 +1,4 @@
-// Bundles the extension client, the language server, its inference worker and the blip2 CLI.
+// Bundles the extension client, the language server, its inference and image-parsing workers and the blip2 CLI.
 // Native addons (onnxruntime-node, sharp) stay external: they ship as node_modules for one platform.
 import * as esbuild from 'esbuild';
 import { pathToFileURL } from 'node:url';
@@ -23,8 +23,9 @@ const common = {
 export const entries = [
   { entryPoints: ['client/src/extension.ts'], outfile: 'dist/extension.js' },
   { entryPoints: ['server/src/server.ts'], outfile: 'dist/server.js' },
-  // Beside server.js, where the inference host looks for it.
+  // Beside server.js, where the inference host and the image parser look for them.
   { entryPoints: ['server/src/inference/inference-worker.ts'], outfile: 'dist/worker.js' },
+  { entryPoints: ['server/src/features/images/parse-worker.ts'], outfile: 'dist/parse-worker.js' },
   { entryPoints: ['server/src/cli/blip2.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node\n' + common.banner.js } },
 ];
 

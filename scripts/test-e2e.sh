@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # npm run test:e2e [-- test files]: installs what the end-to-end tests need (cached: see e2e-setup.sh), packages
 # the VSIX for this platform, then runs test/e2e (the VSIX's contents, VS Code in code-server through headless
-# Chromium, Neovim). Screenshots and, on failure, logs go to test-results/.
+# Chromium, Neovim, Emacs with eglot). Screenshots and, on failure, logs go to test-results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -168,6 +168,21 @@ describe('blip2 CLI: bad input gets one clear line and a non-zero exit', () => {
     assertUserError(await runCli(['caption', file, ...model(tinyCheckpointDir)], iso.env), /notes\.png is not a readable image/);
   });
 
+  it('a device, a named pipe and a file over --max-image-mb, refused before a byte is read', async () => {
+    assertUserError(await runCli(['caption', '/dev/zero', ...model(tinyCheckpointDir)], iso.env), /^blip2: \/dev\/zero is a device, not an image file\. Only regular files are read as images\.$/);
+    const fifo = path.join(work, 'pipe.png');
+    spawnSync('mkfifo', [fifo]);
+    assertUserError(await runCli(['caption', fifo, ...model(tinyCheckpointDir)], iso.env), /pipe\.png is a named pipe, not an image file/);
+    // Sparse: 3 MB on paper, nothing on disk.
+    const big = path.join(work, 'big.png');
+    fs.closeSync(fs.openSync(big, 'w'));
+    fs.truncateSync(big, 3 * 1024 * 1024);
+    assertUserError(
+      await runCli(['caption', big, ...model(tinyCheckpointDir), '--max-image-mb', '2'], iso.env),
+      /big\.png is 3 MB, more than the limit of 2 MB for image files\. Pass --max-image-mb with a larger limit to caption it\.$/,
+    );
+  });
+
   it('a truncated shard', async () => {
     const dir = brokenCheckpoint('truncated', (d) => {
       const f = path.join(d, 'model.safetensors');

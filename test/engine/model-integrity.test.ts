@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { openCheckpoint } from '../../server/src/engine/checkpoint/checkpoint';
 import { parseBlip2Config } from '../../server/src/engine/checkpoint/config';
 import { readSafetensorsHeader } from '../../server/src/engine/checkpoint/safetensors';
 import { recordModelFiles, VERIFIED_FILE } from '../../server/src/engine/convert/integrity';
@@ -91,6 +92,21 @@ describe('config sizes', () => {
     rejectsWith(() => parseBlip2Config(variant('text_config', 'ffn_dim', 1e12)), /ffn_dim is 1000000000000/);
     rejectsWith(() => parseBlip2Config(variant('', 'num_query_tokens', 500)), /num_query_tokens is 500/);
     rejectsWith(() => parseBlip2Config(variant('qformer_config', 'hidden_size', 32.5)), /qformer_config\.hidden_size is 32\.5/);
+  });
+
+  it('refuses a checkpoint whose tensors have other dimensions than its config allows', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-dims-'));
+    try {
+      fs.cpSync(tinyCheckpointDir, dir, { recursive: true, filter: (src) => !src.includes(`${path.sep}reference`) });
+      const write = (config: unknown) => fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+      assert.equal(openCheckpoint(dir).config.text.ffnDim, 80);
+      write(variant('text_config', 'ffn_dim', 96));
+      rejectsWith(() => openCheckpoint(dir), /^Tensor language_model\.model\.decoder\.layers\.0\.fc1\.weight has shape \[80,40\] but config\.json implies \[96,40\]\./);
+      write(variant('text_config', 'vocab_size', 961));
+      rejectsWith(() => openCheckpoint(dir), /embed_tokens\.weight has shape \[960,40\] but config\.json implies \[961,40\]/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

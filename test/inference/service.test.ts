@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CancellationTokenSource } from 'vscode-languageserver';
 import { openModel, type OpenedModel } from '../../server/src/engine/open-model';
+import { fitChatPrompt, promptBudget } from '../../server/src/engine/preprocess/prompts';
 import { generationSettingsFor } from '../../server/src/inference/generation-settings';
 import { createInferenceService } from '../../server/src/inference/service';
 import type { InferenceService } from '../../server/src/inference/types';
@@ -98,6 +99,27 @@ describe('inference service', () => {
     assert.equal(svc.counters().generations, 2);
   });
 
+  it('a chat that outgrows the context is answered from its latest turns; a question that alone does not fit is refused', async () => {
+    const s = settings({ numBeams: 1 });
+    const svc = make(s);
+    const image = { kind: 'file' as const, path: imagePath('cat.png') };
+    const history = Array.from({ length: 5000 }, (_, i) => ({ question: `question ${i}`, answer: `answer ${i}` }));
+    const answer = await svc.ask(image, 'and now?', { priority: 'interactive', history }, never);
+    // What the engine answers for the turns that fit its context, counted with its own tokenizer.
+    const m = engine.pipeline.model;
+    const g = generationSettingsFor(s.generation, 'answer');
+    const budget = promptBudget({ maxPositions: m.config.text.maxPositionEmbeddings, numQueryTokens: m.config.numQueryTokens, maxNewTokens: g.maxNewTokens });
+    const prompt = fitChatPrompt(history, 'and now?', (text) => m.tokenizer.encode(text).length, budget);
+    assert.match(prompt, /^Question: question \d+ Answer: answer \d+\. .*Question: question 4999 Answer: answer 4999\. Question: and now\? Answer:$/);
+    const [encoded] = await engine.pipeline.encodeImages([imagePath('cat.png')]);
+    assert.equal(answer.text, (await engine.pipeline.generate([{ image: encoded, prompt }], g)).answers[0].text);
+    // A megabyte question: one sentence, not onnxruntime's "indices element out of data bounds".
+    await assert.rejects(
+      svc.ask(image, 'why is the cat there? '.repeat(50_000), { priority: 'interactive' }, never),
+      /^UserError: The prompt is \d+ tokens long, more than the \d+ that fit in the model's context of 128 positions/,
+    );
+  });
+
   it('duplicate requests share one run', async () => {
     const svc = make(settings());
     const image = { kind: 'file' as const, path: imagePath('rocket.jpg') };
@@ -186,6 +208,21 @@ describe('inference service: cancellation', () => {
     assert.ok(c.tokensGenerated >= 3 && c.tokensGenerated < 100, `generated ${c.tokensGenerated}`);
   });
 
+  it('a request cancelled before it arrives is refused at once, though its token never fires, and a run it shares goes on', { timeout: 60_000 }, async () => {
+    // Cancelled before its token is read: the token is CancellationToken.Cancelled, whose event never fires, as
+    // the connection gives a handler for a request the client cancelled while it was still queued.
+    const early = () => {
+      const source = new CancellationTokenSource();
+      source.cancel();
+      return source.token;
+    };
+    await assert.rejects(svc.caption({ kind: 'file', path: imagePath('rocket.jpg') }, { priority: 'interactive' }, early()), /Cancelled/);
+    const image = { kind: 'file' as const, path: imagePath('astronaut.png') };
+    const kept = svc.ask(image, 'who is this?', { priority: 'interactive' }, never);
+    await assert.rejects(svc.ask(image, 'who is this?', { priority: 'interactive' }, early()), /Cancelled/);
+    assert.equal((await kept).cached, false);
+  });
+
   it('a run shared by two waiters continues when only one cancels', async () => {
     const one = new CancellationTokenSource();
     const image = { kind: 'file' as const, path: imagePath('coffee.png') };
@@ -199,7 +236,8 @@ describe('inference service: cancellation', () => {
   });
 });
 
-describe('inference service under strain', () => {
+// A run that never settles (a crash nobody reports) must fail the test, not hang the suite.
+describe('inference service under strain', { timeout: 120_000 }, () => {
   let root: string;
   let engine: OpenedModel;
   const services: InferenceService[] = [];

@@ -5,8 +5,6 @@
 import { strict as assert } from 'node:assert';
 import { fork, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -26,6 +24,7 @@ import {
 import { escapeMarkdown } from '../../server/src/features/hover/hover-markdown';
 import { Blip2ErrorCodes, CaptionRequest, CountersRequest, ModelStatusRequest, SetUpModelRequest } from '../../server/src/protocol/messages';
 import { engineCaptions } from '../helpers/engine-captions';
+import { startImageSite, type ImageSite } from '../helpers/image-site';
 import { processExists, testSettings, TestServer } from '../helpers/lsp-server';
 import { repoRoot, tinyCheckpointDir } from '../helpers/paths';
 
@@ -90,31 +89,17 @@ describe('server lifecycle', { timeout: 300_000 }, () => {
   });
 
   describe('remote images, with settings from initializationOptions', () => {
-    let site: http.Server;
+    let site: ImageSite;
     let base: string;
     const cat = fs.readFileSync(path.join(IMAGES, 'cat.png'));
 
     before(async () => {
-      site = http.createServer((req, res) => {
-        if (req.url === '/cat.png') {
-          res.writeHead(200, { 'content-type': 'image/png', 'content-length': cat.length });
-          res.end(cat);
-        } else if (req.url === '/big.png') {
-          // No length announced: the limit has to be enforced while reading.
-          res.writeHead(200, { 'content-type': 'image/png' });
-          res.end(Buffer.concat([cat, cat]));
-        } else {
-          res.writeHead(404);
-          res.end();
-        }
-      });
-      await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
-      base = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
+      site = await startImageSite(() => ({ '/cat.png': cat, '/big.png': { png: Buffer.concat([cat, cat]), announceLength: false } }));
+      base = site.base;
     });
 
     after(async () => {
-      site?.closeAllConnections();
-      await new Promise((resolve) => site?.close(resolve));
+      await site?.close();
     });
 
     it('fetches within the size limit and captions the bytes as the engine captions the file', async () => {

@@ -99,6 +99,7 @@ class WorkerInferenceService implements InferenceService {
     }
     const controller = new AbortController();
     const sub = token.onCancellationRequested(() => controller.abort());
+    if (token.isCancellationRequested) controller.abort();
     try {
       await this.load({ allowDownload: true, signal: controller.signal, reporter });
     } catch (e) {
@@ -203,7 +204,7 @@ class WorkerInferenceService implements InferenceService {
         if (onPartial) s.partials.delete(onPartial);
         sub.dispose();
       };
-      const sub = token.onCancellationRequested(() => {
+      const withdraw = () => {
         if (settled) return;
         settled = true;
         leave();
@@ -212,8 +213,14 @@ class WorkerInferenceService implements InferenceService {
           if (this.inflight.get(key) === s) this.inflight.delete(key);
         }
         reject(new CancelledError());
-      });
-      if (token.isCancellationRequested) return;
+      };
+      const sub = token.onCancellationRequested(withdraw);
+      // A token cancelled before anyone read it (a request the client cancelled while it was still queued) is
+      // vscode-jsonrpc's CancellationToken.Cancelled, whose event never fires: withdraw now, or never answer.
+      if (token.isCancellationRequested) {
+        withdraw();
+        return;
+      }
       s.promise.then(
         (v) => {
           if (settled) return;

@@ -1,7 +1,6 @@
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { ModelProgress } from '../engine/open-model';
+import { startWorkerThread } from '../worker-thread';
 import { CANCEL_SLOT, type FromWorker, type ToWorker, type WorkerError } from './worker-protocol';
 
 type Pending = {
@@ -12,19 +11,6 @@ type Pending = {
 };
 
 type Job = ToWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
-
-/**
- * The worker's code: beside the bundle (dist/worker.js), or the TypeScript source when the server itself runs from
- * source through tsx (tests, development), which a worker can only load after registering tsx's require hook.
- */
-function startWorker(options: { workerData: unknown }): Worker {
-  const bundled = path.join(__dirname, 'worker.js');
-  if (fs.existsSync(bundled)) return new Worker(bundled, options);
-  const source = path.join(__dirname, 'inference-worker.ts');
-  // tsx by its resolved path: an eval'd worker resolves modules from the current folder, which may be anywhere.
-  const tsx = require.resolve('tsx/cjs/api');
-  return new Worker(`require(${JSON.stringify(tsx)}).register(); require(${JSON.stringify(source)});`, { ...options, eval: true });
-}
 
 /** The main thread's handle on the inference worker: numbered jobs, their progress and tokens, cancellation. */
 export class WorkerHost {
@@ -67,7 +53,7 @@ export class WorkerHost {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    const worker = startWorker({ workerData: { cancelBuffer: this.cancelFlags.buffer } });
+    const worker = startWorkerThread(__dirname, 'worker.js', 'inference-worker.ts', { workerData: { cancelBuffer: this.cancelFlags.buffer } });
     worker.on('message', (m: FromWorker) => this.onMessage(m));
     worker.on('error', (e) => this.log(`inference worker error: ${e.stack ?? e.message}`));
     worker.on('exit', (code) => {

@@ -27,7 +27,9 @@ import { linkedSource } from '../features/cancellation';
 import { altCodeActions, computeAltFix, isAltFixData, resolveAltAction, type ResolveAltActionOptions } from '../features/code-actions/alt-code-actions';
 import { altTextDiagnostics } from '../features/diagnostics/alt-diagnostics';
 import { imageHover } from '../features/hover/image-hover';
+import { DocumentImages } from '../features/images/document-images';
 import { imageSyntaxOf } from '../features/images/find-images';
+import { WorkerImageParser } from '../features/images/image-parser';
 import { askAboutImage, captionImage, RequestFailure } from '../features/requests/image-requests';
 import { failureSentence, isNoModel } from '../features/inference-failure';
 import { describeError } from '../features/user-message';
@@ -64,6 +66,8 @@ export interface DocumentStore {
 
 /** A hover waits this long for a caption that is not cached, then says "Captioning…" and lets it finish. */
 export const DEFAULT_HOVER_WAIT_MS = 3000;
+/** The command's own work starts this long after its answer was sent (see `fixAltText`). */
+const AFTER_ANSWER_MS = 200;
 /** Diagnostics follow typing after this pause, so a burst of keystrokes parses the document once. */
 const DIAGNOSTICS_DELAY_MS = 250;
 
@@ -91,6 +95,9 @@ export class Blip2Server {
   private readonly progressCancellations = new Map<ProgressToken, CancellationTokenSource>();
   private shuttingDown = false;
   private readonly statusThrottle = new StatusThrottle((status) => this.client.modelStatusChanged(status));
+  /** Finds images off the main thread; `images` keeps what it found for each open document's version. */
+  private readonly parser = new WorkerImageParser({ log: (line) => this.client.log(line) });
+  private readonly images = new DocumentImages(this.parser.find);
 
   constructor(
     private readonly client: LspClient,
@@ -167,8 +174,8 @@ export class Blip2Server {
     for (const source of this.openDocuments.values()) source.cancel();
     for (const source of this.progressCancellations.values()) source.cancel();
     this.statusThrottle.dispose();
-    // Ends the inference worker, so nothing but the connection keeps the process alive until `exit`.
-    await this.inference?.dispose();
+    // Ends the workers, so nothing but the connection keeps the process alive until `exit`.
+    await Promise.all([this.inference?.dispose(), this.parser.dispose()]);
   }
 
   // ---- documents ----
@@ -193,6 +200,7 @@ export class Blip2Server {
     this.openDocuments.get(document.uri)?.cancel();
     this.openDocuments.delete(document.uri);
     this.openedVersions.delete(document.uri);
+    this.images.forget(document.uri);
     clearTimeout(this.diagnosticTimers.get(document.uri));
     this.diagnosticTimers.delete(document.uri);
     this.settings.forget(document.uri);
@@ -215,12 +223,11 @@ export class Blip2Server {
     await this.ready;
     const document = this.documents.get(uri);
     if (!document || imageSyntaxOf(document.languageId) === 'other') return;
-    const version = document.version;
-    const settings = await this.settings.forDocument(uri);
+    const [parsed, settings] = await Promise.all([this.images.of(document), this.settings.forDocument(uri)]);
     const now = this.documents.get(uri);
     // A newer version has its own run scheduled; publishing this one would flash stale squiggles.
-    if (!now || now.version !== version) return;
-    this.client.publishDiagnostics(uri, version, altTextDiagnostics(now, settings.altText));
+    if (!now || now.version !== parsed.document.version) return;
+    this.client.publishDiagnostics(uri, now.version, altTextDiagnostics(parsed.document, settings.altText, parsed.elements));
   }
 
   private async captionInBackground(uri: string, token: CancellationToken): Promise<void> {
@@ -229,9 +236,10 @@ export class Blip2Server {
     if (!document || token.isCancellationRequested) return;
     const settings = await this.settings.forDocument(uri);
     if (!settings.altText.captionOnOpen) return;
-    const snapshot = TextDocument.create(document.uri, document.languageId, document.version, document.getText());
+    const { document: snapshot, elements } = await this.images.of(document);
+    if (token.isCancellationRequested) return;
     try {
-      await captionImagesInBackground(snapshot, this.inference, { workspaceFolders: this.workspaceFolders, settings, log: (l) => this.client.log(l) }, token);
+      await captionImagesInBackground(snapshot, this.inference, { workspaceFolders: this.workspaceFolders, settings, elements, log: (l) => this.client.log(l) }, token);
     } catch (e) {
       this.client.log(`Background captions for ${uri} failed: ${describeError(e)}`);
     }
@@ -243,13 +251,13 @@ export class Blip2Server {
     await this.ready;
     const live = this.documents.get(params.textDocument.uri);
     if (!live) return null;
-    const document = TextDocument.create(live.uri, live.languageId, live.version, live.getText());
-    const settings = await this.settings.forDocument(document.uri);
+    const [{ document, elements }, settings] = await Promise.all([this.images.of(live), this.settings.forDocument(live.uri)]);
+    if (token.isCancellationRequested) return null;
     const hover = await imageHover(
       document,
       document.offsetAt(params.position),
       this.inference,
-      { workspaceFolders: this.workspaceFolders, settings, waitMs: this.hoverWaitMs, vscodeClient: this.vscodeClient },
+      { workspaceFolders: this.workspaceFolders, settings, waitMs: this.hoverWaitMs, vscodeClient: this.vscodeClient, elements },
       token,
     );
     if (!hover) return null;
@@ -259,15 +267,18 @@ export class Blip2Server {
     };
   }
 
-  async codeActions(params: CodeActionParams, _token: CancellationToken): Promise<CodeAction[]> {
+  async codeActions(params: CodeActionParams, token: CancellationToken): Promise<CodeAction[]> {
     await this.ready;
-    const document = this.documents.get(params.textDocument.uri);
-    if (!document) return [];
-    const settings = await this.settings.forDocument(document.uri);
+    const live = this.documents.get(params.textDocument.uri);
+    if (!live) return [];
+    const [{ document, elements }, settings] = await Promise.all([this.images.of(live), this.settings.forDocument(live.uri)]);
+    // Asked for at every cursor move: a request the client gave up on while the document was parsed gets nothing.
+    if (token.isCancellationRequested) throw cancelled();
     const codeAction = this.capabilities.textDocument?.codeAction;
     return altCodeActions(document, params.range, params.context, {
       workspaceFolders: this.workspaceFolders,
       settings,
+      elements,
       disabledSupport: codeAction?.disabledSupport === true,
       resolveSupport: codeAction?.resolveSupport?.properties.includes('edit') === true,
       vscodeClient: this.vscodeClient,
@@ -287,7 +298,17 @@ export class Blip2Server {
 
   private async altFixOptions(uri: string): Promise<ResolveAltActionOptions> {
     const settings = await this.settings.forDocument(uri);
-    return { workspaceFolders: this.workspaceFolders, settings, editSupport: this.editSupport, documentNow: (u) => this.documents.get(u), vscodeClient: this.vscodeClient };
+    return {
+      workspaceFolders: this.workspaceFolders,
+      settings,
+      editSupport: this.editSupport,
+      documentNow: (u) => this.documents.get(u),
+      parsedNow: async (u) => {
+        const live = this.documents.get(u);
+        return live && this.images.of(live);
+      },
+      vscodeClient: this.vscodeClient,
+    };
   }
 
   async executeCommand(params: ExecuteCommandParams, token: CancellationToken, progressToken: ProgressToken | undefined): Promise<AltTextCommandResult | null> {
@@ -313,6 +334,7 @@ export class Blip2Server {
           priority: 'interactive',
           editSupport: this.editSupport,
           vscodeClient: this.vscodeClient,
+          find: async (text, languageId) => (await this.parser.find(text, languageId)) ?? [],
         },
         source.token,
       );
@@ -334,7 +356,7 @@ export class Blip2Server {
   private async fixAltText(data: unknown): Promise<null> {
     if (!isAltFixData(data)) throw new ResponseError(ErrorCodes.InvalidParams, `${ServerCommands.fixAltText} needs the data of the quick fix it came with.`);
     const options = await this.altFixOptions(data.uri);
-    void (async () => {
+    const run = async (): Promise<void> => {
       try {
         const fix = await computeAltFix(data, this.inference, options, CancellationToken.None);
         if (fix.edit) await this.client.applyEdit('Generate alt text with BLIP-2', fix.edit);
@@ -342,14 +364,20 @@ export class Blip2Server {
       } catch (e) {
         this.client.showMessage('warning', `BLIP-2: ${describeError(e)}`);
       }
-    })();
+    };
+    // Not at once: Emacs's jsonrpc leaves whatever arrives with the answer to a synchronous request unread until
+    // the server writes again, so a cached caption's applyEdit sent right behind this answer would wait forever.
+    setTimeout(() => void run(), AFTER_ANSWER_MS);
     return null;
   }
 
   /** A file for the alt-text command: the editor's text when it is open (unsaved changes included), else the disk's. */
   private async fileForAltText(uri: string): Promise<AltTextFile> {
     const open = this.documents.get(uri);
-    if (open) return { uri, languageId: open.languageId, text: open.getText(), version: open.version };
+    if (open) {
+      const { document, elements } = await this.images.of(open);
+      return { uri, languageId: document.languageId, text: document.getText(), version: document.version, elements };
+    }
     if (!uri.startsWith('file:')) throw new ResponseError(ErrorCodes.InvalidParams, `${uri} is not open and not a local file.`);
     const filePath = fileURLToPath(uri);
     const languageId = languageIdOfPath(filePath);

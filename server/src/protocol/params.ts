@@ -67,6 +67,12 @@ const altActionData = z.discriminatedUnion('kind', [
 ]);
 const OUR_ACTIONS = new Set(['blip2.altFix', 'blip2.altFile']);
 
+/** The first argument of each server command (`generateMissingAltText` may have none: the whole workspace). */
+const COMMAND_ARGS: Readonly<Record<string, z.ZodType>> = {
+  [ServerCommands.generateMissingAltText]: altTextCommandArgs,
+  [ServerCommands.fixAltText]: altActionData,
+};
+
 /** Requests, by method. Those with no params (`blip2/modelStatus`, `shutdown`) take whatever comes. */
 export const REQUEST_PARAMS: Readonly<Record<string, z.ZodType>> = {
   initialize: z.object({
@@ -88,8 +94,10 @@ export const REQUEST_PARAMS: Readonly<Record<string, z.ZodType>> = {
     }
   }),
   'workspace/executeCommand': z.object({ command: z.string(), arguments: z.array(z.unknown()).optional() }).superRefine((params, ctx) => {
-    if (params.command !== ServerCommands.generateMissingAltText || params.arguments?.[0] === undefined) return;
-    for (const issue of altTextCommandArgs.safeParse(params.arguments[0], { reportInput: true }).error?.issues ?? []) {
+    const schema = COMMAND_ARGS[params.command];
+    const args = params.arguments?.[0];
+    if (!schema || (args === undefined && params.command === ServerCommands.generateMissingAltText)) return;
+    for (const issue of schema.safeParse(args, { reportInput: true }).error?.issues ?? []) {
       ctx.addIssue({ ...issue, path: ['arguments', 0, ...issue.path] } as z.core.$ZodRawIssue);
     }
   }),

@@ -89,7 +89,9 @@
    ;; The protocol traffic, to see why.
    (when-let ((server (ignore-errors (eglot-current-server))))
      (with-current-buffer (jsonrpc-events-buffer server)
-       (blip2-put :events (buffer-substring-no-properties (point-min) (point-max)))))))
+       (blip2-put :events (buffer-substring-no-properties (point-min) (point-max))))
+     (with-current-buffer (jsonrpc-stderr-buffer server)
+       (blip2-put :stderr (buffer-substring-no-properties (point-min) (point-max)))))))
 
 (blip2-put :messages (with-current-buffer (messages-buffer) (buffer-substring-no-properties (point-min) (point-max))))
 (dolist (key '(:errors :prompts :menu))

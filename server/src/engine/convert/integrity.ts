@@ -7,7 +7,7 @@
  * - `quick`, at every load: sizes and a CRC-32 of every byte: 0.8 to 1.1 s beside a 7 to 9 s load.
  *   CRC-32 finds any burst of changed bits up to 32 long and any other change with odds of 1 in 4 billion, which
  *   is what damage on disk looks like; it is no defence against someone forging a file, and is not meant to be.
- * - `full`, on demand (`blip2 verify`): SHA-256 as well: 2.4 to 2.5 s. Recording both after a conversion: 2.6 to 2.8 s.
+ * - `full`, on demand (`blip2 verify`): SHA-256 as well: 2.4 to 2.6 s. Recording both after a conversion: 2.6 to 3.2 s.
  * A load re-reads nothing when no file changed since its bytes were last found intact: each file's size, mtime,
  * ctime and inode at that moment are kept beside the model (`.verified.json`), and a write to a file changes them.
  * So the quick check runs once after a conversion or a change, and a load costs a stat per file.

@@ -48,9 +48,17 @@ export function anchorFor(text: string, images: readonly ImageElement[], image: 
   };
 }
 
-/** The anchored image in the current text, or undefined when no image has that destination any more. */
-export function relocateImage(text: string, languageId: string, anchor: ImageAnchor): ImageElement | undefined {
-  const all = findImageElements(text, languageId).filter((image) => image.destination === anchor.destination);
+/**
+ * The anchored image in the current text, or undefined when no image has that destination any more. `elements`
+ * are the text's image elements when they were found already.
+ */
+export function relocateImage(
+  text: string,
+  languageId: string,
+  anchor: ImageAnchor,
+  elements: readonly ImageElement[] = findImageElements(text, languageId),
+): ImageElement | undefined {
+  const all = elements.filter((image) => image.destination === anchor.destination);
   const sameKind = all.filter((image) => image.kind === anchor.kind);
   const candidates = sameKind.length ? sameKind : all;
   if (candidates.length <= 1) return candidates[0];
@@ -93,6 +101,8 @@ export interface EditAltOptions {
    * user typed while the model ran is theirs.
    */
   overwriteChangedAlt?: boolean;
+  /** The text's image elements, when they were found already. */
+  elements?: readonly ImageElement[];
 }
 
 /**
@@ -108,16 +118,19 @@ export function editAlt(
   newAlt: string,
   options: EditAltOptions = {},
 ): OffsetEdit | undefined {
-  const image = relocateImage(text, languageId, anchor);
+  const image = relocateImage(text, languageId, anchor, options.elements);
   if (!image) return undefined;
   if (!options.overwriteChangedAlt && image.alt !== anchor.alt) return undefined;
   return altEditFor(image, newAlt);
 }
 
-/** The edit that sets an image's alt text, for an image found in the text the edit will apply to. */
+/**
+ * The edit that sets an image's alt text, for an image found in the text the edit will apply to. Never one that
+ * writes an empty alt: `alt=""` would mark the image as decorative, the opposite of what was asked.
+ */
 export function altEditFor(image: ImageElement, newAlt: string): OffsetEdit | undefined {
   const syntax = image.altSyntax;
-  if (syntax.kind === 'dynamic') return undefined;
+  if (syntax.kind === 'dynamic' || !newAlt.trim()) return undefined;
   const escaped = escapeAltText(newAlt, syntax);
   const reference = image.reference;
   if (reference && reference.type !== 'full') {
@@ -180,8 +193,17 @@ function escapeJsString(text: string, quote: '"' | "'" | '`'): string {
   });
 }
 
+/** Where the alt text `altEditFor(image, newAlt)` writes starts within its newText, and how long it is. */
+export function writtenAltSpan(image: ImageElement, newAlt: string): { offset: number; length: number } | undefined {
+  const syntax = image.altSyntax;
+  if (syntax.kind === 'dynamic') return undefined;
+  return { offset: syntax.kind === 'attribute' ? syntax.before.length : 0, length: escapeAltText(newAlt, syntax).length };
+}
+
 export interface AltEditsOptions {
   settings?: AltRuleSettings;
+  /** The text's image elements, when they were found already. */
+  elements?: readonly ImageElement[];
   /** Which images get new alt text; by default those the rules flag, except for length alone. */
   include?: (image: ImageElement) => boolean;
 }
@@ -201,7 +223,7 @@ export function altEditsForDocument(
   const include = options.include ?? ((image: ImageElement) => checkAlt(image, settings).some((p) => p.ruleId !== 'alt-too-long'));
   const captionOf = typeof captions === 'function' ? captions : (image: ImageElement) => captions.get(image.destination);
   const edits: OffsetEdit[] = [];
-  for (const image of findImageElements(text, languageId)) {
+  for (const image of options.elements ?? findImageElements(text, languageId)) {
     if (!include(image)) continue;
     const caption = captionOf(image);
     const edit = caption === undefined ? undefined : altEditFor(image, caption);

@@ -19,6 +19,8 @@ export interface AltTextFile {
   text: string;
   /** The editor's version; null for a file that is not open. */
   version: number | null;
+  /** Its image elements, when they were found already (an open document's, once per version). */
+  elements?: readonly ImageElement[];
 }
 
 export interface CaptionForAltTextOptions {
@@ -29,6 +31,13 @@ export interface CaptionForAltTextOptions {
   priority: Priority;
   /** Failures name the VS Code command as the way out, rather than the `model` setting. */
   vscodeClient?: boolean;
+  /** The image elements of a file that does not carry them (off the main thread, in the server); found here otherwise. */
+  find?(text: string, languageId: string): Promise<readonly ImageElement[]>;
+}
+
+/** A file's image elements: those it carries, else found by `find`, else on this thread. */
+function elementsOf(file: AltTextFile, options: CaptionForAltTextOptions): Promise<readonly ImageElement[]> | readonly ImageElement[] {
+  return file.elements ?? (options.find ? options.find(file.text, file.languageId) : findImageElements(file.text, file.languageId));
 }
 
 export interface GenerateAltTextOptions extends CaptionForAltTextOptions {
@@ -77,7 +86,7 @@ export async function captionImagesForAltText(
   for (const file of files) {
     throwIfCancelled(token);
     const settings = await options.settingsFor(file.uri);
-    const images = findImageElements(file.text, file.languageId).filter((image) => needsGeneratedAlt(image, settings.altText));
+    const images = (await elementsOf(file, options)).filter((image) => needsGeneratedAlt(image, settings.altText));
     const loadedByUrl = new Map<string, LoadedImage>();
     for (const image of images) {
       let loaded = loadedByUrl.get(image.url);
@@ -152,6 +161,7 @@ export async function generateMissingAltText(
     const edits = altEditsForDocument(now.text, now.languageId, (image) => forFile.get(image.url), {
       settings: settings.altText,
       include: (image) => needsGeneratedAlt(image, settings.altText),
+      elements: await elementsOf(now, options),
     });
     if (edits.length === 0) continue;
     const document = TextDocument.create(now.uri, now.languageId, now.version ?? 0, now.text);

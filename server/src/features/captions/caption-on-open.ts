@@ -2,7 +2,8 @@ import type { CancellationToken } from 'vscode-languageserver-protocol';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
 import type { InferenceService } from '../../inference/types';
 import type { Blip2Settings } from '../../protocol/settings';
-import { findImages } from '../images/find-images';
+import { findImages, imageSyntaxOf, type ImageElement } from '../images/find-images';
+import { MAX_PARSE_CHARS } from '../images/image-parser';
 import { loadImageAt } from '../images/load-image';
 import { describeError } from '../user-message';
 
@@ -13,6 +14,8 @@ export interface CaptionOnOpenOptions {
   workspaceFolders: readonly string[];
   settings: Blip2Settings;
   log?: (line: string) => void;
+  /** The document's image elements, found already (once per version); found here otherwise. */
+  elements?: readonly ImageElement[];
 }
 
 /**
@@ -29,7 +32,10 @@ export async function captionImagesInBackground(
   // Without a usable model every run would fail the same way; set-up is the user's call, not a file's.
   const state = inference.status().state;
   if (state === 'noModel' || state === 'error') return 0;
-  const images = findImages(document.getText(), document.languageId);
+  const markup = imageSyntaxOf(document.languageId) !== 'other';
+  // Paths in other files are found on this thread: a huge one (a log, a bundle) is not searched at all.
+  if (!markup && document.getText().length > MAX_PARSE_CHARS) return 0;
+  const images = markup && options.elements ? options.elements : findImages(document.getText(), document.languageId);
   const seen = new Set<string>();
   const runs: Promise<unknown>[] = [];
   for (const image of images) {

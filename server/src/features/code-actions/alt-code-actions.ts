@@ -11,11 +11,12 @@ import { TextDocument } from 'vscode-languageserver-textdocument';
 import type { InferenceService } from '../../inference/types';
 import { ClientCommands, GenerateAltTextActionKind, ServerCommands, type AltTextCommandArgs, type AltTextCommandResult } from '../../protocol/messages';
 import type { Blip2Settings } from '../../protocol/settings';
-import { anchorFor, applyEdits, editAlt, relocateImage, toTextEdit, type ImageAnchor } from '../alt-text/alt-edit';
-import { generateMissingAltText, needsGeneratedAlt, type AltTextFile } from '../alt-text/generate-alt-text';
+import { altEditFor, anchorFor, relocateImage, toTextEdit, writtenAltSpan, type ImageAnchor, type OffsetEdit } from '../alt-text/alt-edit';
+import { EMPTY_CAPTION, generateMissingAltText, needsGeneratedAlt, type AltTextFile } from '../alt-text/generate-alt-text';
 import { checkAlts } from '../alt-text/rules';
 import { ALT_RULE_IDS } from '../../protocol/settings';
 import { altTextDiagnostics, DIAGNOSTIC_SOURCE } from '../diagnostics/alt-diagnostics';
+import type { ParsedDocument } from '../images/document-images';
 import { findImageElements } from '../images/find-images';
 import type { ImageElement } from '../images/image-reference';
 import { loadImageAt, REMOTE_IMAGES_OFF } from '../images/load-image';
@@ -49,6 +50,8 @@ export interface AltActionOptions {
   resolveSupport?: boolean;
   /** The VS Code extension, which implements `ClientCommands`; other editors answer them "unknown command". */
   vscodeClient?: boolean;
+  /** The document's image elements, found already (once per version); found here otherwise. */
+  elements?: readonly ImageElement[];
 }
 
 /**
@@ -58,7 +61,7 @@ export interface AltActionOptions {
  */
 export function altCodeActions(document: TextDocument, range: Range, context: CodeActionContext, options: AltActionOptions): CodeAction[] {
   const text = document.getText();
-  const images = findImageElements(text, document.languageId);
+  const images = options.elements ?? findImageElements(text, document.languageId);
   const problems = checkAlts(images, options.settings.altText);
   const actions: CodeAction[] = [];
 
@@ -66,7 +69,7 @@ export function altCodeActions(document: TextDocument, range: Range, context: Co
   if (wants(context, CodeActionKind.QuickFix)) {
     const fixed = new Set<ImageElement>();
     const ours = context.diagnostics.filter((d) => d.source === DIAGNOSTIC_SOURCE && (ALT_RULE_IDS as readonly unknown[]).includes(d.code));
-    const diagnostics = ours.length > 0 || context.diagnostics.length > 0 ? ours : altTextDiagnostics(document, options.settings.altText).filter((d) => overlaps(d.range, range));
+    const diagnostics = ours.length > 0 || context.diagnostics.length > 0 ? ours : altTextDiagnostics(document, options.settings.altText, images).filter((d) => overlaps(d.range, range));
     for (const diagnostic of diagnostics) {
       const image = imageOfDiagnostic(document, images, problems, diagnostic);
       if (!image || image.altSyntax.kind === 'dynamic' || fixed.has(image)) continue;
@@ -154,16 +157,32 @@ function imageOfDiagnostic(
 export interface ResolveAltActionOptions extends AltActionOptions {
   /** The document as it is at this moment; called again after the model ran, since the user may have typed. */
   documentNow(uri: string): TextDocument | undefined;
+  /**
+   * The same with its image elements, found once per version (the server's); found here from `documentNow`
+   * when absent.
+   */
+  parsedNow?(uri: string): Promise<ParsedDocument | undefined>;
   editSupport: EditSupport;
+}
+
+function parsedNowOf(options: ResolveAltActionOptions): (uri: string) => Promise<ParsedDocument | undefined> {
+  if (options.parsedNow) return options.parsedNow;
+  return async (uri) => {
+    const live = options.documentNow(uri);
+    if (!live) return undefined;
+    const document = TextDocument.create(live.uri, live.languageId, live.version, live.getText());
+    return { document, elements: findImageElements(document.getText(), document.languageId) };
+  };
 }
 
 export type ResolvedAltAction = { action: CodeAction; failure?: string; result?: AltTextCommandResult };
 
 /**
  * Runs the model for a code action the user picked and fills in its edit. The quick fix's edit inserts the
- * caption at the alt text of the image as it is now (found again by its anchor), never over the destination;
- * in VS Code the other beams are offered through `ClientCommands.chooseAltText`. Without an edit, `failure`
- * says why.
+ * caption at the alt text of the image as it is now (found again by its anchor), never over the destination, and
+ * carries the version it was computed for, so an editor that has a newer one refuses it rather than apply it in
+ * the wrong place. In VS Code the other beams are offered through `ClientCommands.chooseAltText`. Without an
+ * edit, `failure` says why (an empty caption is never written: an empty alt would mark the image as decorative).
  */
 export async function resolveAltAction(
   action: CodeAction,
@@ -202,9 +221,10 @@ export function isAltFixData(value: unknown): value is AltFixData {
  * done; the resolve step and the `ServerCommands.fixAltText` command both come here.
  */
 export async function computeAltFix(data: AltFixData, inference: InferenceService, options: ResolveAltActionOptions, token: CancellationToken): Promise<AltFix> {
-  const before = options.documentNow(data.uri);
+  const parsedNow = parsedNowOf(options);
+  const before = await parsedNow(data.uri);
   if (!before) return { failure: 'The document is no longer open.' };
-  const image = relocateImage(before.getText(), before.languageId, data.anchor);
+  const image = relocateImage(before.document.getText(), before.document.languageId, data.anchor, before.elements);
   if (!image) return { failure: 'The image is no longer in the document.' };
   const loaded = await loadImageAt(
     { url: image.url, documentUri: data.uri, workspaceFolders: options.workspaceFolders },
@@ -219,7 +239,7 @@ export async function computeAltFix(data: AltFixData, inference: InferenceServic
   } catch (e) {
     return { failure: failureSentence(e, inference, options.vscodeClient) };
   }
-  if (!caption.text.trim()) return { failure: 'BLIP-2 gave an empty caption for this image; nothing was inserted.' };
+  if (!caption.text.trim()) return { failure: EMPTY_CAPTION };
   // The caption inserted is the one the hover showed; the others come from a beam search run only now, for a
   // client that can offer them.
   let alternatives: string[] = [];
@@ -232,25 +252,31 @@ export async function computeAltFix(data: AltFixData, inference: InferenceServic
     }
   }
 
-  const now = options.documentNow(data.uri);
+  const now = await parsedNow(data.uri);
   if (!now) return { failure: 'The document is no longer open.' };
-  const text = now.getText();
-  const edit = editAlt(text, now.languageId, data.anchor, caption.text);
-  if (!edit) return { failure: 'The image or its alt text changed while BLIP-2 was captioning it; nothing was inserted.' };
+  const { document } = now;
+  const target = relocateImage(document.getText(), document.languageId, data.anchor, now.elements);
+  const edit = target && target.alt === data.anchor.alt ? altEditFor(target, caption.text) : undefined;
+  if (!target || !edit) return { failure: 'The image or its alt text changed while BLIP-2 was captioning it; nothing was inserted.' };
   return {
-    edit: buildWorkspaceEdit([{ uri: now.uri, version: now.version, edits: [toTextEdit(now, edit)] }], options.editSupport),
-    uri: now.uri,
+    edit: buildWorkspaceEdit([{ uri: document.uri, version: document.version, edits: [toTextEdit(document, edit)] }], options.editSupport),
+    uri: document.uri,
     alternatives,
-    altRange: insertedAltRange(text, now, edit),
+    altRange: insertedAltRange(document, target, edit, caption.text),
   };
 }
 
-/** Where the alt text will be once `edit` is applied: the range `chooseAltText` replaces with another caption. */
-function insertedAltRange(text: string, document: TextDocument, edit: { range: { start: number; end: number }; newText: string }): Range | undefined {
-  const after = TextDocument.create(document.uri, document.languageId, document.version + 1, applyEdits(text, [edit]));
-  const end = edit.range.start + edit.newText.length;
-  const image = findImageElements(after.getText(), document.languageId).find((i) => i.altRange.start >= edit.range.start && i.altRange.end <= end);
-  return image && { start: after.positionAt(image.altRange.start), end: after.positionAt(image.altRange.end) };
+/**
+ * Where the alt text will be once `edit` is applied: the range `chooseAltText` replaces with another caption. The
+ * written alt is one line, and nothing before the edit moves, so it is found from the edit's start without parsing
+ * the edited document again.
+ */
+function insertedAltRange(document: TextDocument, image: ImageElement, edit: OffsetEdit, newAlt: string): Range | undefined {
+  const span = writtenAltSpan(image, newAlt);
+  if (!span) return undefined;
+  const start = document.positionAt(edit.range.start);
+  const character = start.character + span.offset;
+  return { start: { line: start.line, character }, end: { line: start.line, character: character + span.length } };
 }
 
 async function resolveFileAction(
@@ -260,16 +286,18 @@ async function resolveFileAction(
   options: ResolveAltActionOptions,
   token: CancellationToken,
 ): Promise<ResolvedAltAction> {
-  const snapshot = (uri: string): AltTextFile | undefined => {
-    const document = options.documentNow(uri);
-    return document && { uri, languageId: document.languageId, text: document.getText(), version: document.version };
+  const parsedNow = parsedNowOf(options);
+  const snapshot = async (uri: string): Promise<AltTextFile | undefined> => {
+    const parsed = await parsedNow(uri);
+    const document = parsed?.document;
+    return document && { uri, languageId: document.languageId, text: document.getText(), version: document.version, elements: parsed.elements };
   };
-  const file = snapshot(data.uri);
+  const file = await snapshot(data.uri);
   if (!file) return { action, failure: 'The document is no longer open.' };
   const result = await generateMissingAltText([file], inference, {
     workspaceFolders: options.workspaceFolders,
     settingsFor: async () => options.settings,
-    current: async (f) => snapshot(f.uri),
+    current: (f) => snapshot(f.uri),
     priority: 'interactive',
     editSupport: options.editSupport,
   }, token);

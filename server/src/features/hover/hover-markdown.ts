@@ -25,7 +25,8 @@ export interface CaptionHoverContent {
 export function captionHoverMarkdown(content: CaptionHoverContent): string {
   const { caption } = content;
   const links: string[] = [];
-  if (content.links && content.useAsAltText) {
+  // An empty caption is never offered as alt text: `alt=""` would mark the image as decorative.
+  if (content.links && content.useAsAltText && caption.text.trim()) {
     links.push(commandLink('Use as alt text', ClientCommands.useAsAltText, [content.useAsAltText.uri, content.useAsAltText.range, caption.text], "Put this caption in the image's alt text"));
   }
   if (content.links) links.push(commandLink('Ask a question…', ClientCommands.askAboutImage, [content.askImage], 'Ask BLIP-2 about this image'));

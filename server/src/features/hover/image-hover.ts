@@ -5,7 +5,7 @@ import type { GenerationResult } from '../../protocol/messages';
 import type { Blip2Settings } from '../../protocol/settings';
 import { linkedSource, waitAtMost } from '../cancellation';
 import { imageAt } from '../images/find-images';
-import { contains, isImageElement, type OffsetRange } from '../images/image-reference';
+import { contains, isImageElement, type ImageElement, type OffsetRange } from '../images/image-reference';
 import { loadImageAt } from '../images/load-image';
 import { failureReason, failureSentence, isNoModel } from '../inference-failure';
 import { captionHoverMarkdown, pendingHoverMarkdown, problemHoverMarkdown, type ThumbnailOptions } from './hover-markdown';
@@ -20,6 +20,8 @@ export interface ImageHoverOptions {
    * command links; any other editor would show both as raw text.
    */
   vscodeClient: boolean;
+  /** The document's image elements, found already (once per version); found here otherwise. */
+  elements?: readonly ImageElement[];
 }
 
 export interface ImageHover {
@@ -42,7 +44,7 @@ export async function imageHover(
   token: CancellationToken,
 ): Promise<ImageHover | undefined> {
   const text = document.getText();
-  const image = imageAt(text, document.languageId, offset);
+  const image = imageAt(text, document.languageId, offset, options.elements);
   if (!image) return undefined;
   // On a reference definition's destination, the hover belongs to that destination, not the distant image.
   const range = contains(image.range, offset) ? image.range : image.destinationRange ?? image.range;

@@ -8,11 +8,13 @@ export interface FetchLimits {
 }
 
 export const DEFAULT_FETCH_TIMEOUT_MS = 15_000;
+/** As browsers give up on a loop, with far fewer hops: no image host needs more than a couple. */
+const MAX_REDIRECTS = 5;
 
 /**
  * The bytes of an http(s) image, refused as soon as it is known to be larger than `maxBytes` (from
- * Content-Length, or while reading a body that has none), and given up after `timeoutMs`. Failures are
- * UserErrors: a sentence naming the address.
+ * Content-Length, or while reading a body that has none), and given up after `timeoutMs`. Redirects are followed
+ * as `redirectRefusal` allows. Failures are UserErrors: a sentence naming the address.
  */
 export async function fetchRemoteImage(url: string, limits: FetchLimits, token: CancellationToken): Promise<Uint8Array> {
   const abort = new AbortController();
@@ -22,12 +24,25 @@ export async function fetchRemoteImage(url: string, limits: FetchLimits, token: 
     abort.abort();
   }, limits.timeoutMs);
   const subscription = token.onCancellationRequested(() => abort.abort());
+  // A token cancelled before it was read never fires its event.
+  if (token.isCancellationRequested) abort.abort();
   try {
     let response: Response;
-    try {
-      response = await fetch(url, { signal: abort.signal, redirect: 'follow', headers: { accept: 'image/*' } });
-    } catch (e) {
-      throw failure(e, url, timedOut, limits, token);
+    let current = url;
+    for (let hops = 0; ; hops++) {
+      try {
+        response = await fetch(current, { signal: abort.signal, redirect: 'manual', headers: { accept: 'image/*' } });
+      } catch (e) {
+        throw failure(e, url, timedOut, limits, token);
+      }
+      const location = response.headers.get('location');
+      if (response.status < 300 || response.status >= 400 || response.status === 304 || !location) break;
+      await response.body?.cancel().catch(() => undefined);
+      if (hops === MAX_REDIRECTS) throw new UserError(`${url} redirects more than ${MAX_REDIRECTS} times.`, 'Link the image at its final address.');
+      const next = new URL(location, current);
+      const refused = redirectRefusal(new URL(current), next);
+      if (refused) throw new UserError(`${url} redirects to ${next.href}, which ${refused}, so it is not followed.`, 'Link the image at its final address.');
+      current = next.href;
     }
     if (!response.ok) {
       await response.body?.cancel().catch(() => undefined);
@@ -52,6 +67,46 @@ export async function fetchRemoteImage(url: string, limits: FetchLimits, token: 
     clearTimeout(timer);
     subscription.dispose();
   }
+}
+
+/**
+ * Why a redirect from `from` to `to` is not followed, or undefined when it is. Redirects may move to another
+ * path, to https, or to another public host (image links on GitHub and CDNs redirect to other hosts); they may not
+ * leave http(s), or lead to this machine or its local network from anywhere but that same host and port: a
+ * document's remote image must not become a way to reach a service that only listens locally.
+ */
+export function redirectRefusal(from: URL, to: URL): string | undefined {
+  if (to.protocol !== 'http:' && to.protocol !== 'https:') return `is not an http(s) address`;
+  const sameHost = from.hostname === to.hostname && effectivePort(from) === effectivePort(to);
+  const upgrade = from.hostname === to.hostname && from.protocol === 'http:' && to.protocol === 'https:';
+  if (sameHost || upgrade) return undefined;
+  if (isLocalHost(to.hostname)) return 'is on this machine or its local network';
+  return undefined;
+}
+
+function effectivePort(url: URL): string {
+  return url.port || (url.protocol === 'https:' ? '443' : '80');
+}
+
+/** Loopback, private, link-local and unique-local addresses, and the names that stand for them. */
+export function isLocalHost(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.local') || host === '0.0.0.0') return true;
+  const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(host)?.slice(1).map(Number);
+  if (v4) {
+    const [a, b] = v4;
+    return a === 127 || a === 10 || a === 0 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 169 && b === 254) || (a === 100 && b >= 64 && b <= 127);
+  }
+  if (host.includes(':')) {
+    // An IPv4 address written as IPv6 (URL writes ::ffff:127.0.0.1 as ::ffff:7f00:1).
+    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
+    if (mapped) {
+      const [hi, lo] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+      return isLocalHost(`${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`);
+    }
+    return host === '::1' || host === '::' || /^f[cd]/.test(host) || /^fe[89ab]/.test(host);
+  }
+  return false;
 }
 
 async function readLimited(response: Response, url: string, maxBytes: number): Promise<Uint8Array> {

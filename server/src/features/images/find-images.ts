@@ -51,11 +51,16 @@ export function findImages(text: string, languageId: string): ImageReference[] {
 /**
  * The image under the cursor, for hover: the innermost image element at `offset` (also when the cursor is on
  * a reference definition's destination), else any path to an image file written there (a code span, a link,
- * front matter).
+ * front matter). `elements` are the document's image elements when they were found already.
  */
-export function imageAt(text: string, languageId: string, offset: number): ImageReference | undefined {
+export function imageAt(
+  text: string,
+  languageId: string,
+  offset: number,
+  elements: readonly ImageElement[] = findImageElements(text, languageId),
+): ImageReference | undefined {
   let best: ImageElement | undefined;
-  for (const image of findImageElements(text, languageId)) {
+  for (const image of elements) {
     const hit = contains(image.range, offset) || (image.destinationRange !== undefined && contains(image.destinationRange, offset));
     if (hit && (!best || image.range.end - image.range.start < best.range.end - best.range.start)) best = image;
   }

@@ -30,14 +30,19 @@ export function findImagePaths(text: string): ImagePath[] {
   return [...found.values()].sort((a, b) => a.range.start - b.range.start);
 }
 
+/** How far either side of the cursor a path is looked for: a minified bundle or a log may be one enormous line. */
+const LINE_WINDOW = 4096;
+
 /** The image path under the cursor, if any: the innermost candidate that contains `offset` (ends included). */
 export function imagePathAt(text: string, offset: number): ImagePath | undefined {
   if (offset < 0 || offset > text.length) return undefined;
-  const lineStart = text.lastIndexOf('\n', offset - 1) + 1;
-  const lineEndAt = text.indexOf('\n', offset);
-  const line = text.slice(lineStart, lineEndAt < 0 ? text.length : lineEndAt);
+  const from = Math.max(0, offset - LINE_WINDOW);
+  const to = Math.min(text.length, offset + LINE_WINDOW);
+  const start = from + text.slice(from, offset).lastIndexOf('\n') + 1;
+  const newline = text.slice(offset, to).indexOf('\n');
+  const line = text.slice(start, newline < 0 ? to : offset + newline);
   let best: Span | undefined;
-  for (const span of candidateSpans(line, lineStart)) {
+  for (const span of candidateSpans(line, start)) {
     if (span.start > offset || offset > span.end || !isImagePath(span.value)) continue;
     if (!best || span.end - span.start < best.end - best.start) best = span;
   }
