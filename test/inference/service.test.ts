@@ -11,7 +11,7 @@ import { generationSettingsFor } from '../../server/src/inference/generation-set
 import { createInferenceService } from '../../server/src/inference/service';
 import type { InferenceService } from '../../server/src/inference/types';
 import type { UserError } from '../../server/src/engine/errors';
-import type { ModelStatus } from '../../server/src/protocol/messages';
+import type { GenerationResult, ModelStatus } from '../../server/src/protocol/messages';
 import { DEFAULT_SETTINGS, type Blip2Settings } from '../../server/src/protocol/settings';
 import { tinyCheckpointDir } from '../helpers/paths';
 import { imagePath } from '../helpers/reference';
@@ -141,6 +141,23 @@ describe('inference service', () => {
     assert.ok(partials.length >= 1);
     assert.equal(partials.at(-1), answer.text);
     assert.ok(states.includes('loading') && states.includes('busy') && states.at(-1) === 'ready', states.join(','));
+  });
+
+  it('a settings change that reloads the model never reports "unloaded" over the load started right after it', async () => {
+    const s = settings();
+    const svc = make(s);
+    await svc.setUp(undefined, { report: () => undefined }, never);
+    const states: string[] = [];
+    svc.onStatusChange((st: ModelStatus) => states.push(st.state));
+    // The thread count is read when the model loads: the worker ends and the model loads again, here at once.
+    svc.updateSettings({ ...s, modelStore: path.join(root, 'store'), threads: 2 });
+    const up = svc.setUp(undefined, { report: () => undefined }, never);
+    // The old worker ends after the new load began; its end must not be reported as the state of the new one.
+    assert.equal((await up).state, 'ready');
+    assert.ok(!states.includes('unloaded'), states.join(','));
+    assert.equal(states[0], 'loading');
+    assert.equal((await svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never)).text, (await engineCaption(imagePath('cat.png'), s))[0]);
+    assert.equal(svc.status().state, 'ready');
   });
 
   it('reports a missing model as noModel with a sentence, without touching the network', async () => {
@@ -288,17 +305,31 @@ describe('inference service under strain', { timeout: 120_000 }, () => {
 
   it('a worker that dies mid-generation is restarted: only the run in flight fails, the queued one is answered', async () => {
     const crashFile = path.join(root, 'crash-now');
+    const crashed = 'The inference worker stopped unexpectedly (exit code 70); it is restarted for the next request.';
     const svc = await slowService({ env: { BLIP2_DEBUG_CRASH_FILE: crashFile } });
-    let tokens = 0;
+    const seen: ModelStatus[] = [];
+    svc.onStatusChange((s) => seen.push(s));
+    let queued: Promise<GenerationResult> | undefined;
+    let crashArmed = false;
     const inFlight = svc.ask({ kind: 'file', path: imagePath('cat.png') }, 'what is this?', { priority: 'interactive', onPartial: () => {
-      // After the first token the worker is generating: make it die at the next one.
-      if (++tokens === 1) fs.writeFileSync(crashFile, '');
+      // Asked only once the ask is generating, so the caption is sure to wait behind it: asked together, either
+      // image may be read first, and a caption that ran first leaves nothing to restart the worker for.
+      queued ??= svc.caption({ kind: 'file', path: imagePath('coffee.png') }, { priority: 'interactive' }, never);
+      // Once it waits (its image's encoding, behind this run), the worker dies at its next token.
+      if (!crashArmed && svc.status().queued >= 2) {
+        crashArmed = true;
+        fs.writeFileSync(crashFile, '');
+      }
     } }, never);
-    const queued = svc.caption({ kind: 'file', path: imagePath('coffee.png') }, { priority: 'interactive' }, never);
     await assert.rejects(inFlight, /^UserError: The inference worker stopped unexpectedly \(exit code 70\); it is restarted for the next request\.$/);
     assert.equal(fs.existsSync(crashFile), false, 'the crash happened');
+    assert.ok(queued, 'the caption was asked');
     const answered = await queued;
     assert.equal(answered.text, await engineText(imagePath('coffee.png')));
+    // The crash is reported as it happened (no model any more, and why), then the queued run loads it again.
+    const crash = seen.findIndex((s) => s.state === 'unloaded');
+    assert.equal(seen[crash]?.message, crashed, seen.map((s) => s.state).join(','));
+    assert.equal(seen[crash + 1]?.state, 'loading');
     assert.equal(svc.status().state, 'ready');
     const again = await svc.caption({ kind: 'file', path: imagePath('rocket.jpg') }, { priority: 'interactive' }, never);
     assert.equal(again.text, await engineText(imagePath('rocket.jpg')));

@@ -382,6 +382,8 @@ class WorkerInferenceService implements InferenceService {
     this.loaded = undefined;
     this.loading = undefined;
     await this.host.terminate();
+    // A request or set-up may have started the next load while the old worker ended: its status is the true one.
+    if (this.loading || this.loaded) return;
     this.setState({ state, model: this.settings.model });
   }
 
