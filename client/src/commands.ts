@@ -12,6 +12,7 @@ import {
   type InferenceCounters,
 } from '../../server/src/protocol/messages';
 import { chooseAltText, generateMissingAltText, setAltTextAt, setAltTextAtSite } from './alt-text';
+import type { LanguageClient } from 'vscode-languageclient/node';
 import type { ChatPanels } from './chat-panel';
 import { MAX_QUESTION_LENGTH } from './chat-messages';
 import type { ServerConnection } from './client';
@@ -85,38 +86,70 @@ async function captionImage({ connection, setup }: CommandContext, arg: unknown)
     await setup.afterFailure(describeRequestError(error), `caption ${target.label}`);
     return undefined;
   }
-  void offerCaption(target, result);
+  void offerCaption(target, result, { client, setup });
   return result;
 }
 
-async function offerCaption(target: ImageTarget, result: GenerationResult): Promise<void> {
+/** Where the caption command's follow-ups send their requests and report failures. */
+interface FollowUp {
+  client: LanguageClient;
+  setup: ModelSetup;
+}
+
+async function offerCaption(target: ImageTarget, result: GenerationResult, followUp: FollowUp): Promise<void> {
   const actions = captionActions(target, result.text);
   const quick = actions.filter((action) => action.quick);
-  const more = result.alternatives.length ? 'Other Captions…' : 'More…';
+  const more = 'More…';
   const choice = await vscode.window.showInformationMessage(
     `Caption of ${target.label}: "${result.text}" (${generationFacts(result)})`,
     ...quick.map((action) => action.label),
     more,
   );
-  if (choice === more) await pickCaptionAndAction(target, result);
+  if (choice === more) await pickCaptionAndAction(target, result, followUp);
   else await quick.find((action) => action.label === choice)?.run();
 }
 
-async function pickCaptionAndAction(target: ImageTarget, result: GenerationResult): Promise<void> {
+const OTHER_CAPTIONS = 'Other captions…';
+
+async function pickCaptionAndAction(target: ImageTarget, result: GenerationResult, { client, setup }: FollowUp): Promise<void> {
   let text = result.text;
-  if (result.alternatives.length) {
-    const picked = await vscode.window.showQuickPick(
-      [result.text, ...result.alternatives].map((label, index) => ({ label, description: index === 0 ? 'best' : undefined })),
-      { title: `BLIP-2 captions of ${target.label}`, placeHolder: 'Pick a caption' },
-    );
-    if (!picked) return;
-    text = picked.label;
-  }
   const action = await vscode.window.showQuickPick(
+    [
+      ...captionActions(target, text).map((a) => ({ label: a.label, description: a.description, run: a.run })),
+      { label: OTHER_CAPTIONS, description: 'from a beam search run for them now', run: undefined },
+    ],
+    { title: `"${text}"`, placeHolder: 'What to do with this caption' },
+  );
+  if (action?.label !== OTHER_CAPTIONS) {
+    await action?.run?.();
+    return;
+  }
+  // The other captions cost a beam search of their own, so they are computed only when asked for.
+  let others: GenerationResult;
+  try {
+    others = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: `BLIP-2: finding other captions of ${target.label}…`, cancellable: true },
+      (_progress, token) => client.sendRequest(CaptionRequest.type, { image: target.image, alternatives: true }, token),
+    );
+  } catch (error) {
+    await setup.afterFailure(describeRequestError(error), `find other captions of ${target.label}`);
+    return;
+  }
+  if (others.alternatives.length === 0) {
+    void vscode.window.showInformationMessage(`BLIP-2 found no other caption of ${target.label}.`);
+    return;
+  }
+  const picked = await vscode.window.showQuickPick(
+    [others.text, ...others.alternatives].map((label, index) => ({ label, description: index === 0 ? 'the caption shown' : undefined })),
+    { title: `BLIP-2 captions of ${target.label}`, placeHolder: 'Pick a caption' },
+  );
+  if (!picked) return;
+  text = picked.label;
+  const next = await vscode.window.showQuickPick(
     captionActions(target, text).map((a) => ({ label: a.label, description: a.description, run: a.run })),
     { title: `"${text}"`, placeHolder: 'What to do with this caption' },
   );
-  await action?.run();
+  await next?.run();
 }
 
 interface CaptionAction {

@@ -1,6 +1,6 @@
-// Converts one checkpoint, for test/bench/conversion-memory.sh to run under /usr/bin/time -v.
+// Converts one checkpoint, for test/bench/bench.ts to run under /usr/bin/time (its conversion time and peak RSS).
 //
-//   node --import tsx test/bench/convert-checkpoint.ts CHECKPOINT_DIR OUT_DIR [PRECISION]
+//   node --import tsx test/bench/convert-checkpoint.ts CHECKPOINT_DIR OUT_DIR [PRECISION] [BLOCK_SIZE]
 //
 // Besides converting, it samples its own resident set size at every progress event and reports, per phase,
 // the peak and the tensor being produced when it was reached, so a peak over budget can be traced to a step.
@@ -19,7 +19,7 @@ interface Peak {
 }
 
 async function main(): Promise<void> {
-  const [checkpointDir, outDir, precisionArg = 'int4'] = process.argv.slice(2);
+  const [checkpointDir, outDir, precisionArg = 'int4', blockArg] = process.argv.slice(2);
   if (!checkpointDir || !outDir) throw new UserError('Usage: convert-checkpoint.ts CHECKPOINT_DIR OUT_DIR [PRECISION]');
   const precision = parsePrecision(precisionArg);
   if (precision === 'auto') throw new UserError('Name a precision: fp32, fp16, int8 or int4.');
@@ -41,6 +41,7 @@ async function main(): Promise<void> {
   const timer = setInterval(() => sample(currentPhase, `${currentDetail} (timer)`), 250);
   try {
     await convertCheckpoint({
+      blockSize: blockArg ? Number(blockArg) : undefined,
       checkpointDir,
       outDir,
       precision: precision as Precision,

@@ -26,7 +26,7 @@
 // features, and DynamicQuantizeLinear quantizes A with one scale per tensor while MatMulNBits level 4 uses one
 // per block of 32).
 //
-// The fp32 GEMM/GEMV rates (environment.md's roofline) are exported for test/bench/precision-cost.ts.
+// The machine limits (fp32 and int8 GEMM rates, GEMV streaming) are measured here for test/bench/bench.ts (--roofline).
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -35,7 +35,7 @@ import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { writeModel } from '../../server/src/engine/graphs/external-data';
 import { DataType, GraphBuilder, MS_DOMAIN, type ElemType } from '../../server/src/engine/graphs/onnx-builder';
-import { packMatMulNBits, packZeroPoints, quantizeBlockwise } from '../../server/src/engine/graphs/quantize';
+import { packMatMulNBits, packZeroPoints, quantizePerChannelInt8, quantizeBlockwise } from '../../server/src/engine/graphs/quantize';
 
 export interface Shape {
   name: string;
@@ -49,10 +49,15 @@ export interface Shape {
 export const SHAPES: Record<string, Shape> = {
   gemv: { name: 'gemv', m: 1, k: 2560, n: 10240, reps: 50, warmup: 5 },
   gemm: { name: 'gemm', m: 257, k: 1408, n: 6144, reps: 10, warmup: 2 },
+  // Three beams decoding at once, and the first pass over the 32 image tokens + BOS.
+  beam3: { name: 'beam3', m: 3, k: 2560, n: 10240, reps: 50, warmup: 5 },
+  prefill: { name: 'prefill', m: 33, k: 2560, n: 10240, reps: 20, warmup: 3 },
 };
 
 export const FORMS = ['fp32', 'nbits8-l4', 'nbits8-l0', 'nbits8-l4-b64', 'nbits8-l4-b128', 'dq-matmulinteger', 'dq-unfused', 'dqmm-fused', 'nbits4-l4', 'nbits4-l0'] as const;
-export type Form = (typeof FORMS)[number];
+/** A named form, or any MatMulNBits variant spelled nbits{4|8}-l{level}-b{block}. */
+export type Form = (typeof FORMS)[number] | `nbits${number}-l${number}-b${number}`;
+const NBITS = /^nbits(4|8)-l(\d)(?:-b(\d+))?(-sym)?$/;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Data
@@ -196,23 +201,10 @@ export function nbitsForm(w: Float32Array, shape: Shape, bits: 4 | 8, blockSize:
   };
 }
 
-/** Symmetric int8 per output column, as quantize_dynamic(per_channel=True, weight_type=QInt8) stores it: W as [K, N]. */
-function perColumnInt8(w: Float32Array, k: number, n: number): { q: Int8Array; scale: Float32Array } {
-  const q = new Int8Array(k * n);
-  const scale = new Float32Array(n);
-  for (let c = 0; c < n; c++) {
-    let max = 0;
-    for (let i = 0; i < k; i++) max = Math.max(max, Math.abs(w[c * k + i]));
-    const s = max === 0 ? 1 : max / 127;
-    scale[c] = s;
-    for (let i = 0; i < k; i++) q[i * n + c] = Math.max(-127, Math.min(127, Math.round(w[c * k + i] / s)));
-  }
-  return { q, scale };
-}
-
 export function dynamicForm(w: Float32Array, shape: Shape, fused: boolean): MatmulForm {
   const { k, n } = shape;
-  const { q, scale } = perColumnInt8(w, k, n);
+  // Symmetric int8 per output column, as quantize_dynamic(per_channel=True, weight_type=QInt8) stores it: W as [K, N].
+  const { codes: q, scales: scale } = quantizePerChannelInt8(w, n, k);
   return {
     inits: [
       { name: 'W_quantized', dataType: DataType.INT8, dims: [k, n], data: bytesOf(q) },
@@ -232,17 +224,19 @@ export function dynamicForm(w: Float32Array, shape: Shape, fused: boolean): Matm
 }
 
 function formOf(form: Form, w: Float32Array, shape: Shape): MatmulForm {
+  const nb = NBITS.exec(form);
+  if (nb) {
+    const f = nbitsForm(w, shape, Number(nb[1]) as 4 | 8, Number(nb[3] ?? 32), Number(nb[2]));
+    // -sym: without zero points (the kernel's default zero point), to see whether the zero-point path costs time.
+    if (nb[4]) return { inits: f.inits.slice(0, 2), emit: f.emit };
+    return f;
+  }
   switch (form) {
     case 'fp32': return fp32Form(w, shape);
-    case 'nbits8-l4': return nbitsForm(w, shape, 8, 32, 4);
-    case 'nbits8-l0': return nbitsForm(w, shape, 8, 32, 0);
-    case 'nbits8-l4-b64': return nbitsForm(w, shape, 8, 64, 4);
-    case 'nbits8-l4-b128': return nbitsForm(w, shape, 8, 128, 4);
     case 'dq-matmulinteger':
     case 'dq-unfused': return dynamicForm(w, shape, false);
     case 'dqmm-fused': return dynamicForm(w, shape, true);
-    case 'nbits4-l4': return nbitsForm(w, shape, 4, 32, 4);
-    case 'nbits4-l0': return nbitsForm(w, shape, 4, 32, 0);
+    default: throw new Error(`unknown form ${form}`);
   }
 }
 
@@ -268,6 +262,7 @@ export function summarize(runsMs: number[]): Timing {
 }
 
 export function sessionOptions(threads: number, level: 'basic' | 'all' = 'all', optimizedModelFilePath?: string): ort.InferenceSession.SessionOptions {
+  const lut = process.env.BENCH_LUT ? { extra: { mlas: { use_lut_gemm: '1' } } } : {};
   // The settings the app's sessions use (server/src/engine/runtime/ort.ts), so kernels match.
   return {
     executionProviders: ['cpu'],
@@ -276,6 +271,7 @@ export function sessionOptions(threads: number, level: 'basic' | 'all' = 'all', 
     graphOptimizationLevel: level,
     logSeverityLevel: 3,
     ...(optimizedModelFilePath && { optimizedModelFilePath }),
+    ...lut,
   };
 }
 
@@ -303,6 +299,8 @@ export interface RooflineRates {
   threads: number;
   /** fp32 MatMul [257x1408]x[1408x6144], GFLOP/s per matmul. */
   gemm: { bestGflops: number; medianGflops: number; runs: number; copies: number };
+  /** The same shape in int8 (DynamicQuantizeMatMul, onnxruntime's fastest int8 GEMM here), GOP/s. */
+  int8: { bestGops: number; medianGops: number; runs: number; copies: number };
   /** fp32 MatMul [1x2560]x[2560x10240]: weight bytes streamed per second, GB/s (1e9). */
   gemv: { bestGBs: number; medianGBs: number; runs: number; copies: number };
 }
@@ -313,8 +311,9 @@ export interface RooflineRates {
  * as they do in the model, never from the last-level cache.
  */
 export async function measureRoofline(threads: number, gemmRuns = 10, gemvRuns = 30): Promise<RooflineRates> {
-  const rate = async (shape: Shape, runs: number) => {
-    const form = fp32Form(gaussian(shape.n * shape.k, 1, 0.02), shape);
+  const rate = async (shape: Shape, runs: number, int8 = false) => {
+    const w = gaussian(shape.n * shape.k, 1, 0.02);
+    const form = int8 ? dynamicForm(w, shape, true) : fp32Form(w, shape);
     const copies = copiesFor(form);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'roofline-'));
     try {
@@ -332,6 +331,7 @@ export async function measureRoofline(threads: number, gemmRuns = 10, gemvRuns =
   };
   const gm = SHAPES.gemm;
   const gemm = await rate(gm, gemmRuns);
+  const int8 = await rate(gm, gemmRuns, true);
   const flops = 2 * gm.m * gm.k * gm.n;
   const gv = SHAPES.gemv;
   const gemv = await rate(gv, gemvRuns);
@@ -339,6 +339,7 @@ export async function measureRoofline(threads: number, gemmRuns = 10, gemvRuns =
   return {
     threads,
     gemm: { bestGflops: flops / gemm.t.bestMs / 1e6, medianGflops: flops / gemm.t.medianMs / 1e6, runs: gemmRuns, copies: gemm.copies },
+    int8: { bestGops: flops / int8.t.bestMs / 1e6, medianGops: flops / int8.t.medianMs / 1e6, runs: gemmRuns, copies: int8.copies },
     gemv: { bestGBs: weightBytes / gemv.t.bestMs / 1e6, medianGBs: weightBytes / gemv.t.medianMs / 1e6, runs: gemvRuns, copies: gemv.copies },
   };
 }
@@ -440,11 +441,16 @@ function arg(args: string[], name: string): string | undefined {
 
 async function main(argv: string[]): Promise<void> {
   if (argv[0] === '--child') return child(argv[1] as Form, argv[2], argv[3], Number(argv[4]), Number(argv[5]));
+  if (argv[0] === '--roofline') {
+    // The machine limits for test/bench/bench.ts, as one JSON line.
+    process.stdout.write(JSON.stringify(await measureRoofline(Number(arg(argv, '--threads') ?? 2))) + '\n');
+    return;
+  }
   const threads = Number(arg(argv, '--threads') ?? 2);
   const shapes = (arg(argv, '--shapes') ?? 'gemv,gemm').split(',');
   const forms = (arg(argv, '--forms')?.split(',') ?? [...FORMS]) as Form[];
   const roundCount = Number(arg(argv, '--rounds') ?? 3);
-  for (const f of forms) if (!FORMS.includes(f)) throw new Error(`unknown form ${f}; forms: ${FORMS.join(', ')}`);
+  for (const f of forms) if (!FORMS.includes(f as (typeof FORMS)[number]) && !NBITS.test(f)) throw new Error(`unknown form ${f}; forms: ${FORMS.join(', ')}`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'int8-matmul-'));
   const results: Row[] = [];
   try {

@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { openCheckpoint } from '../../server/src/engine/checkpoint/checkpoint';
 import { parseBlip2Config } from '../../server/src/engine/checkpoint/config';
 import { readSafetensorsHeader } from '../../server/src/engine/checkpoint/safetensors';
-import { recordModelFiles } from '../../server/src/engine/convert/integrity';
+import { recordModelFiles, VERIFIED_FILE } from '../../server/src/engine/convert/integrity';
 import { MANIFEST_FILE, readManifest, type ConvertedManifest } from '../../server/src/engine/convert/manifest';
 import { DamagedModelError, OutOfMemoryError, UserError } from '../../server/src/engine/errors';
 import { explainOutOfMemory } from '../../server/src/engine/memory-needs';
@@ -145,20 +145,32 @@ describe('damaged conversions', () => {
     for (const f of manifest.files!) assert.equal(f.bytes, fs.statSync(path.join(dir, f.name)).size, f.name);
   });
 
+  /** Flips bits of one byte in place: the size stays, the bytes do not. */
+  function flipByte(path: string, offset: number, bits: number): void {
+    const fd = fs.openSync(path, 'r+');
+    const byte = Buffer.alloc(1);
+    fs.readSync(fd, byte, 0, 1, offset);
+    byte[0] ^= bits;
+    fs.writeSync(fd, byte, 0, 1, offset);
+    fs.closeSync(fd);
+  }
+
   it('a byte flipped in the decoder weights is found before the model answers', async () => {
-    damaged((m) => {
-      const fd = fs.openSync(file(m, 'decoder'), 'r+');
-      const byte = Buffer.alloc(1);
-      fs.readSync(fd, byte, 0, 1, 5000);
-      byte[0] ^= 0x10;
-      fs.writeSync(fd, byte, 0, 1, 5000);
-      fs.closeSync(fd);
-    });
+    damaged((m) => flipByte(file(m, 'decoder'), 5000, 0x10));
     await assert.rejects(openModel(base), (e: unknown) => {
       assert.ok(e instanceof DamagedModelError);
       assert.match(e.line, /is damaged: onnx\/decoder_model_merged\.onnx_data has changed since it was converted \(its checksum differs\)\. Convert it again/);
       return true;
     });
+  });
+
+  it('after a load that found the model intact, a byte flipped later is still found', async () => {
+    damaged(() => undefined);
+    await (await openModel(base)).pipeline.dispose();
+    // That load left the files' stamps, so an unchanged model is not read again; a change must not hide behind them.
+    assert.ok(fs.existsSync(path.join(dir, VERIFIED_FILE)));
+    flipByte(file(readManifest(dir), 'decoder'), 7000, 0x01);
+    await assert.rejects(openModel(base), (e: unknown) => e instanceof DamagedModelError);
   });
 
   it('a truncated embedding file is found by its size, not left to onnxruntime', async () => {

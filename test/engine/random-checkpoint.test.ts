@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
+import { kvHeadSize } from '../../server/src/engine/graphs/decoder';
 import { openCheckpoint, readJson } from '../../server/src/engine/checkpoint/checkpoint';
 import { parseBlip2Config } from '../../server/src/engine/checkpoint/config';
 import { expectedTensors, names } from '../../server/src/engine/checkpoint/layout';
@@ -294,8 +295,12 @@ describe('converting a random checkpoint', () => {
         attention_mask: new ort.Tensor('int64', BigInt64Array.from(ids, () => 1n), [1, ids.length]),
         position_ids: new ort.Tensor('int64', BigInt64Array.from(ids, (_, i) => BigInt(i)), [1, ids.length]),
       };
+      // The cache is the caller's buffer, room for the prompt; the run returns the prompt's keys and values.
+      const headSize = kvHeadSize(10);
       for (const name of decoder.inputNames) {
-        if (name.startsWith('past_key_values.')) feeds[name] = new ort.Tensor('float32', new Float32Array(0), [1, 4, 0, 10]);
+        if (!name.startsWith('past_key_values.')) continue;
+        const cache = new ort.Tensor('float32', new Float32Array(4 * ids.length * headSize), [1, 4, ids.length, headSize]);
+        feeds[name] = cache;
       }
       const result = await decoder.run(feeds);
       assert.deepEqual(result.logits.dims.at(-1), 960);

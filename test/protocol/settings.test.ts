@@ -22,7 +22,7 @@ describe('validateSettings', () => {
     );
     assert.equal(s.model, '/models/blip2');
     assert.equal(s.precision, 'int8');
-    assert.deepEqual([s.generation.maxNewTokens, s.generation.numBeams, s.generation.alternatives], [12, 1, 0]);
+    assert.deepEqual([s.generation.maxNewTokens, s.generation.numBeams, s.generation.alternatives], [12, 1, DEFAULT_SETTINGS.generation.alternatives]);
     assert.deepEqual([s.altText.rules['alt-too-long'], s.altText.rules['missing-alt'], s.altText.rules['placeholder-alt']], ['off', 'error', 'warning']);
     assert.equal(s.altText.maxLength, 80);
   });
@@ -31,13 +31,13 @@ describe('validateSettings', () => {
     const { settings, problems } = validateSettings([
       {
         source: 'test',
-        value: { precision: 'fp8', threads: -1, model: '  ', generation: { maxNewTokens: '30', numBeams: 0, repetitionPenalty: 9 }, remoteImages: { enabled: 'yes' }, altText: { rules: { 'missing-alt': 'loud', nope: 'off' } } },
+        value: { precision: 'fp8', threads: -1, model: '  ', generation: { maxNewTokens: '7', numBeams: 0, repetitionPenalty: 9 }, remoteImages: { enabled: 'yes' }, altText: { rules: { 'missing-alt': 'loud', nope: 'off' } } },
       },
     ]);
     assert.equal(settings.precision, 'auto');
     assert.equal(settings.threads, 0);
     assert.equal(settings.model, DEFAULT_SETTINGS.model, 'a blank model is no model');
-    assert.equal(settings.generation.maxNewTokens, 30);
+    assert.equal(settings.generation.maxNewTokens, DEFAULT_SETTINGS.generation.maxNewTokens);
     assert.equal(settings.generation.numBeams, 1);
     assert.equal(settings.generation.repetitionPenalty, 5);
     assert.equal(settings.remoteImages.enabled, false);
@@ -45,7 +45,7 @@ describe('validateSettings', () => {
     assert.deepEqual(problems, [
       'test: blip2.precision must be one of auto, fp32, fp16, int8, int4 (got "fp8"); using "auto".',
       'test: blip2.threads must be a whole number from 0 to 256 (got -1); using 0.',
-      'test: blip2.generation.maxNewTokens must be a number (got "30"); using 30.',
+      `test: blip2.generation.maxNewTokens must be a number (got "7"); using ${DEFAULT_SETTINGS.generation.maxNewTokens}.`,
       'test: blip2.generation.numBeams must be a whole number from 1 to 16 (got 0); using 1.',
       'test: blip2.generation.repetitionPenalty must be a number from 1 to 5 (got 9); using 5.',
       'test: blip2.altText.rules["missing-alt"] must be one of error, warning, information, hint, off (got "loud"); using "warning".',
@@ -77,9 +77,10 @@ describe('validateSettings', () => {
   });
 
   it('does not share objects with DEFAULT_SETTINGS', () => {
+    const before = DEFAULT_SETTINGS.generation.maxNewTokens;
     const settings = normalizeSettings({ altText: { rules: { 'missing-alt': 'off' } } });
-    settings.generation.maxNewTokens = 1;
-    assert.equal(DEFAULT_SETTINGS.generation.maxNewTokens, 30);
+    settings.generation.maxNewTokens = before + 1;
+    assert.equal(DEFAULT_SETTINGS.generation.maxNewTokens, before);
     assert.equal(DEFAULT_SETTINGS.altText.rules['missing-alt'], 'warning');
   });
 });

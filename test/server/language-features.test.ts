@@ -419,7 +419,10 @@ describe('language server over stdio', { timeout: 300_000 }, () => {
       const image = pathToFileURL(path.join(ws, 'cat.png')).href;
       const captioned = await server.connection.sendRequest(CaptionRequest.type, { image });
       assert.equal(captioned.text, caption('cat.png').text);
-      assert.deepEqual(captioned.alternatives, caption('cat.png').alternatives);
+      assert.deepEqual(captioned.alternatives, [], 'other captions cost a beam search of their own: only when asked for');
+      const withOthers = await server.connection.sendRequest(CaptionRequest.type, { image, alternatives: true });
+      assert.equal(withOthers.text, caption('cat.png').text);
+      assert.deepEqual(withOthers.alternatives, caption('cat.png').alternatives);
 
       const partials: string[] = [];
       const partialResultToken = 'answer-stream';

@@ -2,8 +2,9 @@ import { parseArgs } from 'node:util';
 import { parsePrecision, type PrecisionChoice } from '../engine/convert/precision';
 import { UserError } from '../engine/errors';
 import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
-import { DEFAULT_MAX_NEW_TOKENS, type GenerationSettings } from '../engine/pipeline';
+import type { GenerationSettings } from '../engine/pipeline';
 import { parseDevice, type Device } from '../engine/runtime/ort';
+import { DEFAULT_SETTINGS } from '../protocol/settings';
 
 export const DEFAULT_MODEL = 'Salesforce/blip2-opt-2.7b';
 
@@ -37,7 +38,7 @@ Model options:
   --max-image-mb N    the largest image file read, in megabytes (default ${DEFAULT_MAX_IMAGE_FILE_BYTES / (1024 * 1024)})
 
 Generation options:
-  --max-new-tokens N (default ${DEFAULT_MAX_NEW_TOKENS})  --min-new-tokens N  --num-beams N  --num-return-sequences N
+  --max-new-tokens N (default ${DEFAULT_SETTINGS.generation.maxNewTokens})  --min-new-tokens N  --num-beams N  --num-return-sequences N
   --length-penalty X  --repetition-penalty X  --no-repeat-ngram-size N
   --temperature X  --top-k N  --top-p X  (any of these turns sampling on)  --seed N
 
@@ -121,7 +122,7 @@ export function parseCli(argv: string[]): CliArgs {
       command: 'help',
       positionals: [],
       model: defaults(),
-      generation: { maxNewTokens: DEFAULT_MAX_NEW_TOKENS },
+      generation: { maxNewTokens: DEFAULT_SETTINGS.generation.maxNewTokens },
       json: false,
       repair: false,
       maxImageBytes: DEFAULT_MAX_IMAGE_FILE_BYTES,
@@ -143,7 +144,7 @@ export function parseCli(argv: string[]): CliArgs {
     offline: v.offline ?? false,
   };
   const generation: GenerationSettings = {
-    maxNewTokens: v['max-new-tokens'] !== undefined ? int(v['max-new-tokens'], '--max-new-tokens', 1) : DEFAULT_MAX_NEW_TOKENS,
+    maxNewTokens: v['max-new-tokens'] !== undefined ? int(v['max-new-tokens'], '--max-new-tokens', 1) : DEFAULT_SETTINGS.generation.maxNewTokens,
     minNewTokens: opt(v['min-new-tokens'], (s) => int(s, '--min-new-tokens', 0)),
     numBeams: opt(v['num-beams'], (s) => int(s, '--num-beams', 1)),
     numReturnSequences: opt(v['num-return-sequences'], (s) => int(s, '--num-return-sequences', 1)),

@@ -2,15 +2,19 @@ import type { GenerationSettings } from '../engine/pipeline';
 import type { Blip2Settings } from '../protocol/settings';
 
 /**
- * The engine's generation settings for the user's `blip2.generation.*`: a caption keeps `alternatives` more beams
- * to offer (as many as beam search has), an answer keeps one.
+ * What a request asks of the model: a caption or an answer (`numBeams` beams, the best one kept), or a caption with
+ * `alternatives` more to offer (beam search with at least that many more beams, all of them kept).
  */
-export function generationSettingsFor(g: Blip2Settings['generation'], kind: 'caption' | 'answer'): GenerationSettings {
-  const beams = Math.max(1, g.numBeams);
+export type GenerationKind = 'caption' | 'alternatives' | 'answer';
+
+/** The engine's generation settings for the user's `blip2.generation.*` and a kind of request. */
+export function generationSettingsFor(g: Blip2Settings['generation'], kind: GenerationKind): GenerationSettings {
+  const keep = kind === 'alternatives' ? g.alternatives + 1 : 1;
+  const beams = Math.max(1, g.numBeams, keep);
   return {
     maxNewTokens: g.maxNewTokens,
     numBeams: beams,
-    numReturnSequences: kind === 'caption' && beams > 1 ? Math.min(beams, g.alternatives + 1) : 1,
+    numReturnSequences: keep,
     repetitionPenalty: g.repetitionPenalty,
     noRepeatNgramSize: g.noRepeatNgramSize,
     ...(g.minNewTokens ? { minNewTokens: g.minNewTokens } : {}),

@@ -7,7 +7,7 @@ import { readImageFile } from '../engine/preprocess/image-file';
 import { chatPrompt } from '../engine/preprocess/prompts';
 import type { GenerationResult, InferenceCounters, ModelStatus } from '../protocol/messages';
 import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
-import { generationSettingsFor } from './generation-settings';
+import { generationSettingsFor, type GenerationKind } from './generation-settings';
 import { cacheKey, ResultCache } from './result-cache';
 import { Scheduler } from './scheduler';
 import type { AskOptions, CaptionOptions, ImageSource, InferenceService, Priority, SetUpReporter } from './types';
@@ -85,7 +85,7 @@ class WorkerInferenceService implements InferenceService {
 
   caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult> {
     const prompt = options.prompt ?? this.settings.generation.captionPrompt;
-    return this.request('caption', image, { text: prompt }, options.priority, undefined, token);
+    return this.request(options.alternatives ? 'alternatives' : 'caption', image, { text: prompt }, options.priority, undefined, token);
   }
 
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
@@ -147,7 +147,7 @@ class WorkerInferenceService implements InferenceService {
 
   /** A caption or an answer: from the cache, from a run already under way for the same key, or from a new run. */
   private async request(
-    kind: 'caption' | 'answer',
+    kind: GenerationKind,
     image: ImageSource,
     prompt: PromptSpec,
     priority: Priority,

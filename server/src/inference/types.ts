@@ -12,6 +12,8 @@ export interface CaptionOptions {
   /** Overrides the setting's caption prompt. */
   prompt?: string;
   priority: Priority;
+  /** Also the `generation.alternatives` other captions, from a beam search run for them (slower than a caption). */
+  alternatives?: boolean;
 }
 
 export interface AskOptions {

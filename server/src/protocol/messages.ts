@@ -37,6 +37,11 @@ export interface CaptionParams extends WorkDoneProgressParams {
   image: string;
   /** Text the caption continues; the setting's prompt when absent. */
   prompt?: string;
+  /**
+   * Also the `blip2.generation.alternatives` other captions, from a beam search run for them (slower than the
+   * caption, which is then the same as without them).
+   */
+  alternatives?: boolean;
 }
 
 export interface AskParams extends WorkDoneProgressParams, PartialResultParams {

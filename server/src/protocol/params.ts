@@ -24,7 +24,7 @@ const range = z.object({ start: position, end: position });
 const textDocument = z.object({ uri: z.string() });
 
 const chatTurn = z.object({ question: z.string(), answer: z.string() });
-const captionParams = z.object({ image: z.string(), prompt: z.string().optional(), workDoneToken: progressToken.optional() });
+const captionParams = z.object({ image: z.string(), prompt: z.string().optional(), alternatives: z.boolean().optional(), workDoneToken: progressToken.optional() });
 const askParams = z.object({
   image: z.string(),
   question: z.string(),

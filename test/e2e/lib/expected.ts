@@ -4,10 +4,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { openModel, type OpenedModel } from '../../../server/src/engine/open-model';
-import type { GenerationSettings } from '../../../server/src/engine/pipeline';
 import { chatPrompt, questionPrompt, type ChatTurn } from '../../../server/src/engine/preprocess/prompts';
 import { generationSettingsFor } from '../../../server/src/inference/generation-settings';
 import { DEFAULT_SETTINGS } from '../../../server/src/protocol/settings';
+import { captionWithAlternatives } from '../../helpers/engine-captions';
 import { referenceImagesDir, tinyModelDir } from './env';
 
 export interface Expected {
@@ -28,24 +28,17 @@ export class EngineOracle {
     return new EngineOracle(opened, store);
   }
 
-  /** The service's generation settings: captions keep `alternatives` more beams, answers one. */
-  private settings(caption: boolean): GenerationSettings {
-    return generationSettingsFor(DEFAULT_SETTINGS.generation, caption ? 'caption' : 'answer');
-  }
-
-  private async run(image: string, prompt: string, caption: boolean): Promise<Expected> {
-    const [encoded] = await this.opened.pipeline.encodeImages([image]);
-    const { answers } = await this.opened.pipeline.generate([{ image: encoded, prompt }], this.settings(caption));
-    return { text: answers[0].text, alternatives: answers[0].alternatives.map((a) => a.text) };
-  }
-
+  /** A caption, and the alternatives the quick fix offers beside it. */
   caption(image: string): Promise<Expected> {
-    return this.run(image, DEFAULT_SETTINGS.generation.captionPrompt, true);
+    return captionWithAlternatives(this.opened.pipeline, image, DEFAULT_SETTINGS.generation.captionPrompt, DEFAULT_SETTINGS.generation);
   }
 
   /** An answer in a chat: the earlier turns go into the prompt as the server puts them. */
-  answer(image: string, question: string, history: ChatTurn[] = []): Promise<Expected> {
-    return this.run(image, history.length ? chatPrompt(history, question) : questionPrompt(question), false);
+  async answer(image: string, question: string, history: ChatTurn[] = []): Promise<Expected> {
+    const [encoded] = await this.opened.pipeline.encodeImages([image]);
+    const prompt = history.length ? chatPrompt(history, question) : questionPrompt(question);
+    const { answers } = await this.opened.pipeline.generate([{ image: encoded, prompt }], generationSettingsFor(DEFAULT_SETTINGS.generation, 'answer'));
+    return { text: answers[0].text, alternatives: [] };
   }
 
   async dispose(): Promise<void> {

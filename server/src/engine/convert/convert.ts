@@ -77,7 +77,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Converted
       format: MANIFEST_FORMAT,
       converterVersion: CONVERTER_VERSION,
       precision: opts.precision,
-      quantization: quant ? { bits: quant.bits, blockSize: quant.blockSize, accuracyLevel: quant.accuracyLevel } : null,
+      quantization: quant?.kind === 'nbits' ? { bits: quant.bits, blockSize: quant.blockSize, accuracyLevel: quant.accuracyLevel } : null,
       source: { model: opts.sourceName ?? ckpt.dir, revision: opts.revision, dir: ckpt.dir, files },
       createdAt: new Date().toISOString(),
       vocabSize: ckpt.vocabSize,

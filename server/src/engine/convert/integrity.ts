@@ -8,6 +8,9 @@
  *   CRC-32 finds any burst of changed bits up to 32 long and any other change with odds of 1 in 4 billion, which
  *   is what damage on disk looks like; it is no defence against someone forging a file, and is not meant to be.
  * - `full`, on demand (`blip2 verify`): SHA-256 as well: 2.4 to 2.6 s. Recording both after a conversion: 2.6 to 3.2 s.
+ * A load re-reads nothing when no file changed since its bytes were last found intact: each file's size, mtime,
+ * ctime and inode at that moment are kept beside the model (`.verified.json`), and a write to a file changes them.
+ * So the quick check runs once after a conversion or a change, and a load costs a stat per file.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -86,8 +89,95 @@ export async function checkModelIntact(
   manifest: ConvertedManifest,
   opts: { signal?: AbortSignal; onProgress?: (p: VerifyProgress) => void } = {},
 ): Promise<void> {
+  const names = (manifest.files ?? []).map((f) => f.name);
+  const stampsFile = path.join(dir, VERIFIED_FILE);
+  if (names.length > 0 && stampsMatch(dir, names, readStamps(stampsFile))) return;
   const problems = await verifyModelFiles(dir, manifest, 'quick', opts);
   if (problems.length > 0) throw damaged(dir, problems);
+  writeStamps(stampsFile, dir, names);
+}
+
+/** Where a model folder keeps the stamps of its files as they were when last found intact. */
+export const VERIFIED_FILE = '.verified.json';
+
+/** What a file's metadata was when its bytes were last found intact; a write to the file changes at least one. */
+interface Stamp {
+  bytes: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+}
+
+function stampOf(file: string): Stamp | undefined {
+  try {
+    const st = fs.statSync(file);
+    return st.isFile() ? { bytes: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function readStamps(file: string): Record<string, Stamp> {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, Stamp>;
+  } catch {
+    return {};
+  }
+}
+
+function stampsMatch(dir: string, names: readonly string[], stamps: Record<string, Stamp>): boolean {
+  return names.every((name) => {
+    const now = stampOf(path.join(dir, ...name.split('/')));
+    const then = stamps[name];
+    return !!now && !!then && now.bytes === then.bytes && now.mtimeMs === then.mtimeMs && now.ctimeMs === then.ctimeMs && now.ino === then.ino;
+  });
+}
+
+/** Best effort: a store that cannot be written only means the next load checks the bytes again. */
+function writeStamps(file: string, dir: string, names: readonly string[]): void {
+  const stamps = Object.fromEntries(names.map((n) => [n, stampOf(path.join(dir, ...n.split('/')))]));
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    fs.writeFileSync(tmp, JSON.stringify(stamps));
+    fs.renameSync(tmp, file);
+  } catch {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * Files outside a manifest (the optimized copies onnxruntime writes) recorded by size and CRC-32 in `recordFile`,
+ * and checked against it the same way: by stamps when nothing changed, by their bytes otherwise.
+ */
+export async function recordFiles(dir: string, names: readonly string[], recordFile: string): Promise<void> {
+  const files: { name: string; bytes: number; crc32: number }[] = [];
+  for (const name of names) {
+    const sums = await checksums(path.join(dir, name), 'quick', undefined);
+    files.push({ name, bytes: sums.bytes, crc32: sums.crc32 });
+  }
+  fs.writeFileSync(recordFile, JSON.stringify({ files, stamps: Object.fromEntries(names.map((n) => [n, stampOf(path.join(dir, n))])) }));
+}
+
+export async function filesIntact(dir: string, recordFile: string): Promise<boolean> {
+  let record: { files: { name: string; bytes: number; crc32: number }[]; stamps: Record<string, Stamp> };
+  try {
+    record = JSON.parse(fs.readFileSync(recordFile, 'utf8')) as typeof record;
+  } catch {
+    return false;
+  }
+  const names = record.files.map((f) => f.name);
+  if (stampsMatch(dir, names, record.stamps)) return true;
+  for (const f of record.files) {
+    const full = path.join(dir, f.name);
+    if (sizeOf(full) !== f.bytes || (await checksums(full, 'quick', undefined)).crc32 !== f.crc32) return false;
+  }
+  const stamps = Object.fromEntries(names.map((n) => [n, stampOf(path.join(dir, n))]));
+  try {
+    fs.writeFileSync(recordFile, JSON.stringify({ ...record, stamps }));
+  } catch {
+    // read-only: checked by bytes again next time
+  }
+  return true;
 }
 
 export function damaged(dir: string, problems: readonly FileProblem[]): DamagedModelError {

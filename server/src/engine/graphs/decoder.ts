@@ -1,9 +1,9 @@
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { OPT_LAYER_NORM_EPS } from '../checkpoint/config';
 import { names, OPT_POSITION_OFFSET } from '../checkpoint/layout';
-import { attend, mergeHeads, minValue, splitHeads } from './attention';
-import { DataType, GraphBuilder } from './onnx-builder';
-import { WeightEmitter, type WeightFormat } from './weights';
+import { minValue } from './attention';
+import { DataType, GraphBuilder, MS_DOMAIN, valueInfo } from './onnx-builder';
+import { WeightEmitter, type HeadPadding, type WeightFormat } from './weights';
 
 export const DECODER_IO = {
   inputsEmbeds: 'inputs_embeds',
@@ -12,15 +12,26 @@ export const DECODER_IO = {
   logits: 'logits',
   pastKey: (i: number) => `past_key_values.${i}.key`,
   pastValue: (i: number) => `past_key_values.${i}.value`,
-  presentKey: (i: number) => `present.${i}.key`,
-  presentValue: (i: number) => `present.${i}.value`,
+  /** This run's keys and values of layer i, [B, heads, S, padded head size]: the caller writes them into its cache. */
+  newKey: (i: number) => `new_key_values.${i}.key`,
+  newValue: (i: number) => `new_key_values.${i}.value`,
 };
 
+/** The head size the fused attention kernel runs at: GroupQueryAttention needs a multiple of 8. */
+export function kvHeadSize(headDim: number): number {
+  return Math.ceil(headDim / 8) * 8;
+}
+
 /**
- * OPT with a KV cache, in the transformers.js/Optimum layout: inputs_embeds + attention_mask +
- * position_ids + past_key_values.N.{key,value} -> logits of the last position + present.N.{key,value}.
- * An empty past (length 0) is the first step, so one graph serves prefill and decoding.
- * The mask is causal and honours left padding; logits are computed for the last position only.
+ * OPT with a KV cache in onnxruntime's GroupQueryAttention: inputs_embeds + attention_mask + position_ids +
+ * past_key_values.N.{key,value} -> logits of the last position + new_key_values.N.{key,value}.
+ *
+ * The cache is the caller's buffer of fixed length (`max_sequence_length`), [B, heads, length, head size], filled
+ * in its first positions; the run returns only its own positions' keys and values, [B, heads, S, head size], which
+ * the caller writes after the filled ones (a few hundred kilobytes a step instead of the whole cache back).
+ * `attention_mask` [B, total] says which positions are real (0 for left padding) and how many are filled (its
+ * length, less S); causality comes from the kernel. Logits are computed for the last position only. Heads whose
+ * size is not a multiple of 8 are padded with zero features (see HeadPadding).
  */
 export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuilder {
   const t = ckpt.config.text;
@@ -29,8 +40,8 @@ export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuild
   const ft = format.floatType;
   const heads = t.numHeads;
   const dim = t.hiddenSize / heads;
-  const kvDims = ['batch_size', heads, 'past_sequence_length', dim];
-  const presentDims = ['batch_size', heads, 'total_sequence_length', dim];
+  const padding: HeadPadding = { heads, dim, padded: kvHeadSize(dim) };
+  const kvDims = ['batch_size', heads, 'max_sequence_length', padding.padded];
 
   const embeds = g.input(DECODER_IO.inputsEmbeds, DataType.FLOAT, ['batch_size', 'sequence_length', t.hiddenSize]);
   const mask = g.input(DECODER_IO.attentionMask, DataType.INT64, ['batch_size', 'total_sequence_length']);
@@ -43,20 +54,19 @@ export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuild
   let x = ft === DataType.FLOAT ? embeds : g.cast(embeds, ft);
   x = g.add(x, g.gather(w.tensor(names.text.embedPositions), g.add(positions, g.scalarInt64(OPT_POSITION_OFFSET))));
 
-  // Softmax runs in float32 even for fp16 weights, as OPT upcasts it; the mask bias lives in that type.
-  const softmaxType = DataType.FLOAT;
-  const bias = g.withScope('mask', () => {
-    const scalar = (v: string) => g.op('Squeeze', [v, g.constInt64([0])]);
-    const pastLen = scalar(g.shape(past[0].key, 2, 3));
-    const seqLen = scalar(g.shape(embeds, 1, 2));
-    const totalLen = scalar(g.shape(mask, 1, 2));
-    const one = g.scalarInt64(1);
-    const queryPos = g.op('Range', [pastLen, g.add(pastLen, seqLen), one]);
-    const keyPos = g.op('Range', [g.scalarInt64(0), totalLen, one]);
-    const causal = g.op('LessOrEqual', [g.unsqueeze(keyPos, [0]), g.unsqueeze(queryPos, [1])]);
-    const notPadding = g.unsqueeze(g.cast(mask, DataType.BOOL), [1, 2]);
-    const allowed = g.op('And', [g.unsqueeze(causal, [0, 1]), notPadding]);
-    return g.op('Where', [allowed, g.constFloat([0], [], softmaxType), g.constFloat([minValue(softmaxType)], [], softmaxType)]);
+  const { seqlensK, totalLength, bias } = g.withScope('mask', () => {
+    // Every row fills the same slots (padding included), so each has total - 1 earlier positions.
+    const total = g.shape(mask, 1, 2);
+    const batch = g.shape(mask, 0, 1);
+    const totalInt32 = g.cast(total, DataType.INT32);
+    const seqlens = g.op('Expand', [g.sub(totalInt32, g.constInt32([1])), batch]);
+    const totalScalar = g.op('Squeeze', [totalInt32, g.constInt64([0])]);
+    // Padding as an additive bias [B, 1, S, total], with transformers' most negative value where the mask is 0.
+    const seqLen = g.shape(embeds, 1, 2);
+    const allowed = g.unsqueeze(g.cast(mask, DataType.BOOL), [1, 2]);
+    const additive = g.op('Where', [allowed, g.constFloat([0], [], ft), g.constFloat([minValue(ft)], [], ft)]);
+    const shape = g.concat([batch, g.constInt64([1]), seqLen, total], 0);
+    return { seqlensK: seqlens, totalLength: totalScalar, bias: g.op('Expand', [additive, shape]) };
   });
 
   for (let i = 0; i < t.numLayers; i++) {
@@ -64,18 +74,32 @@ export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuild
     x = g.withScope(`layers.${i}`, () => {
       const h = w.layerNorm(x, `${p}.self_attn_layer_norm`, OPT_LAYER_NORM_EPS);
       const a = `${p}.self_attn`;
+      const b = (name: string) => (t.enableBias ? `${a}.${name}.bias` : undefined);
+      // q|k|v packed in one matmul, the layout GroupQueryAttention takes when key and value are left out.
       const qkv = w.linear(h, [
-        { weight: `${a}.q_proj.weight`, bias: t.enableBias ? `${a}.q_proj.bias` : undefined, scaleRows: { rows: t.hiddenSize, factor: dim ** -0.5 } },
-        { weight: `${a}.k_proj.weight`, bias: t.enableBias ? `${a}.k_proj.bias` : undefined },
-        { weight: `${a}.v_proj.weight`, bias: t.enableBias ? `${a}.v_proj.bias` : undefined },
-      ], `${a}.qkv_proj`);
-      const [q, k, v] = g.split(qkv, [t.hiddenSize, t.hiddenSize, t.hiddenSize], 2).map((s) => splitHeads(g, s, heads, dim));
-      const keys = g.concat([past[i].key, k], 2);
-      const values = g.concat([past[i].value, v], 2);
-      g.output(keys, DECODER_IO.presentKey(i), ft, presentDims);
-      g.output(values, DECODER_IO.presentValue(i), ft, presentDims);
-      const o = mergeHeads(g, attend(g, q, keys, values, { bias, floatType: ft, softmaxType }), heads, dim);
-      let y = g.add(x, w.linear(o, [{ weight: `${a}.out_proj.weight`, bias: t.enableBias ? `${a}.out_proj.bias` : undefined }], `${a}.out_proj`));
+        { weight: `${a}.q_proj.weight`, bias: b('q_proj'), scaleRows: { rows: t.hiddenSize, factor: dim ** -0.5 } },
+        { weight: `${a}.k_proj.weight`, bias: b('k_proj') },
+        { weight: `${a}.v_proj.weight`, bias: b('v_proj') },
+      ], `${a}.qkv_proj`, { output: padding });
+      // The cache is the caller's buffer, never a graph output: onnxruntime-node copies every fetched output into a
+      // new ArrayBuffer, and fetching the whole cache at each step cost a 33 MB copy and a garbage collection per
+      // token. The step's own keys and values go out instead, sliced from the packed projection, head-major as the
+      // cache is so that the caller copies one run of positions per head.
+      const width = heads * padding.padded;
+      const newKv = (from: number, name: string) => {
+        const part = g.slice(qkv, [from * width], [(from + 1) * width], [-1]);
+        g.op('Transpose', [g.reshape(part, [0, 0, heads, padding.padded])], { perm: [0, 2, 1, 3] }, { outputs: [name] });
+        g.outputs.push(valueInfo(name, ft, ['batch_size', heads, 'sequence_length', padding.padded]));
+      };
+      newKv(1, DECODER_IO.newKey(i));
+      newKv(2, DECODER_IO.newValue(i));
+      const [o] = g.opMulti('GroupQueryAttention', [qkv, '', '', past[i].key, past[i].value, seqlensK, totalLength, '', '', '', bias], {
+        num_heads: heads,
+        kv_num_heads: heads,
+        // The 1/sqrt(head_dim) scale is folded into q_proj at conversion.
+        scale: { float: 1 },
+      }, { domain: MS_DOMAIN, outputs: [g.fresh('attn'), g.fresh('present_key'), g.fresh('present_value')] });
+      let y = g.add(x, w.linear(o, [{ weight: `${a}.out_proj.weight`, bias: b('out_proj') }], `${a}.out_proj`, { input: padding }));
       const h2 = w.layerNorm(y, `${p}.final_layer_norm`, OPT_LAYER_NORM_EPS);
       const ffn = w.linear(g.relu(w.linear(h2, [{ weight: `${p}.fc1.weight`, bias: t.enableBias ? `${p}.fc1.bias` : undefined }], `${p}.fc1`)), [{ weight: `${p}.fc2.weight`, bias: t.enableBias ? `${p}.fc2.bias` : undefined }], `${p}.fc2`);
       y = g.add(y, ffn);

@@ -48,7 +48,8 @@ export class GraphBuilder {
     }
   }
 
-  private fresh(base: string): string {
+  /** A name no other value in the graph has. */
+  fresh(base: string): string {
     const prefix = this.scope.length ? `/${this.scope.join('/')}/` : '/';
     return `${prefix}${base}_${this.counter++}`;
   }
@@ -96,6 +97,10 @@ export class GraphBuilder {
   /** A small constant stored in the model file itself; identical constants are shared. */
   constInt64(values: number[], dims: number[] = [values.length]): string {
     return this.constant(DataType.INT64, dims, new Uint8Array(new BigInt64Array(values.map(BigInt)).buffer));
+  }
+
+  constInt32(values: number[], dims: number[] = [values.length]): string {
+    return this.constant(DataType.INT32, dims, new Uint8Array(new Int32Array(values).buffer));
   }
 
   constFloat(values: number[], dims: number[] = [values.length], dataType: ElemType = DataType.FLOAT): string {
@@ -173,7 +178,7 @@ export class GraphBuilder {
   }
 }
 
-function valueInfo(name: string, elemType: ElemType, dims: Dim[]): onnx.IValueInfoProto {
+export function valueInfo(name: string, elemType: ElemType, dims: Dim[]): onnx.IValueInfoProto {
   return {
     name,
     type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) } } },

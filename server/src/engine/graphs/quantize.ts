@@ -94,3 +94,43 @@ export function packGatherData(q: BlockQuantized): Uint8Array {
   }
   return out;
 }
+
+/**
+ * The block that suits a reduction length: the preferred size, halved until it divides K (down to 16,
+ * MatMulNBits' smallest), so the real model's K values (768 … 10240) never carry a padded block.
+ */
+export function blockSizeFor(k: number, preferred: number): number {
+  let b = preferred;
+  while (b > 16 && k % b !== 0) b /= 2;
+  return b;
+}
+
+/**
+ * Symmetric int8 with one scale per output channel, in the layout DynamicQuantizeMatMul takes: a Hugging Face
+ * Linear weight [N, K] becomes B [K, N] (transposed), scales [N], zero points [N] (all zero).
+ */
+export interface ChannelQuantized {
+  codes: Int8Array; // [K, N]
+  scales: Float32Array; // [N]
+}
+
+export function quantizePerChannelInt8(w: Float32Array, n: number, k: number): ChannelQuantized {
+  const codes = new Int8Array(k * n);
+  const scales = new Float32Array(n);
+  for (let c = 0; c < n; c++) {
+    const row = c * k;
+    let max = 0;
+    for (let i = 0; i < k; i++) {
+      const a = Math.abs(w[row + i]);
+      if (a > max) max = a;
+    }
+    const s = max === 0 ? 1 : max / 127;
+    const inv = 1 / s;
+    scales[c] = s;
+    for (let i = 0; i < k; i++) {
+      const q = Math.round(w[row + i] * inv);
+      codes[i * n + c] = q > 127 ? 127 : q < -127 ? -127 : q;
+    }
+  }
+  return { codes, scales };
+}

@@ -1,14 +1,24 @@
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { f32ArrayToF16 } from '../tensor/half';
 import { DataType, MS_DOMAIN, type ElemType, type GraphBuilder } from './onnx-builder';
-import { packGatherData, packMatMulNBits, packZeroPoints, quantizeBlockwise } from './quantize';
+import { blockSizeFor, packGatherData, packMatMulNBits, packZeroPoints, quantizePerChannelInt8, quantizeBlockwise } from './quantize';
 
-export interface QuantSettings {
-  bits: 4 | 8;
-  blockSize: number;
-  /** MatMulNBits accuracy_level: 4 computes in int8 on CPU, measured twice as fast here as the fp32 path. */
-  accuracyLevel: number;
-}
+/**
+ * How a module's Linear weights are quantized:
+ *  - `nbits`: block-wise 4- or 8-bit weights for MatMulNBits (`blockSize` is the preferred block, made smaller only
+ *    where it does not divide K); the smallest weights, which memory-bound decoding wants.
+ *  - `int8-dynamic`: per-channel int8 weights for DynamicQuantizeMatMul (activations quantized per run); onnxruntime's
+ *    fastest int8 GEMM on CPUs with VNNI, which the compute-bound vision encoder wants.
+ */
+export type QuantSettings =
+  | {
+      kind: 'nbits';
+      bits: 4 | 8;
+      blockSize: number;
+      /** MatMulNBits accuracy_level: 4 computes in int8 on CPU, measured twice as fast here as the fp32 path. */
+      accuracyLevel: number;
+    }
+  | { kind: 'int8-dynamic' };
 
 /** How one module's weights are stored: the float type of activations and weights, and optional quantization of Linear layers. */
 export interface WeightFormat {
@@ -22,6 +32,36 @@ export interface LinearPart {
   bias?: string;
   /** Multiplies the first `rows` output rows (weight and bias), e.g. attention's 1/sqrt(head_dim) folded into q. */
   scaleRows?: { rows: number; factor: number };
+}
+
+/**
+ * Attention heads widened with zeros from `dim` to `padded` features, for fused kernels that need a head size that
+ * is a multiple of 8: q·k and the attention output are unchanged, since every added feature is zero.
+ */
+export interface HeadPadding {
+  heads: number;
+  dim: number;
+  padded: number;
+}
+
+/** [heads*dim, width] rows -> [heads*padded, width], the added rows zero. */
+function padHeadRows(data: Float32Array, pad: HeadPadding, width: number): Float32Array {
+  if (pad.padded === pad.dim) return data;
+  const out = new Float32Array(pad.heads * pad.padded * width);
+  for (let h = 0; h < pad.heads; h++) out.set(data.subarray(h * pad.dim * width, (h + 1) * pad.dim * width), h * pad.padded * width);
+  return out;
+}
+
+/** [rows, heads*dim] columns -> [rows, heads*padded], the added columns zero. */
+function padHeadColumns(data: Float32Array, pad: HeadPadding, rows: number): Float32Array {
+  if (pad.padded === pad.dim) return data;
+  const inW = pad.heads * pad.dim;
+  const outW = pad.heads * pad.padded;
+  const out = new Float32Array(rows * outW);
+  for (let r = 0; r < rows; r++) {
+    for (let h = 0; h < pad.heads; h++) out.set(data.subarray(r * inW + h * pad.dim, r * inW + (h + 1) * pad.dim), r * outW + h * pad.padded);
+  }
+  return out;
 }
 
 /**
@@ -58,32 +98,48 @@ export class WeightEmitter {
     return this.g.layerNorm(x, this.tensor(`${prefix}.weight`), this.tensor(`${prefix}.bias`), eps);
   }
 
-  /** y = x·Wᵀ + b over the concatenation of `parts` along the output dimension. */
-  linear(x: string, parts: LinearPart[], id: string): string {
-    const k = this.ckpt.info(parts[0].weight).shape[1];
-    const n = parts.reduce((s, p) => s + this.ckpt.info(p.weight).shape[0], 0);
-    const load = () => this.loadLinear(parts, n, k);
+  /**
+   * y = x·Wᵀ + b over the concatenation of `parts` along the output dimension. `heads` pads attention heads with
+   * zeros: `output` on every part's rows (q, k, v projections), `input` on the columns (the output projection).
+   */
+  linear(x: string, parts: LinearPart[], id: string, heads?: { output?: HeadPadding; input?: HeadPadding }): string {
+    const widen = (size: number, pad?: HeadPadding) => (pad ? (size / pad.dim) * pad.padded : size);
+    const k0 = this.ckpt.info(parts[0].weight).shape[1];
+    const k = widen(k0, heads?.input);
+    const n = parts.reduce((s, p) => s + widen(this.ckpt.info(p.weight).shape[0], heads?.output), 0);
+    const load = async () => {
+      let w = await this.loadRows(parts, (p) => p.weight, n, k0, heads?.output);
+      if (heads?.input) w = padHeadColumns(w, heads.input, n);
+      return w;
+    };
     let y: string;
     const quant = this.format.quant;
-    if (quant) {
-      const shared = shareOnce(async () => quantizeBlockwise(await load(), n, k, quant.bits, quant.blockSize), 3);
-      const blocks = Math.ceil(k / quant.blockSize);
-      const B = this.g.weight(`${id}.qweight`, DataType.UINT8, [n, blocks, (quant.blockSize * quant.bits) / 8], async () => packMatMulNBits(await shared()));
+    if (quant?.kind === 'nbits') {
+      const blockSize = blockSizeFor(k, quant.blockSize);
+      const shared = shareOnce(async () => quantizeBlockwise(await load(), n, k, quant.bits, blockSize), 3);
+      const blocks = Math.ceil(k / blockSize);
+      const B = this.g.weight(`${id}.qweight`, DataType.UINT8, [n, blocks, (blockSize * quant.bits) / 8], async () => packMatMulNBits(await shared()));
       const scales = this.g.weight(`${id}.scales`, DataType.FLOAT, [n * blocks], async () => bytes((await shared()).scales));
       const zp = this.g.weight(`${id}.zero_points`, DataType.UINT8, [n * (quant.bits === 4 ? Math.ceil(blocks / 2) : blocks)], async () => packZeroPoints(await shared()));
       y = this.g.op('MatMulNBits', [x, B, scales, zp], {
         K: k,
         N: n,
         bits: quant.bits,
-        block_size: quant.blockSize,
+        block_size: blockSize,
         accuracy_level: quant.accuracyLevel,
       }, { domain: MS_DOMAIN });
+    } else if (quant?.kind === 'int8-dynamic') {
+      const shared = shareOnce(async () => quantizePerChannelInt8(await load(), n, k), 2);
+      const B = this.g.weight(`${id}.qweight_t`, DataType.INT8, [k, n], async () => bytes((await shared()).codes));
+      const scales = this.g.weight(`${id}.scales`, DataType.FLOAT, [n], async () => bytes((await shared()).scales));
+      const zp = this.g.weight(`${id}.zero_points`, DataType.INT8, [n], async () => new Uint8Array(n));
+      y = this.g.op('DynamicQuantizeMatMul', [x, B, scales, zp], {}, { domain: MS_DOMAIN });
     } else {
       const wT = this.g.weight(`${id}.weight_t${this.suffix()}`, this.floatType, [k, n], async () => this.floatBytes(transpose(await load(), n, k)));
       y = this.g.matmul(x, wT);
     }
     if (parts.every((p) => p.bias)) {
-      const b = this.g.weight(`${id}.bias${this.suffix()}`, this.floatType, [n], async () => this.floatBytes(await this.loadBias(parts, n)));
+      const b = this.g.weight(`${id}.bias${this.suffix()}`, this.floatType, [n], async () => this.floatBytes(await this.loadRows(parts, (p) => p.bias!, n, 1, heads?.output)));
       y = this.g.add(y, b);
     }
     return y;
@@ -96,41 +152,35 @@ export class WeightEmitter {
   embedding(ids: string, name: string, outType: ElemType): string {
     const [rows, cols] = this.ckpt.info(name).shape;
     const quant = this.format.quant;
-    if (!quant) {
+    if (quant?.kind !== 'nbits') {
       const y = this.g.gather(this.tensor(name), ids);
       return this.floatType === outType ? y : this.g.cast(y, outType);
     }
-    const shared = shareOnce(async () => quantizeBlockwise(await this.ckpt.read(name), rows, cols, quant.bits, quant.blockSize), 3);
-    const blocks = Math.ceil(cols / quant.blockSize);
+    const blockSize = blockSizeFor(cols, quant.blockSize);
+    const shared = shareOnce(async () => quantizeBlockwise(await this.ckpt.read(name), rows, cols, quant.bits, blockSize), 3);
+    const blocks = Math.ceil(cols / blockSize);
     const data = this.g.weight(`${name}.qdata`, DataType.UINT8, [rows, (cols * quant.bits) / 8], async () => packGatherData(await shared()));
     const scales = this.g.weight(`${name}.scales`, DataType.FLOAT, [rows, blocks], async () => bytes((await shared()).scales));
     const zp = this.g.weight(`${name}.zero_points`, DataType.UINT8, [rows, quant.bits === 4 ? Math.ceil(blocks / 2) : blocks], async () => packZeroPoints(await shared()));
     return this.g.op('GatherBlockQuantized', [data, ids, scales, zp], {
       bits: quant.bits,
-      block_size: quant.blockSize,
+      block_size: blockSize,
       gather_axis: 0,
       quantize_axis: 1,
     }, { domain: MS_DOMAIN });
   }
 
-  private loadLinear(parts: LinearPart[], n: number, k: number): Promise<Float32Array> {
-    return this.loadRows(parts, (p) => p.weight, n, k);
-  }
-
-  private loadBias(parts: LinearPart[], n: number): Promise<Float32Array> {
-    return this.loadRows(parts, (p) => p.bias!, n, 1);
-  }
-
-  /** Reads each part's tensor, folds its row scale in, and stacks the parts along the output rows. */
-  private async loadRows(parts: LinearPart[], pick: (p: LinearPart) => string, n: number, width: number): Promise<Float32Array> {
+  /** Reads each part's tensor, folds its row scale in, pads its heads, and stacks the parts along the output rows. */
+  private async loadRows(parts: LinearPart[], pick: (p: LinearPart) => string, n: number, width: number, pad?: HeadPadding): Promise<Float32Array> {
     const out = parts.length === 1 ? undefined : new Float32Array(n * width);
     let row = 0;
     for (const p of parts) {
-      const data = await this.ckpt.read(pick(p));
+      let data = await this.ckpt.read(pick(p));
       if (p.scaleRows) {
         const end = p.scaleRows.rows * width;
         for (let i = 0; i < end; i++) data[i] *= p.scaleRows.factor;
       }
+      if (pad) data = padHeadRows(data, pad, width);
       if (!out) return data;
       out.set(data, row * width);
       row += data.length / width;
@@ -147,7 +197,7 @@ export class WeightEmitter {
   }
 }
 
-function bytes(a: Float32Array | Uint16Array | Uint8Array): Uint8Array {
+function bytes(a: Float32Array | Uint16Array | Uint8Array | Int8Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 

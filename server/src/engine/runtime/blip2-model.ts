@@ -4,12 +4,21 @@ import { parseBlip2Config, parseGenerationConfig, type Blip2Config, type Generat
 import { readManifest, type ConvertedManifest } from '../convert/manifest';
 import { VISION_OUTPUTS } from '../graphs/vision-encoder';
 import { TextTokenizer } from '../preprocess/tokenizer';
-import { DecoderSession } from './decoder-session';
+import { DecoderSession, type DecoderOptions } from './decoder-session';
 import { openSession, Tensor, type Device, type OpenedSession, type SessionSettings } from './ort';
+
+/** The model folder's cache of optimized graphs (one folder per onnxruntime version and CPU kind). */
+export const OPTIMIZED_DIR = 'optimized';
 
 export interface LoadOptions {
   device: Exclude<Device, 'auto'>;
   threads: number;
+  /**
+   * Whether onnxruntime repacks the weights at load (see SessionSettings.prepack). By default only quantized models
+   * are repacked, from an optimized copy made once: a float model is used where it is mapped, so it loads in a
+   * fraction of a second instead of copying 14 GB (the benchmark measures both).
+   */
+  prepack?: boolean;
 }
 
 export interface ImageEncoding {
@@ -45,11 +54,20 @@ export class Blip2Model {
     }
     const generation = parseGenerationConfig(generationJson, config.text);
     const tokenizer = TextTokenizer.load(dir);
-    const settings: SessionSettings = { device: opts.device, threads: opts.threads };
-    const vision = await openSession(path.join(dir, manifest.graphs.visionEncoder), settings);
+    // Only quantized graphs keep an optimized copy: their repacking is what makes a load slow, and their copy is
+    // about the size of the model, where an fp32 copy would add 14 GB for a load that is mostly reading the file.
+    const quantized = manifest.precision === 'int4' || manifest.precision === 'int8';
+    const settings: SessionSettings = {
+      device: opts.device,
+      threads: opts.threads,
+      optimizedDir: quantized ? path.join(dir, OPTIMIZED_DIR) : undefined,
+      prepack: opts.prepack ?? quantized,
+    };
+    const vision = await openSession(path.join(dir, manifest.graphs.visionEncoder), { ...settings, arena: false });
     // Once one session fell back to the CPU the others would too; skip the second failed attempt.
     const rest: SessionSettings = vision.fallbackReason ? { ...settings, device: 'cpu' } : settings;
-    const embed = await openSession(path.join(dir, manifest.graphs.embedTokens), rest);
+    // A lookup of a few rows: a thread pool of its own would only spin beside the decoder's between steps.
+    const embed = await openSession(path.join(dir, manifest.graphs.embedTokens), { ...rest, threads: 1 });
     const decoder = await openSession(path.join(dir, manifest.graphs.decoder), rest);
     return new Blip2Model(dir, manifest, config, generation, tokenizer, vision, embed, decoder);
   }
@@ -96,8 +114,8 @@ export class Blip2Model {
   }
 
   /** A decoding session over the given prompt rows, whose `<image>` positions take the image features row by row. */
-  startDecoding(inputIds: number[][], attentionMask: number[][], imageFeatures: Float32Array): DecoderSession {
-    return new DecoderSession(this, this.decoder.session, inputIds, attentionMask, imageFeatures);
+  startDecoding(inputIds: number[][], attentionMask: number[][], imageFeatures: Float32Array, options: DecoderOptions): DecoderSession {
+    return new DecoderSession(this, this.decoder.session, inputIds, attentionMask, imageFeatures, options);
   }
 
   async dispose(): Promise<void> {

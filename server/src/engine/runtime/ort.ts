@@ -1,5 +1,10 @@
 // The only module that imports onnxruntime-node: sessions, execution providers and tensors go through here.
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { filesIntact, recordFiles } from '../convert/integrity';
 import { OutOfMemoryError, UserError } from '../errors';
 
 export const Tensor = ort.Tensor;
@@ -32,6 +37,23 @@ export interface SessionSettings {
   device: Exclude<Device, 'auto'>;
   /** Threads for one operator; 0 lets onnxruntime choose (one per physical core). */
   threads: number;
+  /**
+   * Where optimized copies of the graphs are kept (see openCached). Without it every load optimizes the graph and
+   * repacks its weights again.
+   */
+  optimizedDir?: string;
+  /**
+   * false: weights are used where they are mapped instead of being repacked into memory of onnxruntime's own at load.
+   * For float weights repacking copies the whole model (14 GB at fp32, 20 s) for matmuls that run about as fast from
+   * the mapped file.
+   */
+  prepack?: boolean;
+  /**
+   * false: activations are allocated per run and returned afterwards instead of kept in onnxruntime's arena at
+   * their peak size. For a graph run once per request (the vision encoder: 80-90 MB of activations at full size,
+   * no measurable cost in time).
+   */
+  arena?: boolean;
 }
 
 export interface OpenedSession {
@@ -49,21 +71,139 @@ export async function openSession(file: string, settings: SessionSettings): Prom
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     logSeverityLevel: 3,
+    ...(settings.prepack === false && { extra: { session: { disable_prepacking: '1' } } }),
+    ...(settings.arena === false && { enableCpuMemArena: false, enableMemPattern: false }),
   });
+  const open = (device: Exclude<Device, 'auto'>) =>
+    device === 'cpu' && settings.optimizedDir ? openCached(file, options(device), settings.optimizedDir) : create(file, options(device));
   if (settings.device !== 'cpu') {
     const offered = availableDevices();
     if (!offered.includes(settings.device)) {
       const reason = `the ${settings.device} execution provider is not available in onnxruntime-node on ${process.platform}-${process.arch} (available: ${offered.join(', ')})`;
-      return { session: await create(file, options('cpu')), device: 'cpu', fallbackReason: reason };
+      return { session: await open('cpu'), device: 'cpu', fallbackReason: reason };
     }
     try {
-      return { session: await create(file, options(settings.device)), device: settings.device };
+      return { session: await open(settings.device), device: settings.device };
     } catch (e) {
       const reason = `the ${settings.device} execution provider failed to start: ${firstLine(e)}`;
-      return { session: await create(file, options('cpu')), device: 'cpu', fallbackReason: reason };
+      return { session: await open('cpu'), device: 'cpu', fallbackReason: reason };
     }
   }
-  return { session: await create(file, options('cpu')), device: 'cpu' };
+  return { session: await open('cpu'), device: 'cpu' };
+}
+
+/**
+ * What an optimized copy depends on: onnxruntime's version and the CPU's instruction sets (weights are repacked
+ * for the kernels this CPU runs), so a copy made elsewhere, or by another onnxruntime, is never loaded.
+ */
+export function optimizedCacheKey(): string {
+  let features = os.cpus()[0]?.model ?? '';
+  try {
+    features += /^flags\s*:(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+  } catch {
+    // Not Linux: the CPU model names the instruction sets well enough.
+  }
+  const cpu = crypto.createHash('sha256').update(features).digest('hex').slice(0, 12);
+  return `ort-${ort.env.versions.common}-${process.platform}-${process.arch}-${cpu}`;
+}
+
+/**
+ * Opens a graph from its optimized copy under `dir`, making that copy first if there is none. onnxruntime re-runs
+ * its graph optimizations and repacks every quantized weight at each load (seconds for blip2-opt-2.7b); the copy
+ * holds the optimized graph and the repacked weights, memory-mapped when loaded, so a later load only maps them.
+ * The copy is a cache: written to a temporary name and renamed when complete; if it cannot be written (disk full,
+ * read-only store) the graph is opened as it is.
+ */
+async function openCached(file: string, options: ort.InferenceSession.SessionOptions, dir: string): Promise<ort.InferenceSession> {
+  const cacheDir = path.join(dir, optimizedCacheKey());
+  const name = path.basename(file);
+  const optimized = path.join(cacheDir, name);
+  const dataName = `${name}.data`;
+  // The copy is what answers, so it is checked as the model's own files are: a damaged copy is made again.
+  const record = path.join(cacheDir, `${name}.check.json`);
+  // A copy that once computed other numbers than its original is not made again for this onnxruntime and CPU.
+  const unusable = path.join(cacheDir, `${name}.unusable`);
+  if (fs.existsSync(unusable)) return create(file, options);
+  if (fs.existsSync(optimized) && (await filesIntact(cacheDir, record))) {
+    try {
+      return await create(optimized, { ...options, graphOptimizationLevel: 'disabled' });
+    } catch (e) {
+      // Whatever is wrong with the copy, the original is still there to make it again; memory would run out again.
+      if (e instanceof OutOfMemoryError) throw e;
+    }
+  }
+  fs.rmSync(optimized, { force: true });
+  const tmp = path.join(cacheDir, `.partial-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+  try {
+    fs.mkdirSync(tmp, { recursive: true });
+    const session = await create(file, {
+      ...options,
+      optimizedModelFilePath: path.join(tmp, name),
+      extra: {
+        session: {
+          optimized_model_external_initializers_file_name: dataName,
+          optimized_model_external_initializers_min_size_in_bytes: '1024',
+          save_external_prepacked_constant_initializers: '1',
+        },
+      },
+    });
+    if (!(await sameOutputs(session, path.join(tmp, name), options))) {
+      fs.writeFileSync(unusable, `onnxruntime ${ort.env.versions.common}'s optimized copy of this graph computes other numbers than the graph\n`);
+      return session;
+    }
+    // The data first: a graph file in place, with its record, means the copy is complete.
+    fs.renameSync(path.join(tmp, dataName), path.join(cacheDir, dataName));
+    fs.renameSync(path.join(tmp, name), optimized);
+    await recordFiles(cacheDir, [name, dataName], record);
+    return session;
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    return create(file, options);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Whether a saved copy computes what the session it was saved from computes, on one small made-up input: the copy
+ * stores weights in onnxruntime's internal packed layouts, which it has been seen to read back wrongly (for graphs
+ * far smaller than BLIP-2's), and a cache must never change an answer.
+ */
+async function sameOutputs(session: ort.InferenceSession, copyFile: string, options: ort.InferenceSession.SessionOptions): Promise<boolean> {
+  let copy: ort.InferenceSession | undefined;
+  try {
+    copy = await ort.InferenceSession.create(copyFile, { ...options, graphOptimizationLevel: 'disabled' });
+    const [a, b] = [await probe(session), await probe(copy)];
+    return Object.keys(a).every((k) => {
+      const x = a[k];
+      const y = b[k];
+      if (!y || x.length !== y.length) return false;
+      for (let i = 0; i < x.length; i++) if (!(Math.abs(x[i] - y[i]) <= 1e-5 * (1 + Math.abs(x[i])))) return false;
+      return true;
+    });
+  } catch {
+    return false;
+  } finally {
+    await copy?.release();
+  }
+}
+
+/** Runs a graph on a one-position input (symbolic dimensions 1, floats a fixed wave, integers 1); float outputs back. */
+async function probe(session: ort.InferenceSession): Promise<Record<string, Float32Array>> {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const m of session.inputMetadata) {
+    if (!m.isTensor) throw new Error(`input ${m.name} is not a tensor`);
+    const dims = m.shape.map((d) => (typeof d === 'number' ? d : 1));
+    const n = dims.reduce((a, b) => a * b, 1);
+    if (m.type === 'float32') feeds[m.name] = new ort.Tensor('float32', Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 0.5), dims);
+    else if (m.type === 'int64') feeds[m.name] = new ort.Tensor('int64', new BigInt64Array(n).fill(1n), dims);
+    else if (m.type === 'int32') feeds[m.name] = new ort.Tensor('int32', new Int32Array(n).fill(1), dims);
+    else throw new Error(`input ${m.name} is ${m.type}`);
+  }
+  const out = await session.run(feeds);
+  const result: Record<string, Float32Array> = {};
+  for (const [k, v] of Object.entries(out)) if (v.type === 'float32') result[k] = (v.data as Float32Array).slice();
+  return result;
 }
 
 async function create(file: string, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {

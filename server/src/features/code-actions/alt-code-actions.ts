@@ -20,6 +20,7 @@ import type { ParsedDocument } from '../images/document-images';
 import { findImageElements } from '../images/find-images';
 import type { ImageElement } from '../images/image-reference';
 import { loadImageAt, REMOTE_IMAGES_OFF } from '../images/load-image';
+import { otherCaptions } from '../requests/image-requests';
 import { insideByPath, outsideSentence, readRoots } from '../images/read-scope';
 import { existingImageFile, resolveImage } from '../images/resolve-image';
 import { failureSentence } from '../inference-failure';
@@ -239,6 +240,17 @@ export async function computeAltFix(data: AltFixData, inference: InferenceServic
     return { failure: failureSentence(e, inference, options.vscodeClient) };
   }
   if (!caption.text.trim()) return { failure: EMPTY_CAPTION };
+  // The caption inserted is the one the hover showed; the others come from a beam search run only now, for a
+  // client that can offer them.
+  let alternatives: string[] = [];
+  if (options.vscodeClient) {
+    try {
+      alternatives = await otherCaptions(inference, loaded.source, caption.text, options.settings.generation.alternatives, undefined, token);
+    } catch (e) {
+      if (token.isCancellationRequested) return { failure: failureSentence(e, inference, options.vscodeClient) };
+      // Without alternatives the fix still inserts its caption.
+    }
+  }
 
   const now = await parsedNow(data.uri);
   if (!now) return { failure: 'The document is no longer open.' };
@@ -249,7 +261,7 @@ export async function computeAltFix(data: AltFixData, inference: InferenceServic
   return {
     edit: buildWorkspaceEdit([{ uri: document.uri, version: document.version, edits: [toTextEdit(document, edit)] }], options.editSupport),
     uri: document.uri,
-    alternatives: caption.alternatives,
+    alternatives,
     altRange: insertedAltRange(document, target, edit, caption.text),
   };
 }

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import type { CancellationToken } from 'vscode-languageserver-protocol';
-import type { InferenceService } from '../../inference/types';
+import type { ImageSource, InferenceService } from '../../inference/types';
 import type { AskParams, CaptionParams, GenerationResult } from '../../protocol/messages';
 import type { Blip2Settings } from '../../protocol/settings';
 import { loadImageAt, type LoadedImage } from '../images/load-image';
@@ -24,10 +24,25 @@ export interface ImageRequestOptions {
   vscodeClient?: boolean;
 }
 
-/** `blip2/caption`: the caption of the image at a file: or http(s): URI. */
+/** `blip2/caption`: the caption of the image at a file: or http(s): URI, with the other captions when asked for. */
 export async function captionImage(params: CaptionParams, inference: InferenceService, options: ImageRequestOptions, token: CancellationToken): Promise<GenerationResult> {
   const loaded = await load(params.image, options, token);
-  return run(inference, options, () => inference.caption(loaded.source, { priority: 'interactive', prompt: params.prompt }, token));
+  return run(inference, options, async () => {
+    const caption = await inference.caption(loaded.source, { priority: 'interactive', prompt: params.prompt }, token);
+    if (!params.alternatives) return caption;
+    const others = await otherCaptions(inference, loaded.source, caption.text, options.settings.generation.alternatives, params.prompt, token);
+    return { ...caption, alternatives: others };
+  });
+}
+
+/**
+ * Captions other than `text` (the one shown or inserted) to offer beside it: the beams of a search run for them,
+ * at most `count`, none repeated.
+ */
+export async function otherCaptions(inference: InferenceService, image: ImageSource, text: string, count: number, prompt: string | undefined, token: CancellationToken): Promise<string[]> {
+  if (count <= 0) return [];
+  const beams = await inference.caption(image, { priority: 'interactive', prompt, alternatives: true }, token);
+  return [...new Set([beams.text, ...beams.alternatives])].filter((t) => t.trim() !== '' && t !== text).slice(0, count);
 }
 
 /** `blip2/ask`: the answer to a question about an image, with the text so far passed to `onPartial` as it grows. */
