@@ -1,7 +1,7 @@
 /**
  * How much memory a converted model needs once loaded, for the message a failed load gives. Estimated from the
- * files' sizes with what each precision was measured to cost on the real 3.7-billion-parameter model (README,
- * "Precisions": bytes on disk and resident bytes per parameter, onnxruntime's CPU provider).
+ * files' sizes with what each precision was measured to cost on the real 3.7-billion-parameter model (bytes on disk
+ * and peak resident bytes per parameter, onnxruntime's CPU provider: bench/results/2026-12-02-avx512-vnni.json).
  */
 import * as os from 'node:os';
 import type { ConvertedManifest } from './convert/manifest';
@@ -9,9 +9,9 @@ import type { Precision } from './convert/precision';
 import { OutOfMemoryError } from './errors';
 import { formatBytes } from './units';
 
-const DISK_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.14, fp16: 2.13, int8: 1.284, int4: 0.766 };
+const DISK_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.14, fp16: 2.13, int8: 1.058, int4: 0.686 };
 // fp16 is held as float32 by the CPU provider, so it needs as much as fp32 there (and about its file size on a GPU).
-const RESIDENT_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.04, fp16: 4.07, int8: 1.531, int4: 1.032 };
+const RESIDENT_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.13, fp16: 4.22, int8: 1.154, int4: 0.807 };
 const SMALLEST_FIRST: Precision[] = ['int4', 'int8', 'fp16', 'fp32'];
 
 /** Estimated resident bytes of the model at each precision, from the converted files of one. */
