@@ -18,7 +18,7 @@ import { ensureConverted, openModel, type OpenModelOptions } from '../../server/
 import { openSession } from '../../server/src/engine/runtime/ort';
 import { fitChatPrompt, type ChatTurn } from '../../server/src/engine/preprocess/prompts';
 import { isolatedEnv, runCli } from '../helpers/cli';
-import { tinyCheckpointDir } from '../helpers/paths';
+import { repoRoot, tinyCheckpointDir } from '../helpers/paths';
 import { imagePath } from '../helpers/reference';
 
 const readJson = (file: string): Record<string, unknown> => JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
@@ -322,13 +322,23 @@ describe('out of memory at load', () => {
   });
 
   it('says how much the precision needs, what is free, and offers a smaller precision', () => {
-    // The full-size model's int8 conversion (3.69 GiB on disk); the committed bench run measured 4.02 GiB peak for
-    // int8 and 2.82 GiB for int4 (bench/results/2026-12-02-avx512-vnni.json).
-    const manifest = { precision: 'int8', sizes: { 'onnx/a.onnx': 3.69 * 1024 ** 3 } } as unknown as ConvertedManifest;
+    // What the committed benchmark measured on the full-size model: each precision's files and its peak memory.
+    const results = fs.readdirSync(path.join(repoRoot, 'bench', 'results')).filter((f) => f.endsWith('.json')).sort();
+    const bench = JSON.parse(fs.readFileSync(path.join(repoRoot, 'bench', 'results', results.at(-1)!), 'utf8')) as {
+      runs: { engine: string; precision: string; peak_rss_mb: number; conversion?: { bytes_on_disk: number } }[];
+    };
+    const measured = (precision: string) => bench.runs.find((r) => r.engine === 'blip2' && r.precision === precision)!;
+    const gib = (mb: number) => mb / 1024;
+    const int8 = measured('int8');
+    const manifest = { precision: 'int8', sizes: { 'onnx/a.onnx': int8.conversion!.bytes_on_disk } } as unknown as ConvertedManifest;
     const e = explainOutOfMemory(manifest, 3 * 1024 ** 3);
     assert.ok(e instanceof OutOfMemoryError);
-    assert.match(e.line, /^Not enough memory to load the int8 model: it needs about 4 GB, and 3 GB is free\. Choose a smaller precision: int4 \(about 2\.8 GB\); or close other programs\.$/);
-    const int4 = explainOutOfMemory({ precision: 'int4', sizes: { x: 2.67 * 1024 ** 3 } } as unknown as ConvertedManifest, 1024 ** 3);
+    const m = /^Not enough memory to load the int8 model: it needs about ([\d.]+) GB, and 3 GB is free\. Choose a smaller precision: int4 \(about ([\d.]+) GB\); or close other programs\.$/.exec(e.line);
+    assert.ok(m, e.line);
+    // The estimates, from the int8 files alone, within 10% of what each precision was measured to need.
+    assert.ok(Math.abs(Number(m[1]) / gib(int8.peak_rss_mb) - 1) < 0.1, `int8: ${m[1]} GB against ${gib(int8.peak_rss_mb)} GiB measured`);
+    assert.ok(Math.abs(Number(m[2]) / gib(measured('int4').peak_rss_mb) - 1) < 0.1, `int4: ${m[2]} GB against ${gib(measured('int4').peak_rss_mb)} GiB measured`);
+    const int4 = explainOutOfMemory({ precision: 'int4', sizes: { x: measured('int4').conversion!.bytes_on_disk } } as unknown as ConvertedManifest, 1024 ** 3);
     assert.match(int4.line, /no smaller precision exists/);
   });
 });

@@ -29,38 +29,47 @@ function settings(over: Partial<Blip2Settings['generation']> = {}): Blip2Setting
   };
 }
 
+/**
+ * The set-up the suites share, registered on the enclosing describe: a temporary folder, the tiny model opened
+ * directly (what the engine answers is the expected value) and the services a test makes, disposed after it.
+ */
+function serviceSuite(prefix: string) {
+  const suite = {
+    root: '',
+    engine: undefined as unknown as OpenedModel,
+    services: [] as InferenceService[],
+    /** What the engine itself answers with the service's settings: the caption, then the alternatives. */
+    async engineCaption(file: string, s: Blip2Settings): Promise<string[]> {
+      const [image] = await suite.engine.pipeline.encodeImages([file]);
+      const g = s.generation;
+      const { answers } = await suite.engine.pipeline.generate([{ image, prompt: g.captionPrompt }], generationSettingsFor(g, 'caption'));
+      return [answers[0].text, ...answers[0].alternatives.map((a) => a.text)];
+    },
+  };
+  before(async () => {
+    suite.root = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+    suite.engine = await openModel({ model: tinyCheckpointDir, precision: 'fp32', device: 'cpu', threads: 1, store: path.join(suite.root, 'store'), offline: true });
+  });
+  after(async () => {
+    await Promise.all(suite.services.map((s) => s.dispose()));
+    await suite.engine?.pipeline.dispose();
+    fs.rmSync(suite.root, { recursive: true, force: true });
+  });
+  return suite;
+}
+
 describe('inference service', () => {
-  let root: string;
-  let engine: OpenedModel;
-  const services: InferenceService[] = [];
+  const suite = serviceSuite('blip2-service-');
   const make = (s: Blip2Settings, cacheDir?: string) => {
-    const svc = createInferenceService({ settings: { ...s, modelStore: path.join(root, 'store') }, cacheDir });
-    services.push(svc);
+    const svc = createInferenceService({ settings: { ...s, modelStore: path.join(suite.root, 'store') }, cacheDir });
+    suite.services.push(svc);
     return svc;
   };
 
-  /** What the engine itself answers with the service's settings: the expected values. */
-  async function engineCaption(file: string, s: Blip2Settings): Promise<string[]> {
-    const [image] = await engine.pipeline.encodeImages([file]);
-    const g = s.generation;
-    const { answers } = await engine.pipeline.generate([{ image, prompt: g.captionPrompt }], generationSettingsFor(g, 'caption'));
-    return [answers[0].text, ...answers[0].alternatives.map((a) => a.text)];
-  }
-
-  before(async () => {
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-service-'));
-    engine = await openModel({ model: tinyCheckpointDir, precision: 'fp32', device: 'cpu', threads: 1, store: path.join(root, 'store'), offline: true });
-  });
-  after(async () => {
-    await Promise.all(services.map((s) => s.dispose()));
-    await engine?.pipeline.dispose();
-    fs.rmSync(root, { recursive: true, force: true });
-  });
-
   it('captions as the engine does, with the other beams as alternatives, and serves the second request from the cache', async () => {
     const s = settings();
-    const svc = make(s, path.join(root, 'cache-a'));
-    const expected = await engineCaption(imagePath('cat.png'), s);
+    const svc = make(s, path.join(suite.root, 'cache-a'));
+    const expected = await suite.engineCaption(imagePath('cat.png'), s);
     const first = await svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never);
     assert.deepEqual([first.text, ...first.alternatives], expected);
     assert.equal(first.cached, false);
@@ -76,7 +85,7 @@ describe('inference service', () => {
 
   it('keeps results on disk: a new service (a restart) answers from the cache without running the model', async () => {
     const s = settings();
-    const dir = path.join(root, 'cache-b');
+    const dir = path.join(suite.root, 'cache-b');
     const before1 = make(s, dir);
     const first = await before1.caption({ kind: 'file', path: imagePath('coffee.png') }, { priority: 'interactive' }, never);
     await before1.dispose();
@@ -106,13 +115,13 @@ describe('inference service', () => {
     const history = Array.from({ length: 5000 }, (_, i) => ({ question: `question ${i}`, answer: `answer ${i}` }));
     const answer = await svc.ask(image, 'and now?', { priority: 'interactive', history }, never);
     // What the engine answers for the turns that fit its context, counted with its own tokenizer.
-    const m = engine.pipeline.model;
+    const m = suite.engine.pipeline.model;
     const g = generationSettingsFor(s.generation, 'answer');
     const budget = promptBudget({ maxPositions: m.config.text.maxPositionEmbeddings, numQueryTokens: m.config.numQueryTokens, maxNewTokens: g.maxNewTokens });
     const prompt = fitChatPrompt(history, 'and now?', (text) => m.tokenizer.encode(text).length, budget);
     assert.match(prompt, /^Question: question \d+ Answer: answer \d+\. .*Question: question 4999 Answer: answer 4999\. Question: and now\? Answer:$/);
-    const [encoded] = await engine.pipeline.encodeImages([imagePath('cat.png')]);
-    assert.equal(answer.text, (await engine.pipeline.generate([{ image: encoded, prompt }], g)).answers[0].text);
+    const [encoded] = await suite.engine.pipeline.encodeImages([imagePath('cat.png')]);
+    assert.equal(answer.text, (await suite.engine.pipeline.generate([{ image: encoded, prompt }], g)).answers[0].text);
     // A megabyte question: one sentence, not onnxruntime's "indices element out of data bounds".
     await assert.rejects(
       svc.ask(image, 'why is the cat there? '.repeat(50_000), { priority: 'interactive' }, never),
@@ -150,13 +159,13 @@ describe('inference service', () => {
     const states: string[] = [];
     svc.onStatusChange((st: ModelStatus) => states.push(st.state));
     // The thread count is read when the model loads: the worker ends and the model loads again, here at once.
-    svc.updateSettings({ ...s, modelStore: path.join(root, 'store'), threads: 2 });
+    svc.updateSettings({ ...s, modelStore: path.join(suite.root, 'store'), threads: 2 });
     const up = svc.setUp(undefined, { report: () => undefined }, never);
     // The old worker ends after the new load began; its end must not be reported as the state of the new one.
     assert.equal((await up).state, 'ready');
     assert.ok(!states.includes('unloaded'), states.join(','));
     assert.equal(states[0], 'loading');
-    assert.equal((await svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never)).text, (await engineCaption(imagePath('cat.png'), s))[0]);
+    assert.equal((await svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never)).text, (await suite.engineCaption(imagePath('cat.png'), s))[0]);
     assert.equal(svc.status().state, 'ready');
   });
 
@@ -168,7 +177,7 @@ describe('inference service', () => {
   });
 
   it('a model only partly downloaded is still "no model" (set-up is offered), not an error', async () => {
-    const hfHome = path.join(root, 'hf-partial');
+    const hfHome = path.join(suite.root, 'hf-partial');
     const commit = 'a'.repeat(40);
     const repoDir = path.join(hfHome, 'hub', 'models--Salesforce--blip2-opt-2.7b');
     fs.mkdirSync(path.join(repoDir, 'snapshots', commit), { recursive: true });
@@ -189,7 +198,7 @@ describe('inference service', () => {
 
   it('a missing image is one clear sentence', async () => {
     const svc = make(settings());
-    await assert.rejects(svc.caption({ kind: 'file', path: path.join(root, 'gone.png') }, { priority: 'interactive' }, never), /The image file does not exist: .*gone\.png/);
+    await assert.rejects(svc.caption({ kind: 'file', path: path.join(suite.root, 'gone.png') }, { priority: 'interactive' }, never), /The image file does not exist: .*gone\.png/);
   });
 });
 
@@ -255,17 +264,15 @@ describe('inference service: cancellation', () => {
 
 // A run that never settles (a crash nobody reports) must fail the test, not hang the suite.
 describe('inference service under strain', { timeout: 120_000 }, () => {
-  let root: string;
-  let engine: OpenedModel;
-  const services: InferenceService[] = [];
+  const suite = serviceSuite('blip2-strain-');
   const gen = { maxNewTokens: 12, numBeams: 1, alternatives: 0 };
 
   /** A service whose worker pauses after every token, so runs overlap; its worker started with `env` set. */
   async function slowService(over: { maxQueued?: number; env?: Record<string, string> } = {}): Promise<InferenceService> {
     const env: Record<string, string> = { BLIP2_DEBUG_STEP_DELAY_MS: '30', ...over.env };
     Object.assign(process.env, env);
-    const svc = createInferenceService({ settings: { ...settings(gen), modelStore: path.join(root, 'store') }, maxQueued: over.maxQueued });
-    services.push(svc);
+    const svc = createInferenceService({ settings: { ...settings(gen), modelStore: path.join(suite.root, 'store') }, maxQueued: over.maxQueued });
+    suite.services.push(svc);
     try {
       // The worker copies the environment when it starts, at the first job: start it now.
       await svc.setUp(undefined, { report: () => undefined }, never);
@@ -273,12 +280,6 @@ describe('inference service under strain', { timeout: 120_000 }, () => {
       for (const key of Object.keys(env)) delete process.env[key];
     }
     return svc;
-  }
-
-  async function engineText(file: string): Promise<string> {
-    const [image] = await engine.pipeline.encodeImages([file]);
-    const { answers } = await engine.pipeline.generate([{ image, prompt: '' }], generationSettingsFor({ ...DEFAULT_SETTINGS.generation, ...gen }, 'caption'));
-    return answers[0].text;
   }
 
   /** Resolves once `svc` reports a run in progress. */
@@ -293,18 +294,8 @@ describe('inference service under strain', { timeout: 120_000 }, () => {
     });
   }
 
-  before(async () => {
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-strain-'));
-    engine = await openModel({ model: tinyCheckpointDir, precision: 'fp32', device: 'cpu', threads: 1, store: path.join(root, 'engine'), offline: true });
-  });
-  after(async () => {
-    await Promise.all(services.map((s) => s.dispose()));
-    await engine?.pipeline.dispose();
-    fs.rmSync(root, { recursive: true, force: true });
-  });
-
   it('a worker that dies mid-generation is restarted: only the run in flight fails, the queued one is answered', async () => {
-    const crashFile = path.join(root, 'crash-now');
+    const crashFile = path.join(suite.root, 'crash-now');
     const crashed = 'The inference worker stopped unexpectedly (exit code 70); it is restarted for the next request.';
     const svc = await slowService({ env: { BLIP2_DEBUG_CRASH_FILE: crashFile } });
     const seen: ModelStatus[] = [];
@@ -325,14 +316,14 @@ describe('inference service under strain', { timeout: 120_000 }, () => {
     assert.equal(fs.existsSync(crashFile), false, 'the crash happened');
     assert.ok(queued, 'the caption was asked');
     const answered = await queued;
-    assert.equal(answered.text, await engineText(imagePath('coffee.png')));
+    assert.equal(answered.text, (await suite.engineCaption(imagePath('coffee.png'), settings(gen)))[0]);
     // The crash is reported as it happened (no model any more, and why), then the queued run loads it again.
     const crash = seen.findIndex((s) => s.state === 'unloaded');
     assert.equal(seen[crash]?.message, crashed, seen.map((s) => s.state).join(','));
     assert.equal(seen[crash + 1]?.state, 'loading');
     assert.equal(svc.status().state, 'ready');
     const again = await svc.caption({ kind: 'file', path: imagePath('rocket.jpg') }, { priority: 'interactive' }, never);
-    assert.equal(again.text, await engineText(imagePath('rocket.jpg')));
+    assert.equal(again.text, (await suite.engineCaption(imagePath('rocket.jpg'), settings(gen)))[0]);
   });
 
   it('the queue has a limit: interactive work displaces background work, and beyond that it says it is full', async () => {
@@ -358,14 +349,14 @@ describe('inference service under strain', { timeout: 120_000 }, () => {
     await queuedAtLeast(3);
     // Nothing left to displace: refused with the sentence.
     assert.equal(await outcome(svc.caption(image('camera-gray.png'), { priority: 'interactive' }, never)), full);
-    assert.equal(await running, await engineText(imagePath('cat.png')));
-    assert.equal(await first, await engineText(imagePath('astronaut.png')));
-    assert.equal(await second, await engineText(imagePath('horse-rgba.png')));
+    assert.equal(await running, (await suite.engineCaption(imagePath('cat.png'), settings(gen)))[0]);
+    assert.equal(await first, (await suite.engineCaption(imagePath('astronaut.png'), settings(gen)))[0]);
+    assert.equal(await second, (await suite.engineCaption(imagePath('horse-rgba.png'), settings(gen)))[0]);
   });
 
   it('reads an image once: the bytes hashed are the bytes captioned, even if the file changes while the run waits', async () => {
     const svc = await slowService();
-    const file = path.join(root, 'changing.png');
+    const file = path.join(suite.root, 'changing.png');
     fs.copyFileSync(imagePath('cat.png'), file);
     const busy = untilBusy(svc);
     const first = svc.caption({ kind: 'file', path: imagePath('rocket.jpg') }, { priority: 'interactive' }, never);
@@ -375,8 +366,8 @@ describe('inference service under strain', { timeout: 120_000 }, () => {
     // Read and hashed by now; what the model sees must be these bytes, not the file as it is when the run starts.
     fs.copyFileSync(imagePath('coffee.png'), file);
     await first;
-    assert.equal((await waiting).text, await engineText(imagePath('cat.png')));
+    assert.equal((await waiting).text, (await suite.engineCaption(imagePath('cat.png'), settings(gen)))[0]);
     // And the new content is a new image: its own hash, its own caption.
-    assert.equal((await svc.caption({ kind: 'file', path: file }, { priority: 'interactive' }, never)).text, await engineText(imagePath('coffee.png')));
+    assert.equal((await svc.caption({ kind: 'file', path: file }, { priority: 'interactive' }, never)).text, (await suite.engineCaption(imagePath('coffee.png'), settings(gen)))[0]);
   });
 });
