@@ -13,7 +13,8 @@ const common = {
   format: 'cjs',
   sourcemap: !production,
   minify: production,
-  external: ['vscode', 'onnxruntime-node', 'onnxruntime-common', 'sharp'],
+  // tsx is only resolved when the server runs from source (startWorkerThread's fallback), never from a bundle.
+  external: ['vscode', 'onnxruntime-node', 'onnxruntime-common', 'sharp', 'tsx'],
   logLevel: 'warning',
   // Some ESM-only dependencies read import.meta.url; in a CommonJS bundle it is the file's own URL.
   define: { 'import.meta.url': 'importMetaUrl' },
