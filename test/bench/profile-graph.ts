@@ -1,11 +1,11 @@
 // Where one graph of a converted model spends its time, by operator type, from onnxruntime's own profiler: the
 // measurement behind the lever table in the README.
 //
-//   node --import tsx test/bench/profile-graph.ts vision|decoder MODEL_DIR_OR_ONNX_FILE [--runs 5] [--past 40] [--threads 2]
+//   node --import tsx test/bench/profile-graph.ts vision|decoder MODEL_DIR_OR_ONNX_FILE [--runs 5] [--past 40] [--tokens 1] [--threads 2]
 //
-// vision: one image (pixel values of a flat grey) through the vision session. decoder: one decoding step after
-// `--past` cached positions (a KV buffer with room for them and the new one, bound as input and output as the
-// runtime binds it). The first run is a warm-up; the table is the mean kernel time per run over the others.
+// vision: one image (pixel values of a flat grey) through the vision session. decoder: one pass over `--tokens`
+// new positions (1: a decoding step; 33 with `--past 0`: the first pass over the image tokens and BOS) after
+// `--past` cached positions (a KV buffer with room for them and the new ones, as the runtime gives it). The first run is a warm-up; the table is the mean kernel time per run over the others.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -25,6 +25,7 @@ async function main(argv: string[]): Promise<void> {
   if ((which !== 'vision' && which !== 'decoder') || !target) throw new Error('usage: profile-graph.ts vision|decoder MODEL_DIR_OR_ONNX_FILE [--runs N] [--past N] [--threads N]');
   const runs = Number(arg(args, '--runs', '5'));
   const past = Number(arg(args, '--past', '40'));
+  const tokens = Number(arg(args, '--tokens', '1'));
   const threads = Number(arg(args, '--threads', '2'));
   // A graph file inside a model folder (its onnx/ folder or an optimized copy), or the model folder itself.
   let modelDir = path.resolve(target);
@@ -51,12 +52,12 @@ async function main(argv: string[]): Promise<void> {
     const t = cfg.text;
     const heads = t.numHeads;
     const headSize = kvHeadSize(t.hiddenSize / heads);
-    feeds.inputs_embeds = new ort.Tensor('float32', new Float32Array(t.hiddenSize).fill(0.01), [1, 1, t.hiddenSize]);
-    feeds.attention_mask = new ort.Tensor('int64', new BigInt64Array(past + 1).fill(1n), [1, past + 1]);
-    feeds.position_ids = new ort.Tensor('int64', BigInt64Array.from([BigInt(past)]), [1, 1]);
+    feeds.inputs_embeds = new ort.Tensor('float32', new Float32Array(tokens * t.hiddenSize).fill(0.01), [1, tokens, t.hiddenSize]);
+    feeds.attention_mask = new ort.Tensor('int64', new BigInt64Array(past + tokens).fill(1n), [1, past + tokens]);
+    feeds.position_ids = new ort.Tensor('int64', BigInt64Array.from({ length: tokens }, (_, i) => BigInt(past + i)), [1, tokens]);
     for (let l = 0; l < t.numLayers; l++) {
       for (const kv of ['key', 'value']) {
-        const cache = new ort.Tensor('float32', new Float32Array(heads * (past + 1) * headSize), [1, heads, past + 1, headSize]);
+        const cache = new ort.Tensor('float32', new Float32Array(heads * (past + tokens) * headSize), [1, heads, past + tokens, headSize]);
         feeds[`past_key_values.${l}.${kv}`] = cache;
       }
     }
