@@ -73,6 +73,7 @@ function modelFacts(status: ModelStatus): string[] {
   const lines = [`Model: ${status.model}`];
   if (status.precision) lines.push(`Precision: ${status.precision}`);
   if (status.device) lines.push(`Device: ${status.device}${status.fallbackReason ? ` (${status.fallbackReason})` : ''}`);
+  lines.push(...(status.notes ?? []));
   return lines;
 }
 

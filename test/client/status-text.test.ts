@@ -55,6 +55,12 @@ describe('status bar', () => {
     const view = statusBarView(running(status('ready', { device: 'cpu', fallbackReason: 'CUDA is not installed' })));
     assert.match(view.tooltip, /Device: cpu \(CUDA is not installed\)/);
   });
+
+  it('lists the notes the server gives about the loaded model, one a line', () => {
+    const notes = ['Loading a.onnx stays slow because its optimized copy could not be written.', 'Loading b.onnx stays slow too.'];
+    const lines = statusBarView(running(status('ready', { device: 'cpu', notes }))).tooltip.split('\n');
+    for (const note of notes) assert.ok(lines.includes(note), `no line "${note}" in:\n${lines.join('\n')}`);
+  });
 });
 
 describe('model status details', () => {

@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { CancellationTokenSource } from 'vscode-languageserver';
 import { openModel, type OpenedModel } from '../../server/src/engine/open-model';
 import { fitChatPrompt, promptBudget } from '../../server/src/engine/preprocess/prompts';
+import { convertedDirForCheckpoint, storePaths } from '../../server/src/engine/store/model-store';
 import { generationSettingsFor } from '../../server/src/inference/generation-settings';
 import { createInferenceService } from '../../server/src/inference/service';
 import type { InferenceService } from '../../server/src/inference/types';
@@ -167,6 +168,29 @@ describe('inference service', () => {
     assert.equal(states[0], 'loading');
     assert.equal((await svc.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never)).text, (await suite.engineCaption(imagePath('cat.png'), s))[0]);
     assert.equal(svc.status().state, 'ready');
+  });
+
+  it('says in the model status why loads stay slow when the optimized copies cannot be made', async () => {
+    const store = path.join(suite.root, 'store-int4');
+    const s = { ...settings(), precision: 'int4' as const, modelStore: store };
+    const first = createInferenceService({ settings: s });
+    suite.services.push(first);
+    const ready = await first.setUp(undefined, { report: () => undefined }, never);
+    assert.equal(ready.state, 'ready');
+    assert.equal(ready.notes, undefined);
+    await first.dispose();
+    // Where the copies go is now a file: the next load can neither open nor make them.
+    const dir = await convertedDirForCheckpoint(storePaths(store), tinyCheckpointDir, 'int4');
+    fs.rmSync(path.join(dir, 'optimized'), { recursive: true, force: true });
+    fs.writeFileSync(path.join(dir, 'optimized'), '');
+    const second = createInferenceService({ settings: s });
+    suite.services.push(second);
+    const slow = await second.setUp(undefined, { report: () => undefined }, never);
+    assert.equal(slow.state, 'ready');
+    assert.equal(slow.notes?.length, 3, JSON.stringify(slow));
+    for (const note of slow.notes!) assert.match(note, /^Loading \S+\.onnx stays slow .* could not be written in .*optimized/);
+    const caption = await second.caption({ kind: 'file', path: imagePath('cat.png') }, { priority: 'interactive' }, never);
+    assert.ok(caption.text.length > 0);
   });
 
   it('reports a missing model as noModel with a sentence, without touching the network', async () => {

@@ -34,6 +34,7 @@ async function main(argv: string[]): Promise<number> {
     const opened = await openModel({ ...args.model, blockSize: args.blockSize, signal: abort.signal, onProgress: (p) => progress.update(p) });
     progress.stop();
     if (opened.fallbackReason) process.stderr.write(`blip2: running on the CPU because ${opened.fallbackReason}.\n`);
+    for (const note of opened.loadNotes) process.stderr.write(`blip2: ${note}\n`);
     try {
       const loadMs = performance.now() - start;
       if (args.command === 'chat') return await chat(args, opened, abort.signal);

@@ -44,6 +44,8 @@ export interface OpenedModel {
   /** The provider that runs the model, after any fallback. */
   device: string;
   fallbackReason?: string;
+  /** Why loading stays slow, one sentence each (an optimized copy that could not be made). */
+  loadNotes: string[];
   /** Milliseconds to load the sessions (not counting download or conversion). */
   loadMs: number;
 }
@@ -119,6 +121,7 @@ export async function openModel(opts: OpenModelOptions): Promise<OpenedModel> {
     precision: pipeline.model.manifest.precision,
     device: pipeline.model.device,
     fallbackReason: pipeline.model.fallbackReason,
+    loadNotes: pipeline.model.loadNotes,
     loadMs: performance.now() - start,
   };
 }

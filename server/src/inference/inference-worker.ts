@@ -65,7 +65,7 @@ async function handle(msg: ToWorker): Promise<void> {
         send({
           type: 'loaded',
           id: msg.id,
-          model: { source: model.source, dir: model.dir, precision: model.precision, device: model.device, fallbackReason: model.fallbackReason, loadMs: model.loadMs },
+          model: { source: model.source, dir: model.dir, precision: model.precision, device: model.device, fallbackReason: model.fallbackReason, loadNotes: model.loadNotes, loadMs: model.loadMs },
         });
         return;
       }

@@ -333,8 +333,10 @@ class WorkerInferenceService implements InferenceService {
           precision: m.model.precision,
           device: m.model.device,
           fallbackReason: m.model.fallbackReason,
+          ...(m.model.loadNotes.length > 0 && { notes: m.model.loadNotes }),
         });
         this.log(`model loaded from ${m.model.dir} (${m.model.precision}, ${m.model.device}) in ${Math.round(m.model.loadMs)} ms`);
+        for (const note of m.model.loadNotes) this.log(note);
         this.armIdleTimer();
         return m.model;
       })

@@ -20,6 +20,8 @@ export interface LoadedModel {
   precision: string;
   device: string;
   fallbackReason?: string;
+  /** Why loading stays slow (see Blip2Model.loadNotes). */
+  loadNotes: string[];
   loadMs: number;
 }
 

@@ -16,6 +16,8 @@ export interface ModelStatus {
   device?: string;
   /** Why the requested device is not used. */
   fallbackReason?: string;
+  /** Sentences for the user about the loaded model, such as why its loads stay slow. */
+  notes?: string[];
   /** A sentence for the user when state is 'noModel' or 'error'. */
   message?: string;
   /** 0..1 while downloading or converting. */

@@ -80,6 +80,11 @@ export class Blip2Model {
     return this.vision.fallbackReason;
   }
 
+  /** Why loading stays slow, one sentence per graph whose optimized copy could not be made. */
+  get loadNotes(): string[] {
+    return [this.vision, this.embed, this.decoder].flatMap((s) => (s.cacheNote ? [s.cacheNote] : []));
+  }
+
   get imageSize(): number {
     return this.config.vision.imageSize;
   }

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { filesIntact, recordFiles } from '../convert/integrity';
 import { OutOfMemoryError, UserError } from '../errors';
+import { formatBytes } from '../units';
 
 export const Tensor = ort.Tensor;
 export type Tensor = ort.Tensor;
@@ -54,6 +55,8 @@ export interface SessionSettings {
    * no measurable cost in time).
    */
   arena?: boolean;
+  /** Free bytes on the disk holding a folder; the file system's own count unless a caller knows better. */
+  freeBytes?: (dir: string) => number;
 }
 
 export interface OpenedSession {
@@ -62,6 +65,8 @@ export interface OpenedSession {
   device: Exclude<Device, 'auto'>;
   /** Why the requested provider was not used, when it was not. */
   fallbackReason?: string;
+  /** Why every load of this graph stays slow (its optimized copy could not be made), for the user. */
+  cacheNote?: string;
 }
 
 export async function openSession(file: string, settings: SessionSettings): Promise<OpenedSession> {
@@ -74,22 +79,24 @@ export async function openSession(file: string, settings: SessionSettings): Prom
     ...(settings.prepack === false && { extra: { session: { disable_prepacking: '1' } } }),
     ...(settings.arena === false && { enableCpuMemArena: false, enableMemPattern: false }),
   });
-  const open = (device: Exclude<Device, 'auto'>) =>
-    device === 'cpu' && settings.optimizedDir ? openCached(file, options(device), settings.optimizedDir) : create(file, options(device));
+  const open = async (device: Exclude<Device, 'auto'>): Promise<Cached> =>
+    device === 'cpu' && settings.optimizedDir
+      ? openCached(file, options(device), settings.optimizedDir, settings.freeBytes ?? freeBytesAt)
+      : { session: await create(file, options(device)) };
   if (settings.device !== 'cpu') {
     const offered = availableDevices();
     if (!offered.includes(settings.device)) {
       const reason = `the ${settings.device} execution provider is not available in onnxruntime-node on ${process.platform}-${process.arch} (available: ${offered.join(', ')})`;
-      return { session: await open('cpu'), device: 'cpu', fallbackReason: reason };
+      return { ...(await open('cpu')), device: 'cpu', fallbackReason: reason };
     }
     try {
-      return { session: await open(settings.device), device: settings.device };
+      return { ...(await open(settings.device)), device: settings.device };
     } catch (e) {
       const reason = `the ${settings.device} execution provider failed to start: ${firstLine(e)}`;
-      return { session: await open('cpu'), device: 'cpu', fallbackReason: reason };
+      return { ...(await open('cpu')), device: 'cpu', fallbackReason: reason };
     }
   }
-  return { session: await open('cpu'), device: 'cpu' };
+  return { ...(await open('cpu')), device: 'cpu' };
 }
 
 /**
@@ -114,7 +121,26 @@ export function optimizedCacheKey(): string {
  * The copy is a cache: written to a temporary name and renamed when complete; if it cannot be written (disk full,
  * read-only store) the graph is opened as it is.
  */
-async function openCached(file: string, options: ort.InferenceSession.SessionOptions, dir: string): Promise<ort.InferenceSession> {
+interface Cached {
+  session: ort.InferenceSession;
+  cacheNote?: string;
+}
+
+function freeBytesAt(dir: string): number {
+  const s = fs.statfsSync(dir);
+  return s.bavail * s.bsize;
+}
+
+/**
+ * The disk an optimized copy takes: onnxruntime writes the original initializers beside the repacked ones, so about
+ * twice the graph and its external data (2.0x measured for blip2-opt-2.7b at int4 and int8), with some margin.
+ */
+function copyBytesNeeded(file: string): number {
+  const size = (f: string) => (fs.existsSync(f) ? fs.statSync(f).size : 0);
+  return Math.ceil(2.1 * (size(file) + size(`${file}_data`) + size(`${file}.data`))) + 16 * 2 ** 20;
+}
+
+async function openCached(file: string, options: ort.InferenceSession.SessionOptions, dir: string, freeBytes: (dir: string) => number): Promise<Cached> {
   const cacheDir = path.join(dir, optimizedCacheKey());
   const name = path.basename(file);
   const optimized = path.join(cacheDir, name);
@@ -123,19 +149,27 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
   const record = path.join(cacheDir, `${name}.check.json`);
   // A copy that once computed other numbers than its original is not made again for this onnxruntime and CPU.
   const unusable = path.join(cacheDir, `${name}.unusable`);
-  if (fs.existsSync(unusable)) return create(file, options);
+  if (fs.existsSync(unusable)) return { session: await create(file, options) };
   if (fs.existsSync(optimized) && (await filesIntact(cacheDir, record))) {
     try {
-      return await create(optimized, { ...options, graphOptimizationLevel: 'disabled' });
+      return { session: await create(optimized, { ...options, graphOptimizationLevel: 'disabled' }) };
     } catch (e) {
       // Whatever is wrong with the copy, the original is still there to make it again; memory would run out again.
       if (e instanceof OutOfMemoryError) throw e;
     }
   }
-  fs.rmSync(optimized, { force: true });
-  const tmp = path.join(cacheDir, `.partial-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+  // Without the copy every load repacks the weights again (seconds for blip2-opt-2.7b): say so, and why.
+  const slow = (why: string) => `Loading ${name} stays slow (its weights are repacked at every load) because its optimized copy ${why}. Free some space or make ${dir} writable, then load the model again.`;
+  let tmp: string | undefined;
   try {
-    fs.mkdirSync(tmp, { recursive: true });
+    fs.rmSync(optimized, { force: true });
+    fs.mkdirSync(cacheDir, { recursive: true });
+    const needed = copyBytesNeeded(file);
+    const free = freeBytes(cacheDir);
+    // A copy that does not fit would fail only after a full load's work, and leave the disk full for everyone else.
+    if (free < needed) return { session: await create(file, options), cacheNote: slow(`needs about ${formatBytes(needed)} in ${dir}, and its disk has ${formatBytes(free)} free`) };
+    tmp = path.join(cacheDir, `.partial-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+    fs.mkdirSync(tmp);
     const session = await create(file, {
       ...options,
       optimizedModelFilePath: path.join(tmp, name),
@@ -149,18 +183,18 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
     });
     if (!(await sameOutputs(session, path.join(tmp, name), options))) {
       fs.writeFileSync(unusable, `onnxruntime ${ort.env.versions.common}'s optimized copy of this graph computes other numbers than the graph\n`);
-      return session;
+      return { session };
     }
     // The data first: a graph file in place, with its record, means the copy is complete.
     fs.renameSync(path.join(tmp, dataName), path.join(cacheDir, dataName));
     fs.renameSync(path.join(tmp, name), optimized);
     await recordFiles(cacheDir, [name, dataName], record);
-    return session;
+    return { session };
   } catch (e) {
     if (e instanceof UserError) throw e;
-    return create(file, options);
+    return { session: await create(file, options), cacheNote: slow(`could not be written in ${dir} (${firstLine(e)})`) };
   } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
 
