@@ -114,13 +114,6 @@ export function optimizedCacheKey(): string {
   return `ort-${ort.env.versions.common}-${process.platform}-${process.arch}-${cpu}`;
 }
 
-/**
- * Opens a graph from its optimized copy under `dir`, making that copy first if there is none. onnxruntime re-runs
- * its graph optimizations and repacks every quantized weight at each load (seconds for blip2-opt-2.7b); the copy
- * holds the optimized graph and the repacked weights, memory-mapped when loaded, so a later load only maps them.
- * The copy is a cache: written to a temporary name and renamed when complete; if it cannot be written (disk full,
- * read-only store) the graph is opened as it is.
- */
 interface Cached {
   session: ort.InferenceSession;
   cacheNote?: string;
@@ -140,6 +133,13 @@ function copyBytesNeeded(file: string): number {
   return Math.ceil(2.1 * (size(file) + size(`${file}_data`) + size(`${file}.data`))) + 16 * 2 ** 20;
 }
 
+/**
+ * Opens a graph from its optimized copy under `dir`, making that copy first if there is none. onnxruntime re-runs
+ * its graph optimizations and repacks every quantized weight at each load (seconds for blip2-opt-2.7b); the copy
+ * holds the optimized graph and the repacked weights, memory-mapped when loaded, so a later load only maps them.
+ * The copy is a cache: written to a temporary name and renamed when complete; if it cannot be written (disk full,
+ * read-only store) the graph is opened as it is, with a note saying why loads stay slow.
+ */
 async function openCached(file: string, options: ort.InferenceSession.SessionOptions, dir: string, freeBytes: (dir: string) => number): Promise<Cached> {
   const cacheDir = path.join(dir, optimizedCacheKey());
   const name = path.basename(file);
