@@ -5,7 +5,8 @@
 //
 // vision: one image (pixel values of a flat grey) through the vision session. decoder: one pass over `--tokens`
 // new positions (1: a decoding step; 33 with `--past 0`: the first pass over the image tokens and BOS) after
-// `--past` cached positions (a KV buffer with room for them and the new ones, as the runtime gives it). The first run is a warm-up; the table is the mean kernel time per run over the others.
+// `--past` cached positions (a KV buffer with room for them and the new ones, as the runtime gives it). The first
+// run is a warm-up; the table is the mean kernel time per run over the others.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -22,7 +23,7 @@ function arg(args: string[], name: string, fallback: string): string {
 
 async function main(argv: string[]): Promise<void> {
   const [which, target, ...args] = argv;
-  if ((which !== 'vision' && which !== 'decoder') || !target) throw new Error('usage: profile-graph.ts vision|decoder MODEL_DIR_OR_ONNX_FILE [--runs N] [--past N] [--threads N]');
+  if ((which !== 'vision' && which !== 'decoder') || !target) throw new Error('usage: profile-graph.ts vision|decoder MODEL_DIR_OR_ONNX_FILE [--runs N] [--past N] [--tokens N] [--threads N]');
   const runs = Number(arg(args, '--runs', '5'));
   const past = Number(arg(args, '--past', '40'));
   const tokens = Number(arg(args, '--tokens', '1'));

@@ -6,27 +6,16 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import * as ort from 'onnxruntime-node';
 import { readManifest } from '../../server/src/engine/convert/manifest';
-import { openSession, optimizedCacheKey } from '../../server/src/engine/runtime/ort';
+import { openSession, optimizedCacheKey, probe } from '../../server/src/engine/runtime/ort';
 import { isolatedEnv, runCli } from '../helpers/cli';
 import { tinyCheckpointDir } from '../helpers/paths';
 import { imagePath } from '../helpers/reference';
 import { convertedTiny } from '../helpers/tiny-model';
 
-/** The vision graph's output for a fixed image-shaped input. */
-async function visionOutput(session: ort.InferenceSession): Promise<Float32Array> {
-  const input = session.inputMetadata[0];
-  if (!input.isTensor) throw new Error('the vision graph takes a tensor');
-  const dims = input.shape.map((d) => (typeof d === 'number' ? d : 1));
-  const n = dims.reduce((a, b) => a * b, 1);
-  const out = await session.run({ [input.name]: new ort.Tensor('float32', Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 0.5), dims) });
-  return out[session.outputNames[0]].data as Float32Array;
-}
-
 describe('a quantized graph whose optimized copy cannot be made', () => {
   let graph: string;
-  let reference: Float32Array;
+  let reference: Record<string, Float32Array>;
   let tmp: string;
   before(async () => {
     const dir = await convertedTiny('int4');
@@ -34,7 +23,7 @@ describe('a quantized graph whose optimized copy cannot be made', () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-copy-'));
     // The same graph with a copy made normally: what the user gets when the disk has room.
     const withCopy = await openSession(graph, { device: 'cpu', threads: 1, optimizedDir: path.join(tmp, 'roomy') });
-    reference = await visionOutput(withCopy.session);
+    reference = await probe(withCopy.session);
     await withCopy.session.release();
     assert.equal(withCopy.cacheNote, undefined);
     assert.ok(fs.existsSync(path.join(tmp, 'roomy', optimizedCacheKey(), `${path.basename(graph)}.data`)), 'the roomy disk got no copy');
@@ -45,12 +34,12 @@ describe('a quantized graph whose optimized copy cannot be made', () => {
     const dir = path.join(tmp, 'full');
     const opened = await openSession(graph, { device: 'cpu', threads: 1, optimizedDir: dir, freeBytes: () => 1024 });
     try {
-      assert.deepEqual(await visionOutput(opened.session), reference);
+      assert.deepEqual(await probe(opened.session), reference);
     } finally {
       await opened.session.release();
     }
     assert.deepEqual(fs.readdirSync(path.join(dir, optimizedCacheKey())), [], 'something was written to the full disk');
-    assert.match(opened.cacheNote ?? '', /^Loading vision_encoder_q4\.onnx stays slow .* needs about \d+(\.\d+)? [KMG]B in .*full, and its disk has 1(\.0)? KB free\. Free some space/);
+    assert.match(opened.cacheNote ?? '', /^Loading vision_encoder_q4\.onnx stays slow .* needs about \d+(\.\d+)? [KMG]B in .*full, and its disk has 1(\.0)? KB free\. Free some space on that disk, then load/);
   });
 
   it('falls back to the graph itself when the folder cannot be created, and says so', async () => {
@@ -58,7 +47,7 @@ describe('a quantized graph whose optimized copy cannot be made', () => {
     fs.writeFileSync(blocked, 'a file where the cache folder would go');
     const opened = await openSession(graph, { device: 'cpu', threads: 1, optimizedDir: blocked });
     try {
-      assert.deepEqual(await visionOutput(opened.session), reference);
+      assert.deepEqual(await probe(opened.session), reference);
     } finally {
       await opened.session.release();
     }

@@ -126,11 +126,12 @@ function freeBytesAt(dir: string): number {
 
 /**
  * The disk an optimized copy takes: onnxruntime writes the original initializers beside the repacked ones, so about
- * twice the graph and its external data (2.0x measured for blip2-opt-2.7b at int4 and int8), with some margin.
+ * twice the graph and its `_data` file as the converter writes them (2.0x measured for blip2-opt-2.7b at int4 and
+ * int8), with some margin.
  */
 function copyBytesNeeded(file: string): number {
   const size = (f: string) => (fs.existsSync(f) ? fs.statSync(f).size : 0);
-  return Math.ceil(2.1 * (size(file) + size(`${file}_data`) + size(`${file}.data`))) + 16 * 2 ** 20;
+  return Math.ceil(2.1 * (size(file) + size(`${file}_data`))) + 16 * 2 ** 20;
 }
 
 /**
@@ -159,7 +160,7 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
     }
   }
   // Without the copy every load repacks the weights again (seconds for blip2-opt-2.7b): say so, and why.
-  const slow = (why: string) => `Loading ${name} stays slow (its weights are repacked at every load) because its optimized copy ${why}. Free some space or make ${dir} writable, then load the model again.`;
+  const slow = (why: string, remedy: string) => `Loading ${name} stays slow (its weights are repacked at every load) because its optimized copy ${why}. ${remedy}, then load the model again.`;
   let tmp: string | undefined;
   try {
     fs.rmSync(optimized, { force: true });
@@ -167,7 +168,7 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
     const needed = copyBytesNeeded(file);
     const free = freeBytes(cacheDir);
     // A copy that does not fit would fail only after a full load's work, and leave the disk full for everyone else.
-    if (free < needed) return { session: await create(file, options), cacheNote: slow(`needs about ${formatBytes(needed)} in ${dir}, and its disk has ${formatBytes(free)} free`) };
+    if (free < needed) return { session: await create(file, options), cacheNote: slow(`needs about ${formatBytes(needed)} in ${dir}, and its disk has ${formatBytes(free)} free`, 'Free some space on that disk') };
     tmp = path.join(cacheDir, `.partial-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
     fs.mkdirSync(tmp);
     const session = await create(file, {
@@ -192,7 +193,7 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
     return { session };
   } catch (e) {
     if (e instanceof UserError) throw e;
-    return { session: await create(file, options), cacheNote: slow(`could not be written in ${dir} (${firstLine(e)})`) };
+    return { session: await create(file, options), cacheNote: slow(`could not be written in ${dir} (${firstLine(e)})`, `Free some space or make ${dir} writable`) };
   } finally {
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   }
@@ -223,7 +224,7 @@ async function sameOutputs(session: ort.InferenceSession, copyFile: string, opti
 }
 
 /** Runs a graph on a one-position input (symbolic dimensions 1, floats a fixed wave, integers 1); float outputs back. */
-async function probe(session: ort.InferenceSession): Promise<Record<string, Float32Array>> {
+export async function probe(session: ort.InferenceSession): Promise<Record<string, Float32Array>> {
   const feeds: Record<string, ort.Tensor> = {};
   for (const m of session.inputMetadata) {
     if (!m.isTensor) throw new Error(`input ${m.name} is not a tensor`);
