@@ -540,7 +540,7 @@ async function main(): Promise<void> {
     limits_at_start: rates,
     limits_at_end: after,
   };
-  const out = process.env.BLIP2_BENCH_OUT ?? path.join(ROOT, 'bench/results', `${started.toISOString().slice(0, 10)}-${m.features.avx512f ? 'avx512' : m.features.avx2 ? 'avx2' : 'cpu'}${m.features.avx512_vnni || m.features.avx_vnni ? '-vnni' : ''}.json`);
+  const out = process.env.BLIP2_BENCH_OUT ?? path.join(ROOT, 'bench/results', `${started.toISOString().slice(0, 10)}-${m.features.avx512f ? 'avx512' : m.features.avx2 ? 'avx2' : 'cpu'}${m.features.avx512_vnni || m.features.avx_vnni ? '-vnni' : ''}${m.features.amx ? '-amx' : ''}.json`);
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, JSON.stringify({
     machine: { ...m, loadavg_at_start: loadavg() },
