@@ -82,19 +82,19 @@ describe('responsiveness', { timeout: 300_000 }, () => {
         ),
       );
     }
-    let lastOfBurst = false;
-    const allDone = Promise.all(burst).then(() => (lastOfBurst = true));
+    const allDone = Promise.all(burst);
+    const counters = async () => server.connection.sendRequest(CountersRequest.type);
     const plainText = await server.connection.sendRequest(HoverRequest.type, { textDocument: { uri }, position: { line: imageLines[0] + 2, character: 3 } });
-    await server.connection.sendRequest(ModelStatusRequest.type);
-    // Answered while the flood is still being worked through.
-    assert.equal(lastOfBurst, false);
+    // Answered while the captions the flood started are still being worked through, not queued behind them. (Whether
+    // the burst's own answers came first is no measure: they may all be quick "captioning…" hovers and code actions.)
+    const duringFlood = await counters();
+    assert.ok(duringFlood.generations < IMAGES, `${duringFlood.generations} of ${IMAGES} captions were done before an unrelated hover was answered`);
     assert.equal(plainText, null);
     await allDone;
     assert.equal(answered + cancelled, 500);
 
     // Every caption the hovers started goes on after the hover answered; once they are done, each image was
     // encoded exactly once.
-    const counters = async () => server.connection.sendRequest(CountersRequest.type);
     const deadline = Date.now() + 120_000;
     while ((await counters()).generations < IMAGES && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
     const counted = await counters();
