@@ -85,6 +85,18 @@ function machine(): Machine {
   };
 }
 
+/** "AVX2 true, AVX-512 true, VNNI true, AMX false": the features that decide which kernels are fast. */
+function featureSummary(m: Machine): string {
+  return `AVX2 ${m.features.avx2}, AVX-512 ${m.features.avx512f}, VNNI ${m.features.avx512_vnni || m.features.avx_vnni}, AMX ${m.features.amx}`;
+}
+
+/** bench/results/<date>-<avx512|avx2|cpu>[-vnni][-amx].json: one file per host kind and day, so hosts do not overwrite each other. */
+function resultFileName(m: Machine, started: Date): string {
+  const isa = m.features.avx512f ? 'avx512' : m.features.avx2 ? 'avx2' : 'cpu';
+  const vnni = m.features.avx512_vnni || m.features.avx_vnni ? '-vnni' : '';
+  return `${started.toISOString().slice(0, 10)}-${isa}${vnni}${m.features.amx ? '-amx' : ''}.json`;
+}
+
 function loadavg(): number[] {
   return fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
 }
@@ -424,7 +436,7 @@ async function main(): Promise<void> {
   const peers = peerEnv === 'none' ? [] : peerEnv.split(/\s+/).filter(Boolean);
   fs.mkdirSync(WORK, { recursive: true });
   const m = machine();
-  log(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(1)} GiB, AVX2 ${m.features.avx2}, AVX-512 ${m.features.avx512f}, VNNI ${m.features.avx512_vnni || m.features.avx_vnni}, AMX ${m.features.amx}; load ${loadavg().join(' ')}`);
+  log(`machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(1)} GiB, ${featureSummary(m)}; load ${loadavg().join(' ')}`);
   const started = new Date();
 
   await ensureCheckpoint();
@@ -458,7 +470,7 @@ async function main(): Promise<void> {
   const bounds = new Map(ours.map((r) => [r.precision, boundsFor(r.precision, r.conversion, best)]));
   const runs: Record<string, unknown>[] = [];
   const lines: string[] = [];
-  lines.push(`# BLIP-2 OPT-2.7b on ${m.cpu} (${m.cores} cores; AVX2 ${m.features.avx2}, AVX-512 ${m.features.avx512f}, VNNI ${m.features.avx512_vnni || m.features.avx_vnni}, AMX ${m.features.amx}), ${THREADS} threads, ${started.toISOString()}`);
+  lines.push(`# BLIP-2 OPT-2.7b on ${m.cpu} (${m.cores} cores; ${featureSummary(m)}), ${THREADS} threads, ${started.toISOString()}`);
   lines.push(`machine limits: fp32 GEMM ${best.gemmGflops.toFixed(0)} GFLOP/s, int8 GEMM ${best.int8Gops.toFixed(0)} GOP/s, weight streaming ${best.streamGBs.toFixed(1)} GB/s`);
   lines.push(`default settings: ${JSON.stringify(defaultCaptionSettings())}; second question: "${BENCH_QUESTION}" with a ${QUESTION_TOKENS}-token answer`);
   lines.push('');
@@ -540,7 +552,7 @@ async function main(): Promise<void> {
     limits_at_start: rates,
     limits_at_end: after,
   };
-  const out = process.env.BLIP2_BENCH_OUT ?? path.join(ROOT, 'bench/results', `${started.toISOString().slice(0, 10)}-${m.features.avx512f ? 'avx512' : m.features.avx2 ? 'avx2' : 'cpu'}${m.features.avx512_vnni || m.features.avx_vnni ? '-vnni' : ''}${m.features.amx ? '-amx' : ''}.json`);
+  const out = process.env.BLIP2_BENCH_OUT ?? path.join(ROOT, 'bench/results', resultFileName(m, started));
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, JSON.stringify({
     machine: { ...m, loadavg_at_start: loadavg() },
