@@ -5,8 +5,8 @@ import type { Precision } from './precision';
 
 export const MANIFEST_FILE = 'blip2-onnx.json';
 export const MANIFEST_FORMAT = 'blip2-onnx';
-/** Bumped whenever the graphs change meaning; older conversions are then redone, not misread. */
-export const CONVERTER_VERSION = 3;
+/** Bumped whenever the graphs change (in meaning, or only in speed); older conversions are then redone, not misread. */
+export const CONVERTER_VERSION = 4;
 
 export interface SourceFile {
   name: string;

@@ -1,7 +1,7 @@
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { OPT_LAYER_NORM_EPS } from '../checkpoint/config';
 import { names, OPT_POSITION_OFFSET } from '../checkpoint/layout';
-import { minValue } from './attention';
+import { mergeHeads, minValue } from './attention';
 import { DataType, GraphBuilder, MS_DOMAIN, valueInfo } from './onnx-builder';
 import { WeightEmitter, type HeadPadding, type WeightFormat } from './weights';
 
@@ -17,20 +17,23 @@ export const DECODER_IO = {
   newValue: (i: number) => `new_key_values.${i}.value`,
 };
 
-/** The head size the fused attention kernel runs at: GroupQueryAttention needs a multiple of 8. */
+/**
+ * The cache's head size: a multiple of 8, the layout onnxruntime's GroupQueryAttention required when the decoder used
+ * it (converter versions up to 3). The zero features it adds cost nothing at OPT-2.7b's head size of 80.
+ */
 export function kvHeadSize(headDim: number): number {
   return Math.ceil(headDim / 8) * 8;
 }
 
 /**
- * OPT with a KV cache in onnxruntime's GroupQueryAttention: inputs_embeds + attention_mask + position_ids +
+ * OPT with a KV cache: inputs_embeds + attention_mask + position_ids +
  * past_key_values.N.{key,value} -> logits of the last position + new_key_values.N.{key,value}.
  *
  * The cache is the caller's buffer of fixed length (`max_sequence_length`), [B, heads, length, head size], filled
  * in its first positions; the run returns only its own positions' keys and values, [B, heads, S, head size], which
  * the caller writes after the filled ones (a few hundred kilobytes a step instead of the whole cache back).
  * `attention_mask` [B, total] says which positions are real (0 for left padding) and how many are filled (its
- * length, less S); causality comes from the kernel. Logits are computed for the last position only. Heads whose
+ * length, less S). Logits are computed for the last position only. Heads whose
  * size is not a multiple of 8 are padded with zero features (see HeadPadding).
  */
 export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuilder {
@@ -54,19 +57,29 @@ export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuild
   let x = ft === DataType.FLOAT ? embeds : g.cast(embeds, ft);
   x = g.add(x, g.gather(w.tensor(names.text.embedPositions), g.add(positions, g.scalarInt64(OPT_POSITION_OFFSET))));
 
-  const { seqlensK, totalLength, bias } = g.withScope('mask', () => {
-    // Every row fills the same slots (padding included), so each has total - 1 earlier positions.
+  const { bias, cacheAndNew } = g.withScope('mask', () => {
+    // Which positions each new position may attend to, as an additive bias [B, 1, S, capacity + S] over the cache
+    // buffer followed by the run's own positions: a cache slot where it is filled (its first total - S positions) and
+    // not padding, and a new position at or before itself (causality) and not padding. Masked scores get
+    // transformers' most negative value, in float32 (the softmax's type).
     const total = g.shape(mask, 1, 2);
-    const batch = g.shape(mask, 0, 1);
-    const totalInt32 = g.cast(total, DataType.INT32);
-    const seqlens = g.op('Expand', [g.sub(totalInt32, g.constInt32([1])), batch]);
-    const totalScalar = g.op('Squeeze', [totalInt32, g.constInt64([0])]);
-    // Padding as an additive bias [B, 1, S, total], with transformers' most negative value where the mask is 0.
     const seqLen = g.shape(embeds, 1, 2);
-    const allowed = g.unsqueeze(g.cast(mask, DataType.BOOL), [1, 2]);
-    const additive = g.op('Where', [allowed, g.constFloat([0], [], ft), g.constFloat([minValue(ft)], [], ft)]);
-    const shape = g.concat([batch, g.constInt64([1]), seqLen, total], 0);
-    return { seqlensK: seqlens, totalLength: totalScalar, bias: g.op('Expand', [additive, shape]) };
+    const capacity = g.shape(past[0].key, 2, 3);
+    const filled = g.sub(total, seqLen);
+    const zero = g.constInt64([0]);
+    const one = g.constInt64([1]);
+    const allowed = (m: string) => g.unsqueeze(g.cast(m, DataType.BOOL), [1, 2]);
+    const pastMask = g.op('Pad', [g.op('Slice', [mask, zero, filled, one]), g.concat([zero, zero, zero, g.sub(capacity, filled)], 0)]);
+    const steps = g.op('Range', [g.scalarInt64(0), g.op('Squeeze', [seqLen, zero]), g.scalarInt64(1)]);
+    const causal = g.op('LessOrEqual', [g.unsqueeze(steps, [0]), g.unsqueeze(steps, [1])]);
+    const newAllowed = g.op('And', [allowed(g.op('Slice', [mask, filled, total, one])), causal]);
+    const batch = g.shape(mask, 0, 1);
+    const pastAllowed = g.op('Expand', [allowed(pastMask), g.concat([batch, one, seqLen, capacity], 0)]);
+    const both = g.concat([pastAllowed, newAllowed], 3);
+    return {
+      bias: g.op('Where', [both, g.constFloat([0]), g.constFloat([minValue(DataType.FLOAT)])]),
+      cacheAndNew: g.concat([capacity, seqLen], 0),
+    };
   });
 
   for (let i = 0; i < t.numLayers; i++) {
@@ -83,22 +96,27 @@ export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuild
       ], `${a}.qkv_proj`, { output: padding });
       // The cache is the caller's buffer, never a graph output: onnxruntime-node copies every fetched output into a
       // new ArrayBuffer, and fetching the whole cache at each step cost a 33 MB copy and a garbage collection per
-      // token. The step's own keys and values go out instead, sliced from the packed projection, head-major as the
-      // cache is so that the caller copies one run of positions per head.
+      // token. The step's own keys and values go out instead, head-major as the cache is so that the caller copies
+      // one run of positions per head.
       const width = heads * padding.padded;
-      const newKv = (from: number, name: string) => {
-        const part = g.slice(qkv, [from * width], [(from + 1) * width], [-1]);
-        g.op('Transpose', [g.reshape(part, [0, 0, heads, padding.padded])], { perm: [0, 2, 1, 3] }, { outputs: [name] });
-        g.outputs.push(valueInfo(name, ft, ['batch_size', heads, 'sequence_length', padding.padded]));
+      const part = (from: number, name?: string) => {
+        const heads_ = g.reshape(g.slice(qkv, [from * width], [(from + 1) * width], [-1]), [0, 0, heads, padding.padded]);
+        return g.op('Transpose', [heads_], { perm: [0, 2, 1, 3] }, name ? { outputs: [name] } : {});
       };
-      newKv(1, DECODER_IO.newKey(i));
-      newKv(2, DECODER_IO.newValue(i));
-      const [o] = g.opMulti('GroupQueryAttention', [qkv, '', '', past[i].key, past[i].value, seqlensK, totalLength, '', '', '', bias], {
-        num_heads: heads,
-        kv_num_heads: heads,
-        // The 1/sqrt(head_dim) scale is folded into q_proj at conversion.
-        scale: { float: 1 },
-      }, { domain: MS_DOMAIN, outputs: [g.fresh('attn'), g.fresh('present_key'), g.fresh('present_value')] });
+      const q = part(0);
+      const k = part(1, DECODER_IO.newKey(i));
+      const v = part(2, DECODER_IO.newValue(i));
+      for (const name of [DECODER_IO.newKey(i), DECODER_IO.newValue(i)]) g.outputs.push(valueInfo(name, ft, ['batch_size', heads, 'sequence_length', padding.padded]));
+      // Attention over the whole cache buffer (masked past its filled part) and the run's own positions, as plain
+      // MatMul/Softmax: on CPU, onnxruntime's GroupQueryAttention took 3x as long per step (it copies the past into
+      // a present buffer of its own and runs two small GEMMs per head; see the README's lever table).
+      // The 1/sqrt(head_dim) scale is folded into q_proj at conversion.
+      let scores = g.concat([g.matmul(q, g.transpose(past[i].key, [0, 1, 3, 2])), g.matmul(q, g.transpose(k, [0, 1, 3, 2]))], 3);
+      if (ft !== DataType.FLOAT) scores = g.cast(scores, DataType.FLOAT);
+      let probs = g.softmax(g.add(scores, bias), -1);
+      if (ft !== DataType.FLOAT) probs = g.cast(probs, ft);
+      const [toCache, toNew] = g.opMulti('Split', [probs, cacheAndNew], { axis: 3 }, { count: 2 });
+      const o = mergeHeads(g, g.add(g.matmul(toCache, past[i].value), g.matmul(toNew, v)), heads, padding.padded);
       let y = g.add(x, w.linear(o, [{ weight: `${a}.out_proj.weight`, bias: b('out_proj') }], `${a}.out_proj`, { input: padding }));
       const h2 = w.layerNorm(y, `${p}.final_layer_norm`, OPT_LAYER_NORM_EPS);
       const ffn = w.linear(g.relu(w.linear(h2, [{ weight: `${p}.fc1.weight`, bias: t.enableBias ? `${p}.fc1.bias` : undefined }], `${p}.fc1`)), [{ weight: `${p}.fc2.weight`, bias: t.enableBias ? `${p}.fc2.bias` : undefined }], `${p}.fc2`);
