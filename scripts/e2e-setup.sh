@@ -66,13 +66,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   did+=("apt: ${missing[*]}")
 fi
 
+# Installs one npm package anew into a folder of its own: `npm_into DIR PACKAGE [VAR=value...]`, the variables
+# set for npm. The caller marks DIR/.complete once the package runs, so an interrupted install is redone.
+npm_into() {
+  local dir=$1 package=$2
+  shift 2
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  (cd "$dir" && echo '{"private":true}' > package.json &&
+    clean_env "$@" npm install --no-audit --no-fund --loglevel=error "$package" >/dev/null)
+}
+
 # --- Node 24 -------------------------------------------------------------------------------------------------
 if [ ! -x "$NODE_HOME/bin/node" ] || [ ! -f "$NODE_DIR/.complete" ]; then
   log "installing node-linux-$ARCH@$NODE_VERSION into $NODE_DIR"
-  rm -rf "$NODE_DIR"
-  mkdir -p "$NODE_DIR"
-  (cd "$NODE_DIR" && echo '{"private":true}' > package.json &&
-    clean_env npm install --no-audit --no-fund --loglevel=error "node-linux-$ARCH@$NODE_VERSION" >/dev/null)
+  npm_into "$NODE_DIR" "node-linux-$ARCH@$NODE_VERSION"
   "$NODE_HOME/bin/node" --version >/dev/null
   touch "$NODE_DIR/.complete"
   did+=("node $NODE_VERSION")
@@ -81,11 +89,7 @@ fi
 # --- code-server ---------------------------------------------------------------------------------------------
 if [ ! -x "$CS_BIN" ] || [ ! -f "$CS_DIR/.complete" ]; then
   log "installing code-server@$CODE_SERVER_VERSION into $CS_DIR (a few minutes: native modules compile)"
-  rm -rf "$CS_DIR"
-  mkdir -p "$CS_DIR"
-  (cd "$CS_DIR" && echo '{"private":true}' > package.json &&
-    clean_env PATH="$NODE_HOME/bin:$PATH" npm_config_nodedir="$NODE_HOME" \
-      npm install --no-audit --no-fund --loglevel=error "code-server@$CODE_SERVER_VERSION" >/dev/null)
+  npm_into "$CS_DIR" "code-server@$CODE_SERVER_VERSION" PATH="$NODE_HOME/bin:$PATH" npm_config_nodedir="$NODE_HOME"
   PATH="$NODE_HOME/bin:$PATH" "$CS_BIN" --version >/dev/null
   touch "$CS_DIR/.complete"
   did+=("code-server $CODE_SERVER_VERSION")
