@@ -6,7 +6,9 @@
 //
 // Shapes: gemv = [1x2560]x[2560x10240] (one decode step through OPT's fc1), gemm = [257x1408]x[1408x6144]
 // (one image through a ViT-g fc1). Forms:
-//   fp32              MatMul on float weights (the reference speed)
+//   fp32              MatMul on float weights (the reference speed), prepacked at load
+//   fp32-mapped       the same with prepacking off, as the fp32 precision's sessions run (weights used where mapped)
+//   fp32-wt           prepacking off, the weights as Hugging Face stores them ([N, K]) and first: y = (W x^T)^T
 //   nbits8-l4         MatMulNBits bits=8 block 32 accuracy_level 4 (A quantized to int8 per block; what int8 converts to today)
 //   nbits8-l0         the same weights, accuracy_level 0 (fp32 compute on dequantized blocks)
 //   nbits8-l4-b64, nbits8-l4-b128  bits=8 level 4 with larger blocks: fewer scales per weight
@@ -54,7 +56,7 @@ export const SHAPES: Record<string, Shape> = {
   prefill: { name: 'prefill', m: 33, k: 2560, n: 10240, reps: 20, warmup: 3 },
 };
 
-export const FORMS = ['fp32', 'nbits8-l4', 'nbits8-l0', 'nbits8-l4-b64', 'nbits8-l4-b128', 'dq-matmulinteger', 'dq-unfused', 'dqmm-fused', 'nbits4-l4', 'nbits4-l0'] as const;
+export const FORMS = ['fp32', 'fp32-mapped', 'fp32-wt', 'nbits8-l4', 'nbits8-l0', 'nbits8-l4-b64', 'nbits8-l4-b128', 'dq-matmulinteger', 'dq-unfused', 'dqmm-fused', 'nbits4-l4', 'nbits4-l0'] as const;
 /** A named form, or any MatMulNBits variant spelled nbits{4|8}-l{level}-b{block}. */
 export type Form = (typeof FORMS)[number] | `nbits${number}-l${number}-b${number}`;
 const NBITS = /^nbits(4|8)-l(\d)(?:-b(\d+))?(-sym)?$/;
@@ -185,6 +187,24 @@ export function fp32Form(w: Float32Array, shape: Shape): MatmulForm {
   };
 }
 
+/**
+ * w kept as Hugging Face stores it, [N, K], as MatMul's first operand: y = (W x^T)^T. MLAS packs its second operand
+ * at every run when prepacking is off, so this way it packs the activations (kilobytes) instead of the weights.
+ */
+export function fp32WeightsFirstForm(w: Float32Array, shape: Shape): MatmulForm {
+  const { k, n } = shape;
+  return {
+    inits: [{ name: 'W', dataType: DataType.FLOAT, dims: [n, k], data: bytesOf(w) }],
+    emit: (g, a, [W], out) => {
+      const yT = g.op('MatMul', [W, g.op('Transpose', [a], { perm: [1, 0] })]);
+      g.op('Transpose', [yT], { perm: [1, 0] }, { outputs: [out] });
+    },
+  };
+}
+
+/** Forms timed with onnxruntime's prepacking off, as the fp32 precision's sessions run (runtime/ort.ts). */
+const MAPPED: readonly string[] = ['fp32-mapped', 'fp32-wt'];
+
 /** The converter's own layout (quantize.ts), so these numbers are the ones the int8/int4 precisions get. */
 export function nbitsForm(w: Float32Array, shape: Shape, bits: 4 | 8, blockSize: number, accuracyLevel: number): MatmulForm {
   const { k, n } = shape;
@@ -232,7 +252,9 @@ function formOf(form: Form, w: Float32Array, shape: Shape): MatmulForm {
     return f;
   }
   switch (form) {
-    case 'fp32': return fp32Form(w, shape);
+    case 'fp32':
+    case 'fp32-mapped': return fp32Form(w, shape);
+    case 'fp32-wt': return fp32WeightsFirstForm(w, shape);
     case 'dq-matmulinteger':
     case 'dq-unfused': return dynamicForm(w, shape, false);
     case 'dqmm-fused': return dynamicForm(w, shape, true);
@@ -410,7 +432,8 @@ async function child(form: Form, shapeName: string, dir: string, threads: number
     const t = performance.now();
     const file = path.join(dir, `${shapeName}.${form}.onnx`);
     const level = form === 'dq-unfused' ? 'basic' : 'all';
-    const session = await ort.InferenceSession.create(file, sessionOptions(threads, level));
+    const options = { ...sessionOptions(threads, level), ...(MAPPED.includes(form) && { extra: { session: { disable_prepacking: '1' } } }) };
+    const session = await ort.InferenceSession.create(file, options);
     result.createMs = performance.now() - t;
     result.sessionRssMB = (rssMB() - before) / copies;
     result.timing = await timeRuns(session, aGauss, shape, shape.warmup, shape.reps, copies);
@@ -420,7 +443,7 @@ async function child(form: Form, shapeName: string, dir: string, threads: number
     result.outliers = compare(await run(aOut), refOut);
     await session.release();
     // A second session just to save the optimized graph, so saving it cannot change what the timed one did.
-    await (await ort.InferenceSession.create(file, sessionOptions(threads, level, optimized))).release();
+    await (await ort.InferenceSession.create(file, { ...options, optimizedModelFilePath: optimized })).release();
     const opt = onnx.ModelProto.decode(fs.readFileSync(optimized));
     result.ops = [...new Set((opt.graph?.node ?? []).map((nd) => nd.opType ?? ''))];
     fs.rmSync(optimized, { force: true });
