@@ -88,7 +88,7 @@ export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuild
       const h = w.layerNorm(x, `${p}.self_attn_layer_norm`, OPT_LAYER_NORM_EPS);
       const a = `${p}.self_attn`;
       const b = (name: string) => (t.enableBias ? `${a}.${name}.bias` : undefined);
-      // q|k|v packed in one matmul, the layout GroupQueryAttention takes when key and value are left out.
+      // q|k|v packed in one matmul: the layer's input is read once instead of three times.
       const qkv = w.linear(h, [
         { weight: `${a}.q_proj.weight`, bias: b('q_proj'), scaleRows: { rows: t.hiddenSize, factor: dim ** -0.5 } },
         { weight: `${a}.k_proj.weight`, bias: b('k_proj') },
