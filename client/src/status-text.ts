@@ -50,7 +50,8 @@ function modelView(status: ModelStatus): StatusBarView {
     case 'loading':
       return view('$(sync~spin) BLIP-2 loading', 'BLIP-2 model loading', [status.message ?? 'Loading the model…', ...facts]);
     case 'ready':
-      return view('$(check) BLIP-2 ready', 'BLIP-2 model ready', ['The model is loaded and idle.', ...facts]);
+      // A note says why every load stays slow and what to do about it: worth a colour, not only a tooltip line.
+      return view('$(check) BLIP-2 ready', 'BLIP-2 model ready', ['The model is loaded and idle.', ...facts], status.notes?.length ? 'warning' : 'normal');
     case 'busy':
       return view(
         `$(loading~spin) BLIP-2 busy${status.queued > 1 ? ` (${status.queued})` : ''}`,

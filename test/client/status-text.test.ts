@@ -61,6 +61,11 @@ describe('status bar', () => {
     const lines = statusBarView(running(status('ready', { device: 'cpu', notes }))).tooltip.split('\n');
     for (const note of notes) assert.ok(lines.includes(note), `no line "${note}" in:\n${lines.join('\n')}`);
   });
+
+  it('marks a ready model whose loads stay slow as a warning, a ready one without notes as normal', () => {
+    assert.equal(statusBarView(running(status('ready', { device: 'cpu', notes: ['Loading a.onnx stays slow.'] }))).severity, 'warning');
+    assert.equal(statusBarView(running(status('ready', { device: 'cpu' }))).severity, 'normal');
+  });
 });
 
 describe('model status details', () => {
