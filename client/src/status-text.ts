@@ -39,6 +39,9 @@ export function statusBarView(state: ServerState): StatusBarView {
 
 function modelView(status: ModelStatus): StatusBarView {
   const facts = modelFacts(status);
+  // A note says why every load stays slow and what to do about it: worth a colour while that model is loaded, not
+  // only a tooltip line.
+  const whileLoaded = status.notes?.length ? 'warning' : 'normal';
   const percent = status.progress === undefined ? '' : ` ${Math.floor(status.progress * 100)}%`;
   switch (status.state) {
     case 'noModel':
@@ -50,13 +53,13 @@ function modelView(status: ModelStatus): StatusBarView {
     case 'loading':
       return view('$(sync~spin) BLIP-2 loading', 'BLIP-2 model loading', [status.message ?? 'Loading the model…', ...facts]);
     case 'ready':
-      // A note says why every load stays slow and what to do about it: worth a colour, not only a tooltip line.
-      return view('$(check) BLIP-2 ready', 'BLIP-2 model ready', ['The model is loaded and idle.', ...facts], status.notes?.length ? 'warning' : 'normal');
+      return view('$(check) BLIP-2 ready', 'BLIP-2 model ready', ['The model is loaded and idle.', ...facts], whileLoaded);
     case 'busy':
       return view(
         `$(loading~spin) BLIP-2 busy${status.queued > 1 ? ` (${status.queued})` : ''}`,
         `BLIP-2 model busy, ${status.queued} request${status.queued === 1 ? '' : 's'}`,
         [`Working on ${status.queued} request${status.queued === 1 ? '' : 's'}.`, ...facts],
+        whileLoaded,
       );
     case 'unloaded':
       return view('$(circle-outline) BLIP-2', 'BLIP-2 model set up, not loaded', ['The model is set up and loads on first use.', ...facts]);

@@ -283,8 +283,8 @@ export function summarize(runsMs: number[]): Timing {
   return { runsMs, medianMs, bestMs: sorted[0] };
 }
 
-export function sessionOptions(threads: number, level: 'basic' | 'all' = 'all', optimizedModelFilePath?: string): ort.InferenceSession.SessionOptions {
-  const lut = process.env.BENCH_LUT ? { extra: { mlas: { use_lut_gemm: '1' } } } : {};
+/** prepack false: weights used where mapped, as the fp32 precision's sessions run. BENCH_LUT=1: MLAS's LUT GEMM. */
+export function sessionOptions(threads: number, level: 'basic' | 'all' = 'all', prepack = true): ort.InferenceSession.SessionOptions {
   // The settings the app's sessions use (server/src/engine/runtime/ort.ts), so kernels match.
   return {
     executionProviders: ['cpu'],
@@ -292,8 +292,10 @@ export function sessionOptions(threads: number, level: 'basic' | 'all' = 'all', 
     interOpNumThreads: 1,
     graphOptimizationLevel: level,
     logSeverityLevel: 3,
-    ...(optimizedModelFilePath && { optimizedModelFilePath }),
-    ...lut,
+    extra: {
+      ...(!prepack && { session: { disable_prepacking: '1' } }),
+      ...(process.env.BENCH_LUT && { mlas: { use_lut_gemm: '1' } }),
+    },
   };
 }
 
@@ -432,7 +434,7 @@ async function child(form: Form, shapeName: string, dir: string, threads: number
     const t = performance.now();
     const file = path.join(dir, `${shapeName}.${form}.onnx`);
     const level = form === 'dq-unfused' ? 'basic' : 'all';
-    const options = { ...sessionOptions(threads, level), ...(MAPPED.includes(form) && { extra: { session: { disable_prepacking: '1' } } }) };
+    const options = sessionOptions(threads, level, !MAPPED.includes(form));
     const session = await ort.InferenceSession.create(file, options);
     result.createMs = performance.now() - t;
     result.sessionRssMB = (rssMB() - before) / copies;

@@ -62,9 +62,12 @@ describe('status bar', () => {
     for (const note of notes) assert.ok(lines.includes(note), `no line "${note}" in:\n${lines.join('\n')}`);
   });
 
-  it('marks a ready model whose loads stay slow as a warning, a ready one without notes as normal', () => {
-    assert.equal(statusBarView(running(status('ready', { device: 'cpu', notes: ['Loading a.onnx stays slow.'] }))).severity, 'warning');
-    assert.equal(statusBarView(running(status('ready', { device: 'cpu' }))).severity, 'normal');
+  it('marks a loaded model whose loads stay slow as a warning, ready or busy, and one without notes as normal', () => {
+    const notes = ['Loading a.onnx stays slow.'];
+    for (const state of ['ready', 'busy'] as const) {
+      assert.equal(statusBarView(running(status(state, { device: 'cpu', queued: 1, notes }))).severity, 'warning', state);
+      assert.equal(statusBarView(running(status(state, { device: 'cpu', queued: 1 }))).severity, 'normal', state);
+    }
   });
 });
 
