@@ -9,6 +9,7 @@
 //   fp32              MatMul on float weights (the reference speed), prepacked at load
 //   fp32-mapped       the same with prepacking off, as the fp32 precision's sessions run (weights used where mapped)
 //   fp32-wt           prepacking off, the weights as Hugging Face stores them ([N, K]) and first: y = (W x^T)^T
+//   fp32-tb           prepacking off, the weights [N, K] as Gemm's transposed B: y = x W^T
 //   nbits8-l4         MatMulNBits bits=8 block 32 accuracy_level 4 (A quantized to int8 per block; what int8 converts to today)
 //   nbits8-l0         the same weights, accuracy_level 0 (fp32 compute on dequantized blocks)
 //   nbits8-l4-b64, nbits8-l4-b128  bits=8 level 4 with larger blocks: fewer scales per weight
@@ -56,7 +57,7 @@ export const SHAPES: Record<string, Shape> = {
   prefill: { name: 'prefill', m: 33, k: 2560, n: 10240, reps: 20, warmup: 3 },
 };
 
-export const FORMS = ['fp32', 'fp32-mapped', 'fp32-wt', 'nbits8-l4', 'nbits8-l0', 'nbits8-l4-b64', 'nbits8-l4-b128', 'dq-matmulinteger', 'dq-unfused', 'dqmm-fused', 'nbits4-l4', 'nbits4-l0'] as const;
+export const FORMS = ['fp32', 'fp32-mapped', 'fp32-wt', 'fp32-tb', 'nbits8-l4', 'nbits8-l0', 'nbits8-l4-b64', 'nbits8-l4-b128', 'dq-matmulinteger', 'dq-unfused', 'dqmm-fused', 'nbits4-l4', 'nbits4-l0'] as const;
 /** A named form, or any MatMulNBits variant spelled nbits{4|8}-l{level}-b{block}. */
 export type Form = (typeof FORMS)[number] | `nbits${number}-l${number}-b${number}`;
 const NBITS = /^nbits(4|8)-l(\d)(?:-b(\d+))?(-sym)?$/;
@@ -202,8 +203,20 @@ export function fp32WeightsFirstForm(w: Float32Array, shape: Shape): MatmulForm 
   };
 }
 
+/**
+ * w kept [N, K] as Gemm's B with transB: one row of activations takes MLAS's transposed-B GEMV kernel (a dot product
+ * per weight row, nothing packed); more rows pack B at every run, as fp32-mapped does.
+ */
+export function fp32TransposedBForm(w: Float32Array, shape: Shape): MatmulForm {
+  const { k, n } = shape;
+  return {
+    inits: [{ name: 'W', dataType: DataType.FLOAT, dims: [n, k], data: bytesOf(w) }],
+    emit: (g, a, [W], out) => void g.op('Gemm', [a, W], { transB: 1 }, { outputs: [out] }),
+  };
+}
+
 /** Forms timed with onnxruntime's prepacking off, as the fp32 precision's sessions run (runtime/ort.ts). */
-const MAPPED: readonly string[] = ['fp32-mapped', 'fp32-wt'];
+const MAPPED: readonly string[] = ['fp32-mapped', 'fp32-wt', 'fp32-tb'];
 
 /** The converter's own layout (quantize.ts), so these numbers are the ones the int8/int4 precisions get. */
 export function nbitsForm(w: Float32Array, shape: Shape, bits: 4 | 8, blockSize: number, accuracyLevel: number): MatmulForm {
@@ -255,6 +268,7 @@ function formOf(form: Form, w: Float32Array, shape: Shape): MatmulForm {
     case 'fp32':
     case 'fp32-mapped': return fp32Form(w, shape);
     case 'fp32-wt': return fp32WeightsFirstForm(w, shape);
+    case 'fp32-tb': return fp32TransposedBForm(w, shape);
     case 'dq-matmulinteger':
     case 'dq-unfused': return dynamicForm(w, shape, false);
     case 'dqmm-fused': return dynamicForm(w, shape, true);

@@ -6,7 +6,7 @@ import type { Precision } from './precision';
 export const MANIFEST_FILE = 'blip2-onnx.json';
 export const MANIFEST_FORMAT = 'blip2-onnx';
 /** Bumped whenever the graphs change (in meaning, or only in speed); older conversions are then redone, not misread. */
-export const CONVERTER_VERSION = 4;
+export const CONVERTER_VERSION = 5;
 
 export interface SourceFile {
   name: string;

@@ -134,6 +134,13 @@ export class WeightEmitter {
       const scales = this.g.weight(`${id}.scales`, DataType.FLOAT, [n], async () => bytes((await shared()).scales));
       const zp = this.g.weight(`${id}.zero_points`, DataType.INT8, [n], async () => new Uint8Array(n));
       y = this.g.op('DynamicQuantizeMatMul', [x, B, scales, zp], {}, { domain: MS_DOMAIN });
+    } else if (this.floatType === DataType.FLOAT) {
+      // Float32 weights are used where they are mapped (no prepacking), and MLAS packs a MatMul's second operand at
+      // every run: as Gemm's transposed B, one row takes a GEMV kernel that packs nothing, and more rows pack their
+      // panels from [N, K] faster (test/bench/int8-matmul.ts, form fp32-tb: 3 beams 18.5 -> 7.8 ms per 100 MB,
+      // 33 rows 24.8 -> 15.3, the encoder's shape 30.5 -> 26.8, one row unchanged).
+      const W = this.g.weight(`${id}.weight`, this.floatType, [n, k], async () => this.floatBytes(await load()));
+      y = this.g.op('FusedMatMul', [x, W], { transB: 1 }, { domain: MS_DOMAIN });
     } else {
       const wT = this.g.weight(`${id}.weight_t${this.suffix()}`, this.floatType, [k, n], async () => this.floatBytes(transpose(await load(), n, k)));
       y = this.g.matmul(x, wT);
