@@ -1,5 +1,5 @@
 // Bundles the extension client, the language server, its inference and image-parsing workers and the blip2 CLI.
-// Native addons (onnxruntime-node, sharp) stay external: they ship as node_modules for one platform.
+// Native addons (onnxruntime-node, sharp, koffi) stay external: they ship as node_modules for one platform.
 import * as esbuild from 'esbuild';
 import { pathToFileURL } from 'node:url';
 
@@ -14,7 +14,7 @@ const common = {
   sourcemap: !production,
   minify: production,
   // tsx is only resolved when the server runs from source (startWorkerThread's fallback), never from a bundle.
-  external: ['vscode', 'onnxruntime-node', 'onnxruntime-common', 'sharp', 'tsx'],
+  external: ['vscode', 'onnxruntime-node', 'onnxruntime-common', 'sharp', 'koffi', 'tsx'],
   logLevel: 'warning',
   // Some ESM-only dependencies read import.meta.url; in a CommonJS bundle it is the file's own URL.
   define: { 'import.meta.url': 'importMetaUrl' },

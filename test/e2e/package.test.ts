@@ -68,6 +68,8 @@ describe(`packaged VSIX (${target})`, () => {
       `@img/sharp-${os_}-${arch}`,
       ...(os_ === 'linux' || os_ === 'darwin' ? [`@img/sharp-libvips-${os_}-${arch}`] : []),
       ...sharpDeps,
+      // madvise for the idle graph's weights: only Linux has the /proc files it reads.
+      ...(os_ === 'linux' ? ['koffi', `@koromix/koffi-${os_}-${arch}`] : []),
     ]);
     assert.deepEqual([...packages].sort(), [...expected].sort());
 
@@ -76,6 +78,15 @@ describe(`packaged VSIX (${target})`, () => {
     assert.deepEqual([...platforms], [`${os_}/${arch}`], 'onnxruntime-node binaries of other platforms shipped');
     assert.ok(ortBinaries.some((n) => n.endsWith('/onnxruntime_binding.node')));
     assert.ok(names.some((n) => new RegExp(`^extension/node_modules/@img/sharp-${os_}-${arch}/lib/.*\\.node$`).test(n)));
+  });
+
+  it('carries a koffi that loads from it alone and reaches libc', { skip: os_ !== 'linux' && 'koffi ships for Linux only' }, () => {
+    const out = execFileSync(
+      process.execPath,
+      ['-e', "const k = require('koffi'); const f = k.load('libc.so.6').func('int getpagesize()'); process.stdout.write(String(f()))"],
+      { cwd: path.join(extracted, 'extension'), encoding: 'utf8', env: { ...process.env, NODE_PATH: '' } },
+    );
+    assert.equal(Number(out), Number(execFileSync('getconf', ['PAGESIZE'], { encoding: 'utf8' })));
   });
 
   it('runs from the unpacked VSIX alone: the CLI bundle loads onnxruntime-node and sharp from it and captions', () => {

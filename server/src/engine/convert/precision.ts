@@ -17,6 +17,11 @@ export function parsePrecision(value: string): PrecisionChoice {
   throw new UserError(`Unknown precision "${value}".`, `Use one of: auto, ${PRECISIONS.join(', ')}.`);
 }
 
+/** Quantized weights: repacked at load (from an optimized copy), and small enough to fault in again at every image. */
+export function isQuantized(precision: Precision): boolean {
+  return precision === 'int4' || precision === 'int8';
+}
+
 /** What `auto` means on a device: 4-bit weights on CPU (fastest and smallest there), fp16 on GPUs. */
 export function resolvePrecision(choice: PrecisionChoice, device: string): Precision {
   if (choice !== 'auto') return choice;

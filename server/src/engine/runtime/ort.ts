@@ -67,6 +67,13 @@ export interface OpenedSession {
   fallbackReason?: string;
   /** Why every load of this graph stays slow (its optimized copy could not be made), for the user. */
   cacheNote?: string;
+  /** The graph file the session was created from: the optimized copy when one was used. */
+  opened: string;
+}
+
+/** The external-data files onnxruntime maps for a graph file: the converter's `_data`, an optimized copy's `.data`. */
+export function weightFilesOf(graph: string): string[] {
+  return [`${graph}_data`, `${graph}.data`].filter((f) => fs.existsSync(f));
 }
 
 export async function openSession(file: string, settings: SessionSettings): Promise<OpenedSession> {
@@ -82,7 +89,7 @@ export async function openSession(file: string, settings: SessionSettings): Prom
   const open = async (device: Exclude<Device, 'auto'>): Promise<Cached> =>
     device === 'cpu' && settings.optimizedDir
       ? openCached(file, options(device), settings.optimizedDir, settings.freeBytes ?? freeBytesAt)
-      : { session: await create(file, options(device)) };
+      : { session: await create(file, options(device)), opened: file };
   if (settings.device !== 'cpu') {
     const offered = availableDevices();
     if (!offered.includes(settings.device)) {
@@ -117,6 +124,7 @@ export function optimizedCacheKey(): string {
 interface Cached {
   session: ort.InferenceSession;
   cacheNote?: string;
+  opened: string;
 }
 
 function freeBytesAt(dir: string): number {
@@ -150,10 +158,10 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
   const record = path.join(cacheDir, `${name}.check.json`);
   // A copy that once computed other numbers than its original is not made again for this onnxruntime and CPU.
   const unusable = path.join(cacheDir, `${name}.unusable`);
-  if (fs.existsSync(unusable)) return { session: await create(file, options) };
+  if (fs.existsSync(unusable)) return { session: await create(file, options), opened: file };
   if (fs.existsSync(optimized) && (await filesIntact(cacheDir, record))) {
     try {
-      return { session: await create(optimized, { ...options, graphOptimizationLevel: 'disabled' }) };
+      return { session: await create(optimized, { ...options, graphOptimizationLevel: 'disabled' }), opened: optimized };
     } catch (e) {
       // Whatever is wrong with the copy, the original is still there to make it again; memory would run out again.
       if (e instanceof OutOfMemoryError) throw e;
@@ -168,7 +176,7 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
     const needed = copyBytesNeeded(file);
     const free = freeBytes(cacheDir);
     // A copy that does not fit would fail only after a full load's work, and leave the disk full for everyone else.
-    if (free < needed) return { session: await create(file, options), cacheNote: slow(`needs about ${formatBytes(needed)} in ${dir}, and its disk has ${formatBytes(free)} free`, 'Free some space on that disk') };
+    if (free < needed) return { session: await create(file, options), opened: file, cacheNote: slow(`needs about ${formatBytes(needed)} in ${dir}, and its disk has ${formatBytes(free)} free`, 'Free some space on that disk') };
     tmp = path.join(cacheDir, `.partial-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
     fs.mkdirSync(tmp);
     const session = await create(file, {
@@ -184,16 +192,17 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
     });
     if (!(await sameOutputs(session, path.join(tmp, name), options))) {
       fs.writeFileSync(unusable, `onnxruntime ${ort.env.versions.common}'s optimized copy of this graph computes other numbers than the graph\n`);
-      return { session };
+      return { session, opened: file };
     }
     // The data first: a graph file in place, with its record, means the copy is complete.
     fs.renameSync(path.join(tmp, dataName), path.join(cacheDir, dataName));
     fs.renameSync(path.join(tmp, name), optimized);
     await recordFiles(cacheDir, [name, dataName], record);
-    return { session };
+    // This session was made from the original; it maps the original's weights, not the copy's.
+    return { session, opened: file };
   } catch (e) {
     if (e instanceof UserError) throw e;
-    return { session: await create(file, options), cacheNote: slow(`could not be written in ${dir} (${firstLine(e)})`, `Free some space or make ${dir} writable`) };
+    return { session: await create(file, options), opened: file, cacheNote: slow(`could not be written in ${dir} (${firstLine(e)})`, `Free some space or make ${dir} writable`) };
   } finally {
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   }
