@@ -31,7 +31,7 @@ export function defaultQuestionSettings(tokens: number): GenerationSettings {
   return { ...generationSettingsFor(DEFAULT_SETTINGS.generation, 'answer'), maxNewTokens: tokens, minNewTokens: tokens };
 }
 
-function arg(args: string[], name: string, fallback?: string): string {
+export function arg(args: string[], name: string, fallback?: string): string {
   const i = args.indexOf(name);
   const v = i >= 0 ? args[i + 1] : fallback;
   if (v === undefined) throw new Error(`${name} is required`);

@@ -8,16 +8,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Blip2Pipeline } from '../../server/src/engine/pipeline';
 import { MappedWeights } from '../../server/src/engine/runtime/mapped-weights';
-import { defaultCaptionSettings, memoryMB } from './bench-engine';
+import { imagePath } from '../helpers/reference';
+import { arg, defaultCaptionSettings, memoryMB } from './bench-engine';
 
-const IMAGES_DIR = path.join(__dirname, '..', 'fixtures', 'tiny-blip2', 'reference', 'images');
-
-function arg(args: string[], name: string, fallback?: string): string {
-  const i = args.indexOf(name);
-  const v = i >= 0 ? args[i + 1] : fallback;
-  if (v === undefined) throw new Error(`${name} is required`);
-  return v;
-}
+const IMAGES_DIR = path.dirname(imagePath('cat.png'));
 
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
 
@@ -27,7 +21,7 @@ async function main(args: string[]): Promise<void> {
   const graphs = new Set<MappedWeights>();
   MappedWeights.prototype.release = function (this: MappedWeights) {
     graphs.add(this);
-    return release ? engineRelease.call(this) : 0;
+    if (release) engineRelease.call(this);
   };
   const pipeline = await Blip2Pipeline.load(path.resolve(arg(args, '--model')), { device: 'cpu', threads: Number(arg(args, '--threads', '2')) });
   const settings = args.includes('--greedy') ? { maxNewTokens: 20, minNewTokens: 20 } : defaultCaptionSettings();

@@ -17,6 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { DamagedModelError, throwIfAborted } from '../errors';
+import { externalDataPath } from '../graphs/external-data';
 import { formatBytes } from '../units';
 import { MANIFEST_FILE, type ConvertedManifest, type ModelFile } from './manifest';
 
@@ -76,7 +77,7 @@ export async function verifyModelFiles(
   if (!manifest.files) {
     // Only the graphs' total sizes were recorded then.
     for (const [graph, bytes] of Object.entries(manifest.sizes)) {
-      const onDisk = (sizeOf(path.join(dir, graph)) ?? 0) + (sizeOf(path.join(dir, `${graph}_data`)) ?? 0);
+      const onDisk = (sizeOf(path.join(dir, graph)) ?? 0) + (sizeOf(externalDataPath(path.join(dir, graph))) ?? 0);
       if (onDisk !== bytes) problems.push({ name: graph, problem: `and its data are ${formatBytes(onDisk)} but were ${formatBytes(bytes)} when converted` });
     }
   }

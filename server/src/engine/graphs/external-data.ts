@@ -16,6 +16,11 @@ export interface WriteProgress {
   total: number;
 }
 
+/** Where a graph written by writeModel keeps its weights: `<file>.onnx_data` beside it. */
+export function externalDataPath(onnxPath: string): string {
+  return `${onnxPath}_data`;
+}
+
 /**
  * Writes a graph as `<file>.onnx` plus `<file>.onnx_data`, producing one weight at a time so peak memory is
  * the largest single tensor, not the model.
@@ -26,8 +31,8 @@ export async function writeModel(
   docString: string,
   opts: { onProgress?: (p: WriteProgress) => void; signal?: AbortSignal } = {},
 ): Promise<{ bytes: number }> {
-  const dataName = `${path.basename(onnxPath)}_data`;
-  const dataPath = path.join(path.dirname(onnxPath), dataName);
+  const dataPath = externalDataPath(onnxPath);
+  const dataName = path.basename(dataPath);
   const fd = fs.openSync(dataPath, 'w');
   const initializers: onnx.ITensorProto[] = [];
   let offset = 0;

@@ -66,7 +66,7 @@ function realPath(file: string): string {
   }
 }
 
-/** One graph's mapped weight files. */
+/** One graph's mapped weight files; none (nothing to release) for weights that stay resident. */
 export class MappedWeights {
   /** The mappings found the first time, those no write had touched (see release). */
   private clean: Map<string, Mapping> | undefined;
@@ -80,11 +80,11 @@ export class MappedWeights {
 
   /**
    * Drops the weights' pages from this process; a later run of the graph maps them back from the page cache.
-   * Call only while the graph is not running. Returns the bytes of address space released (resident or not).
+   * Call only while the graph is not running.
    */
-  release(): number {
+  release(): void {
     const call = madvise();
-    if (!call || this.files.length === 0) return 0;
+    if (!call || this.files.length === 0) return;
     try {
       // A page written in a private mapping exists only in this process: dropping it would bring back the file's
       // bytes, so only mappings without one are ever released. smaps says so but takes about 0.1 s to read with a
@@ -93,13 +93,9 @@ export class MappedWeights {
       // Only ranges still mapped from the same file (maps is quick to read): an address range unmapped and reused
       // for other memory must never be dropped.
       const now = mappingsOf(this.files, fs.readFileSync('/proc/self/maps', 'utf8'));
-      let bytes = 0;
-      for (const [key, m] of this.clean) {
-        if (now.has(key) && call(m.start, m.end - m.start, MADV_DONTNEED) === 0) bytes += Number(m.end - m.start);
-      }
-      return bytes;
+      for (const [key, m] of this.clean) if (now.has(key)) call(m.start, m.end - m.start, MADV_DONTNEED);
     } catch {
-      return 0;
+      // /proc unreadable: the weights stay resident, as without this.
     }
   }
 }

@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { filesIntact, recordFiles } from '../convert/integrity';
+import { externalDataPath } from '../graphs/external-data';
 import { OutOfMemoryError, UserError } from '../errors';
 import { formatBytes } from '../units';
 
@@ -71,9 +72,12 @@ export interface OpenedSession {
   opened: string;
 }
 
-/** The external-data files onnxruntime maps for a graph file: the converter's `_data`, an optimized copy's `.data`. */
+/** An optimized copy's weights, beside its graph (onnxruntime writes them where the session options say). */
+const copyDataPath = (graph: string) => `${graph}.data`;
+
+/** The weight files onnxruntime maps for a graph file: the converter's, or an optimized copy's. */
 export function weightFilesOf(graph: string): string[] {
-  return [`${graph}_data`, `${graph}.data`].filter((f) => fs.existsSync(f));
+  return [externalDataPath(graph), copyDataPath(graph)].filter((f) => fs.existsSync(f));
 }
 
 export async function openSession(file: string, settings: SessionSettings): Promise<OpenedSession> {
@@ -139,7 +143,7 @@ function freeBytesAt(dir: string): number {
  */
 function copyBytesNeeded(file: string): number {
   const size = (f: string) => (fs.existsSync(f) ? fs.statSync(f).size : 0);
-  return Math.ceil(2.1 * (size(file) + size(`${file}_data`))) + 16 * 2 ** 20;
+  return Math.ceil(2.1 * (size(file) + size(externalDataPath(file)))) + 16 * 2 ** 20;
 }
 
 /**
@@ -153,7 +157,7 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
   const cacheDir = path.join(dir, optimizedCacheKey());
   const name = path.basename(file);
   const optimized = path.join(cacheDir, name);
-  const dataName = `${name}.data`;
+  const dataName = path.basename(copyDataPath(optimized));
   // The copy is what answers, so it is checked as the model's own files are: a damaged copy is made again.
   const record = path.join(cacheDir, `${name}.check.json`);
   // A copy that once computed other numbers than its original is not made again for this onnxruntime and CPU.
