@@ -40,8 +40,8 @@ describe(`packaged VSIX (${target})`, () => {
     assert.match(vsixManifest, new RegExp(`TargetPlatform="${target}"`));
   });
 
-  it('carries the four production bundles, the manifest and media, and no sources or source maps', () => {
-    for (const bundle of ['extension', 'server', 'worker', 'parse-worker', 'cli']) {
+  it('carries the production bundles, the manifest and media, and no sources or source maps', () => {
+    for (const bundle of ['extension', 'server', 'worker', 'parse-worker', 'session-worker', 'cli']) {
       assert.ok(names.includes(`extension/dist/${bundle}.js`), `dist/${bundle}.js missing`);
       const text = fs.readFileSync(path.join(extracted, 'extension', 'dist', `${bundle}.js`), 'utf8');
       assert.doesNotMatch(text, /sourceMappingURL/, `dist/${bundle}.js points at a source map`);
@@ -51,7 +51,7 @@ describe(`packaged VSIX (${target})`, () => {
     const offending = names.filter((n) => /\.(map|ts|tsx|mts|cts)$/.test(n) || /^extension\/(client|server|test|scripts|out|\.ci)\//.test(n));
     assert.deepEqual(offending, []);
     const distFiles = names.filter((n) => n.startsWith('extension/dist/'));
-    assert.deepEqual(distFiles.sort(), ['cli', 'extension', 'parse-worker', 'server', 'worker'].map((b) => `extension/dist/${b}.js`));
+    assert.deepEqual(distFiles.sort(), ['cli', 'extension', 'parse-worker', 'server', 'session-worker', 'worker'].map((b) => `extension/dist/${b}.js`));
   });
 
   it('carries only the native runtime packages, for this platform only', () => {

@@ -15,6 +15,7 @@ import { onnx } from 'onnx-proto';
 import { DamagedModelError, OutOfMemoryError, UserError } from '../../server/src/engine/errors';
 import { explainOutOfMemory } from '../../server/src/engine/memory-needs';
 import { ensureConverted, openModel, type OpenModelOptions } from '../../server/src/engine/open-model';
+import { Blip2Model } from '../../server/src/engine/runtime/blip2-model';
 import { openSession } from '../../server/src/engine/runtime/ort';
 import { fitChatPrompt, type ChatTurn } from '../../server/src/engine/preprocess/prompts';
 import { isolatedEnv, runCli } from '../helpers/cli';
@@ -173,6 +174,25 @@ describe('damaged conversions', () => {
     assert.ok(fs.existsSync(path.join(dir, VERIFIED_FILE)));
     flipByte(file(readManifest(dir), 'decoder'), 7000, 0x01);
     await assert.rejects(openModel(base), (e: unknown) => e instanceof DamagedModelError);
+  });
+
+  it('a vision graph onnxruntime cannot parse fails the load with the sentence for it, and leaves no thread or session behind', async () => {
+    // The vision encoder opens in a thread of its own (blip2-model.ts), the decoder meanwhile on this one: the error
+    // must come back as the same UserError, and the decoder that did open must be released.
+    const threads = () => fs.readdirSync('/proc/self/task').length;
+    // onnxruntime keeps a few threads of its own for the process once used: the baseline is after a whole load.
+    damaged(() => undefined);
+    await (await Blip2Model.load(dir, { device: 'cpu', threads: 2 })).dispose();
+    const before = threads();
+    damaged((m) => fs.writeFileSync(path.join(dir, m.graphs.visionEncoder), 'not a protobuf'));
+    await assert.rejects(Blip2Model.load(dir, { device: 'cpu', threads: 2 }), (e: unknown) => {
+      assert.ok(e instanceof UserError, `a UserError, not ${String(e)}`);
+      assert.match(e.line, /^The converted model file .*vision_encoder\.onnx is damaged \(.*\)\. Delete its folder and convert again\.$/);
+      return true;
+    });
+    // A worker's threads end shortly after terminate() resolves.
+    for (let i = 0; i < 50 && threads() > before; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(threads(), before, 'threads left running after the failed load');
   });
 
   it('a truncated embedding file is found by its size, not left to onnxruntime', async () => {

@@ -44,3 +44,36 @@ export function isCancelled(e: unknown): e is CancelledError {
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new CancelledError();
 }
+
+/** An error as it crosses to another thread: structured cloning keeps only a plain Error's message and stack. */
+export interface ThreadError {
+  kind: 'outOfMemory' | 'damaged' | 'unavailable' | 'user' | 'cancelled' | 'internal';
+  message: string;
+  hint?: string;
+  stack?: string;
+}
+
+export function toThreadError(e: unknown): ThreadError {
+  if (e instanceof UserError) {
+    const kind = e instanceof OutOfMemoryError ? 'outOfMemory' : e instanceof DamagedModelError ? 'damaged' : e instanceof ModelUnavailableError ? 'unavailable' : 'user';
+    return { kind, message: e.message, hint: e.hint };
+  }
+  if (isCancelled(e)) return { kind: 'cancelled', message: e.message };
+  return { kind: 'internal', message: e instanceof Error ? e.message : String(e), stack: e instanceof Error ? e.stack : undefined };
+}
+
+/** The error toThreadError described, as its own class again, so callers on this thread handle it as they would here. */
+export function fromThreadError(e: ThreadError): Error {
+  switch (e.kind) {
+    case 'outOfMemory': return new OutOfMemoryError(e.message, e.hint);
+    case 'damaged': return new DamagedModelError(e.message, e.hint);
+    case 'unavailable': return new ModelUnavailableError(e.message, e.hint);
+    case 'user': return new UserError(e.message, e.hint);
+    case 'cancelled': return new CancelledError(e.message);
+    case 'internal': {
+      const error = new Error(e.message);
+      if (e.stack) error.stack = e.stack;
+      return error;
+    }
+  }
+}

@@ -8,6 +8,7 @@ import { TextTokenizer } from '../preprocess/tokenizer';
 import { DecoderSession, type DecoderOptions } from './decoder-session';
 import { MappedWeights } from './mapped-weights';
 import { openSession, Tensor, weightFilesOf, type Device, type OpenedSession, type SessionSettings } from './ort';
+import { SessionThread } from './session-thread';
 
 /** The model folder's cache of optimized graphs (one folder per onnxruntime version and CPU kind). */
 export const OPTIMIZED_DIR = 'optimized';
@@ -49,12 +50,12 @@ export class Blip2Model {
     readonly config: Blip2Config,
     readonly generation: GenerationDefaults,
     readonly tokenizer: TextTokenizer,
-    private readonly vision: OpenedSession,
+    private readonly vision: SessionThread,
     private readonly embed: OpenedSession,
     private readonly decoder: OpenedSession,
   ) {
     const quantized = isQuantized(manifest.precision);
-    this.visionWeights = new MappedWeights(quantized ? weightFilesOf(vision.opened) : []);
+    this.visionWeights = new MappedWeights(quantized ? weightFilesOf(vision.info.opened) : []);
     this.decoderWeights = new MappedWeights(quantized ? weightFilesOf(decoder.opened) : []);
   }
 
@@ -78,13 +79,31 @@ export class Blip2Model {
       optimizedDir: quantized ? path.join(dir, OPTIMIZED_DIR) : undefined,
       prepack: opts.prepack ?? quantized,
     };
-    const vision = await openSession(path.join(dir, manifest.graphs.visionEncoder), { ...settings, arena: false });
-    // Once one session fell back to the CPU the others would too; skip the second failed attempt.
-    const rest: SessionSettings = vision.fallbackReason ? { ...settings, device: 'cpu' } : settings;
-    // A lookup of a few rows: a thread pool of its own would only spin beside the decoder's between steps.
-    const embed = await openSession(path.join(dir, manifest.graphs.embedTokens), { ...rest, threads: 1 });
-    const decoder = await openSession(path.join(dir, manifest.graphs.decoder), rest);
-    return new Blip2Model(dir, manifest, config, generation, tokenizer, vision, embed, decoder);
+    // The vision encoder opens in a thread of its own while this one opens the decoder: onnxruntime-node blocks the
+    // calling thread while it opens a session, and at int4 each large graph takes 1-2 s of single-threaded
+    // repacking, so one after the other they took 2.6-2.9 s and side by side 1.9 s (SessionThread).
+    const visionOpening = SessionThread.open(path.join(dir, manifest.graphs.visionEncoder), { ...settings, arena: false });
+    // Awaited below, after the decoder: a failure meanwhile is not an unhandled rejection.
+    visionOpening.catch(() => undefined);
+    let rest = settings;
+    // Once one session fell back to the CPU the others would too; skip the second failed attempt. Only a device
+    // other than the CPU can fall back, so only there do the others wait for the vision encoder.
+    if (opts.device !== 'cpu') {
+      const vision = await visionOpening;
+      if (vision.info.fallbackReason) rest = { ...settings, device: 'cpu' };
+    }
+    const opened: OpenedSession[] = [];
+    try {
+      // A lookup of a few rows: a thread pool of its own would only spin beside the decoder's between steps.
+      opened.push(await openSession(path.join(dir, manifest.graphs.embedTokens), { ...rest, threads: 1 }));
+      opened.push(await openSession(path.join(dir, manifest.graphs.decoder), rest));
+      const vision = await visionOpening;
+      return new Blip2Model(dir, manifest, config, generation, tokenizer, vision, opened[0], opened[1]);
+    } catch (e) {
+      // Nothing half-loaded stays behind: the sessions that did open are released, the vision thread ended.
+      await Promise.all([...opened.map((o) => o.session.release()), visionOpening.then((v) => v.release(), () => undefined)]);
+      throw e;
+    }
   }
 
   get device(): string {
@@ -92,12 +111,12 @@ export class Blip2Model {
   }
 
   get fallbackReason(): string | undefined {
-    return this.vision.fallbackReason;
+    return this.vision.info.fallbackReason;
   }
 
   /** Why loading stays slow, one sentence per graph whose optimized copy could not be made. */
   get loadNotes(): string[] {
-    return [this.vision, this.embed, this.decoder].flatMap((s) => (s.cacheNote ? [s.cacheNote] : []));
+    return [this.vision.info, this.embed, this.decoder].flatMap((s) => (s.cacheNote ? [s.cacheNote] : []));
   }
 
   get imageSize(): number {
@@ -115,14 +134,14 @@ export class Blip2Model {
       ? [VISION_OUTPUTS.imageFeatures, VISION_OUTPUTS.visionHidden, VISION_OUTPUTS.qformerHidden]
       : [VISION_OUTPUTS.imageFeatures];
     this.decoderWeights.release();
-    const out = await this.vision.session
-      .run({ pixel_values: new Tensor('float32', pixelValues, [batch, 3, size, size]) }, fetches)
+    const out = await this.vision
+      .run({ pixel_values: { data: pixelValues, dims: [batch, 3, size, size] } }, fetches)
       .finally(() => this.visionWeights.release());
     return {
-      imageFeatures: out[VISION_OUTPUTS.imageFeatures].data as Float32Array,
+      imageFeatures: out[VISION_OUTPUTS.imageFeatures],
       batch,
-      visionHidden: out[VISION_OUTPUTS.visionHidden]?.data as Float32Array | undefined,
-      qformerHidden: out[VISION_OUTPUTS.qformerHidden]?.data as Float32Array | undefined,
+      visionHidden: out[VISION_OUTPUTS.visionHidden],
+      qformerHidden: out[VISION_OUTPUTS.qformerHidden],
     };
   }
 
@@ -142,6 +161,6 @@ export class Blip2Model {
   }
 
   async dispose(): Promise<void> {
-    await Promise.all([this.vision.session.release(), this.embed.session.release(), this.decoder.session.release()]);
+    await Promise.all([this.vision.release(), this.embed.session.release(), this.decoder.session.release()]);
   }
 }
