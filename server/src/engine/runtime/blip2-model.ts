@@ -7,7 +7,7 @@ import { VISION_OUTPUTS } from '../graphs/vision-encoder';
 import { TextTokenizer } from '../preprocess/tokenizer';
 import { DecoderSession, type DecoderOptions } from './decoder-session';
 import { MappedWeights } from './mapped-weights';
-import { openSession, Tensor, weightFilesOf, type Device, type OpenedSession, type SessionSettings } from './ort';
+import { openSession, Tensor, type Device, type OpenedSession, type SessionSettings } from './ort';
 import { SessionThread } from './session-thread';
 
 /** The model folder's cache of optimized graphs (one folder per onnxruntime version and CPU kind). */
@@ -55,8 +55,8 @@ export class Blip2Model {
     private readonly decoder: OpenedSession,
   ) {
     const quantized = isQuantized(manifest.precision);
-    this.visionWeights = new MappedWeights(quantized ? weightFilesOf(vision.info.opened) : []);
-    this.decoderWeights = new MappedWeights(quantized ? weightFilesOf(decoder.opened) : []);
+    this.visionWeights = new MappedWeights(quantized ? vision.info.weightFiles : []);
+    this.decoderWeights = new MappedWeights(quantized ? decoder.weightFiles : []);
   }
 
   static async load(dir: string, opts: LoadOptions): Promise<Blip2Model> {

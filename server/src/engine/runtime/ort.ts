@@ -68,15 +68,15 @@ export interface OpenedSession {
   fallbackReason?: string;
   /** Why every load of this graph stays slow (its optimized copy could not be made), for the user. */
   cacheNote?: string;
-  /** The graph file the session was created from: the optimized copy when one was used. */
-  opened: string;
+  /** The weight files the session maps: its optimized copy's when it was opened from one (mapped-weights.ts). */
+  weightFiles: string[];
 }
 
 /** An optimized copy's weights, beside its graph (onnxruntime writes them where the session options say). */
 const copyDataPath = (graph: string) => `${graph}.data`;
 
 /** The weight files onnxruntime maps for a graph file: the converter's, or an optimized copy's. */
-export function weightFilesOf(graph: string): string[] {
+function weightFilesOf(graph: string): string[] {
   return [externalDataPath(graph), copyDataPath(graph)].filter((f) => fs.existsSync(f));
 }
 
@@ -90,10 +90,13 @@ export async function openSession(file: string, settings: SessionSettings): Prom
     ...(settings.prepack === false && { extra: { session: { disable_prepacking: '1' } } }),
     ...(settings.arena === false && { enableCpuMemArena: false, enableMemPattern: false }),
   });
-  const open = async (device: Exclude<Device, 'auto'>): Promise<Cached> =>
-    device === 'cpu' && settings.optimizedDir
-      ? openCached(file, options(device), settings.optimizedDir, settings.freeBytes ?? freeBytesAt)
-      : { session: await create(file, options(device)), opened: file };
+  const open = async (device: Exclude<Device, 'auto'>): Promise<Omit<OpenedSession, 'device'>> => {
+    const { opened, ...cached } =
+      device === 'cpu' && settings.optimizedDir
+        ? await openCached(file, options(device), settings.optimizedDir, settings.freeBytes ?? freeBytesAt)
+        : { session: await create(file, options(device)), opened: file };
+    return { ...cached, weightFiles: weightFilesOf(opened) };
+  };
   if (settings.device !== 'cpu') {
     const offered = availableDevices();
     if (!offered.includes(settings.device)) {
@@ -128,6 +131,7 @@ export function optimizedCacheKey(): string {
 interface Cached {
   session: ort.InferenceSession;
   cacheNote?: string;
+  /** The graph file the session was created from: the optimized copy when one was used. */
   opened: string;
 }
 
