@@ -74,7 +74,7 @@ function ignoreFileFor(target, layout, outDir) {
   const text = fs.readFileSync(path.join(root, '.vscodeignore'), 'utf8');
   const rewritten = text
     .split('\n')
-    .map((line) => (line.startsWith('!node_modules/') ? line.replaceAll('/linux/x64/', `/${layout.ort}/`).replaceAll('linux-x64', layout.sharp) : line))
+    .map((line) => (line.startsWith('!node_modules/') || line.startsWith('!dist/native/') ? line.replaceAll('/linux/x64/', `/${layout.ort}/`).replaceAll('linux-x64', layout.sharp) : line))
     .join('\n');
   const file = path.join(outDir, `vscodeignore-${target}`);
   fs.writeFileSync(file, rewritten);
@@ -96,6 +96,9 @@ fs.mkdirSync(args.out, { recursive: true });
 // 1. Production bundles. Every one must be written by this build (a stale one from an earlier build must not ship).
 const started = Date.now() - 1000;
 run(process.execPath, ['esbuild.config.mjs', '--production']);
+// The native decoder is compiled for the machine packaging (linux-x64 only); other targets ship without it and use
+// onnxruntime's decoder.
+if (target === currentTarget()) run(process.execPath, ['scripts/build-native.mjs']);
 const stale = BUNDLES.filter((b) => !fs.existsSync(path.join(root, b)) || fs.statSync(path.join(root, b)).mtimeMs < started);
 if (stale.length) fail(`the build did not write ${stale.join(', ')} (is its source file missing?)`);
 

@@ -6,6 +6,7 @@
 //   node --import tsx test/bench/bench-engine.ts default --model DIR --images A,B,... [--threads 2] [--question-tokens 5]
 //
 // --prepack on|off overrides whether onnxruntime repacks the weights at load (by default only quantized models are).
+// --decoder auto|onnxruntime|native picks who computes the int4 decoder (LoadOptions.decoder; auto by default).
 //
 // load: opens the model as the extension does (Blip2Pipeline.load) and closes it.
 // greedy: a warm-up caption of the first image, then one 20-token caption (min = max, so random weights decode as
@@ -16,6 +17,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Blip2Pipeline, type EncodedImage, type GenerationSettings } from '../../server/src/engine/pipeline';
+import type { LoadOptions } from '../../server/src/engine/runtime/blip2-model';
 import { generationSettingsFor } from '../../server/src/inference/generation-settings';
 import { DEFAULT_SETTINGS } from '../../server/src/protocol/settings';
 
@@ -117,11 +119,12 @@ async function main(argv: string[]): Promise<void> {
   const threads = Number(arg(args, '--threads', '2'));
   const before = memoryMB();
   const prepack = args.includes('--prepack') ? arg(args, '--prepack') === 'on' : undefined;
-  const load = await timed(threads, () => Blip2Pipeline.load(dir, { device: 'cpu', threads, prepack }));
+  const decoder = args.includes('--decoder') ? (arg(args, '--decoder') as LoadOptions['decoder']) : undefined;
+  const load = await timed(threads, () => Blip2Pipeline.load(dir, { device: 'cpu', threads, prepack, decoder }));
   const pipeline = load.value;
   const afterLoad = memoryMB();
   process.stderr.write(`  loaded in ${(load.ms / 1000).toFixed(2)} s, RSS ${afterLoad.rss.toFixed(0)} MiB\n`);
-  const result: Record<string, unknown> = { mode, loadMs: load.ms, memoryBeforeLoad: before, memoryAfterLoad: afterLoad };
+  const result: Record<string, unknown> = { mode, decoder: pipeline.model.decoderKind, loadMs: load.ms, memoryBeforeLoad: before, memoryAfterLoad: afterLoad };
   try {
     if (mode === 'greedy' || mode === 'default') {
       const images = arg(args, '--images').split(',');

@@ -50,8 +50,11 @@ describe(`packaged VSIX (${target})`, () => {
     assert.ok(names.some((n) => n.startsWith('extension/media/')), 'media/ missing');
     const offending = names.filter((n) => /\.(map|ts|tsx|mts|cts)$/.test(n) || /^extension\/(client|server|test|scripts|out|\.ci)\//.test(n));
     assert.deepEqual(offending, []);
-    const distFiles = names.filter((n) => n.startsWith('extension/dist/'));
+    const distFiles = names.filter((n) => n.startsWith('extension/dist/') && !n.startsWith('extension/dist/native/'));
     assert.deepEqual(distFiles.sort(), ['cli', 'extension', 'parse-worker', 'server', 'session-worker', 'worker'].map((b) => `extension/dist/${b}.js`));
+    // The native decoder, compiled for this platform when the packaging machine has a C compiler (CI has).
+    const native = names.filter((n) => n.startsWith('extension/dist/native/'));
+    assert.deepEqual(native, fs.existsSync(path.join(repoRoot, 'dist/native/opt-decoder-linux-x64.so')) ? ['extension/dist/native/opt-decoder-linux-x64.so'] : []);
   });
 
   it('carries only the native runtime packages, for this platform only', () => {

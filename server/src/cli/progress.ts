@@ -6,6 +6,7 @@ const PHASES: Record<string, string> = {
   vision_encoder: 'Vision encoder',
   embed_tokens: 'Token embeddings',
   decoder_model_merged: 'Language model',
+  native_decoder: 'Language model (native)',
 };
 
 /**

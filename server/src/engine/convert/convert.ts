@@ -11,11 +11,12 @@ import { DataType } from '../graphs/onnx-builder';
 import { buildVisionEncoder } from '../graphs/vision-encoder';
 import { recordModelFiles } from './integrity';
 import { CONVERTER_VERSION, MANIFEST_FILE, MANIFEST_FORMAT, readManifest, type ConvertedManifest, type SourceFile } from './manifest';
+import { nativeDecoderFits, writeNativeDecoder } from './native-weights';
 import { DEFAULT_BLOCK_SIZE, moduleFormats, PRECISION_SUFFIX, type Precision } from './precision';
 
 export interface ConvertProgress {
   /** 'hash' while checksumming the source, then the graph being written. */
-  phase: 'hash' | 'vision_encoder' | 'embed_tokens' | 'decoder_model_merged';
+  phase: 'hash' | 'vision_encoder' | 'embed_tokens' | 'decoder_model_merged' | 'native_decoder';
   done: number;
   total: number;
   detail?: string;
@@ -68,11 +69,22 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Converted
       });
       sizes[job.file] = bytes;
     }
+    const graphsWritten: ConvertedManifest['graphs'] = { ...graphs };
+    const quant = formats.decoder.quant;
+    // The same 4-bit weights once more, for the native decoder (runtime/native-decoder.ts): on CPUs where
+    // onnxruntime's 4-bit kernel is the slower one it computes the decoding steps.
+    if (quant?.kind === 'nbits' && quant.bits === 4 && nativeDecoderFits(ckpt, quant.blockSize)) {
+      throwIfAborted(opts.signal);
+      const file = `onnx/decoder_native${suffix}.bin`;
+      opts.onProgress?.({ phase: 'native_decoder', done: 0, total: 1 });
+      sizes[file] = await writeNativeDecoder(ckpt, path.join(tmp, file), quant.blockSize, opts.signal);
+      opts.onProgress?.({ phase: 'native_decoder', done: 1, total: 1 });
+      graphsWritten.nativeDecoder = file;
+    }
     for (const f of MODEL_CONFIG_FILES) {
       const src = path.join(ckpt.dir, f);
       if (fs.existsSync(src)) fs.copyFileSync(src, path.join(tmp, f));
     }
-    const quant = formats.decoder.quant;
     const manifest: ConvertedManifest = {
       format: MANIFEST_FORMAT,
       converterVersion: CONVERTER_VERSION,
@@ -82,7 +94,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Converted
       createdAt: new Date().toISOString(),
       vocabSize: ckpt.vocabSize,
       kvCacheType: formats.decoder.floatType === DataType.FLOAT16 ? 'float16' : 'float32',
-      graphs,
+      graphs: graphsWritten,
       sizes,
       files: await recordModelFiles(tmp, opts.signal),
     };

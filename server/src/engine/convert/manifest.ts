@@ -6,7 +6,7 @@ import type { Precision } from './precision';
 export const MANIFEST_FILE = 'blip2-onnx.json';
 export const MANIFEST_FORMAT = 'blip2-onnx';
 /** Bumped whenever the graphs change (in meaning, or only in speed); older conversions are then redone, not misread. */
-export const CONVERTER_VERSION = 5;
+export const CONVERTER_VERSION = 6;
 
 export interface SourceFile {
   name: string;
@@ -33,7 +33,13 @@ export interface ConvertedManifest {
   vocabSize: number;
   /** Element type of the KV cache the decoder expects: 'float32' or 'float16'. */
   kvCacheType: 'float32' | 'float16';
-  graphs: { visionEncoder: string; embedTokens: string; decoder: string };
+  graphs: {
+    visionEncoder: string;
+    embedTokens: string;
+    decoder: string;
+    /** int4: the decoder's weights for the native kernel (native-weights.ts), where its sizes allow. */
+    nativeDecoder?: string;
+  };
   /** Bytes on disk of each graph with its external data. */
   sizes: Record<string, number>;
   /** Every other file of the folder with its checksums; absent in conversions made before they were recorded. */

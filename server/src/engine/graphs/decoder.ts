@@ -3,7 +3,7 @@ import { OPT_LAYER_NORM_EPS } from '../checkpoint/config';
 import { names, OPT_POSITION_OFFSET } from '../checkpoint/layout';
 import { mergeHeads, minValue } from './attention';
 import { DataType, GraphBuilder, MS_DOMAIN, valueInfo } from './onnx-builder';
-import { WeightEmitter, type HeadPadding, type WeightFormat } from './weights';
+import { WeightEmitter, type HeadPadding, type LinearHeads, type LinearPart, type WeightFormat } from './weights';
 
 export const DECODER_IO = {
   inputsEmbeds: 'inputs_embeds',
@@ -23,6 +23,31 @@ export const DECODER_IO = {
  */
 export function kvHeadSize(headDim: number): number {
   return Math.ceil(headDim / 8) * 8;
+}
+
+/** One OPT layer's Linears as the decoder fuses them, for the graph and for the native decoder's weights. */
+export function optLayerLinears(ckpt: Checkpoint, i: number): Record<'qkv' | 'out' | 'fc1' | 'fc2', { parts: LinearPart[]; heads?: LinearHeads }> {
+  const t = ckpt.config.text;
+  const p = names.text.layer(i);
+  const a = `${p}.self_attn`;
+  const dim = t.hiddenSize / t.numHeads;
+  const padding: HeadPadding = { heads: t.numHeads, dim, padded: kvHeadSize(dim) };
+  const bias = (name: string) => (t.enableBias ? `${name}.bias` : undefined);
+  return {
+    // q|k|v packed in one matmul: the layer's input is read once instead of three times. The attention's
+    // 1/sqrt(head_dim) is folded into q.
+    qkv: {
+      parts: [
+        { weight: `${a}.q_proj.weight`, bias: bias(`${a}.q_proj`), scaleRows: { rows: t.hiddenSize, factor: dim ** -0.5 } },
+        { weight: `${a}.k_proj.weight`, bias: bias(`${a}.k_proj`) },
+        { weight: `${a}.v_proj.weight`, bias: bias(`${a}.v_proj`) },
+      ],
+      heads: { output: padding },
+    },
+    out: { parts: [{ weight: `${a}.out_proj.weight`, bias: bias(`${a}.out_proj`) }], heads: { input: padding } },
+    fc1: { parts: [{ weight: `${p}.fc1.weight`, bias: bias(`${p}.fc1`) }] },
+    fc2: { parts: [{ weight: `${p}.fc2.weight`, bias: bias(`${p}.fc2`) }] },
+  };
 }
 
 /**
@@ -86,14 +111,8 @@ export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuild
     const p = names.text.layer(i);
     x = g.withScope(`layers.${i}`, () => {
       const h = w.layerNorm(x, `${p}.self_attn_layer_norm`, OPT_LAYER_NORM_EPS);
-      const a = `${p}.self_attn`;
-      const b = (name: string) => (t.enableBias ? `${a}.${name}.bias` : undefined);
-      // q|k|v packed in one matmul: the layer's input is read once instead of three times.
-      const qkv = w.linear(h, [
-        { weight: `${a}.q_proj.weight`, bias: b('q_proj'), scaleRows: { rows: t.hiddenSize, factor: dim ** -0.5 } },
-        { weight: `${a}.k_proj.weight`, bias: b('k_proj') },
-        { weight: `${a}.v_proj.weight`, bias: b('v_proj') },
-      ], `${a}.qkv_proj`, { output: padding });
+      const linears = optLayerLinears(ckpt, i);
+      const qkv = w.linear(h, linears.qkv.parts, `${p}.self_attn.qkv_proj`, linears.qkv.heads);
       // The cache is the caller's buffer, never a graph output: onnxruntime-node copies every fetched output into a
       // new ArrayBuffer, and fetching the whole cache at each step cost a 33 MB copy and a garbage collection per
       // token. The step's own keys and values go out instead, head-major as the cache is so that the caller copies
@@ -117,9 +136,9 @@ export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuild
       if (ft !== DataType.FLOAT) probs = g.cast(probs, ft);
       const [toCache, toNew] = g.opMulti('Split', [probs, cacheAndNew], { axis: 3 }, { count: 2 });
       const o = mergeHeads(g, g.add(g.matmul(toCache, past[i].value), g.matmul(toNew, v)), heads, padding.padded);
-      let y = g.add(x, w.linear(o, [{ weight: `${a}.out_proj.weight`, bias: b('out_proj') }], `${a}.out_proj`, { input: padding }));
+      let y = g.add(x, w.linear(o, linears.out.parts, `${p}.self_attn.out_proj`, linears.out.heads));
       const h2 = w.layerNorm(y, `${p}.final_layer_norm`, OPT_LAYER_NORM_EPS);
-      const ffn = w.linear(g.relu(w.linear(h2, [{ weight: `${p}.fc1.weight`, bias: t.enableBias ? `${p}.fc1.bias` : undefined }], `${p}.fc1`)), [{ weight: `${p}.fc2.weight`, bias: t.enableBias ? `${p}.fc2.bias` : undefined }], `${p}.fc2`);
+      const ffn = w.linear(g.relu(w.linear(h2, linears.fc1.parts, `${p}.fc1`)), linears.fc2.parts, `${p}.fc2`);
       y = g.add(y, ffn);
       return y;
     });

@@ -64,6 +64,50 @@ function padHeadColumns(data: Float32Array, pad: HeadPadding, rows: number): Flo
   return out;
 }
 
+/** Head padding of a fused Linear: `output` on every part's rows (q, k, v projections), `input` on the columns (the output projection). */
+export interface LinearHeads {
+  output?: HeadPadding;
+  input?: HeadPadding;
+}
+
+/**
+ * y = x·Wᵀ + b over the concatenation of `parts` along the output dimension, as every weight format stores it: its
+ * size and its float weight [n, k] and bias [n] (when every part has one), read when asked for.
+ */
+export function fusedLinear(ckpt: Checkpoint, parts: LinearPart[], heads?: LinearHeads): { n: number; k: number; weight: () => Promise<Float32Array>; bias?: () => Promise<Float32Array> } {
+  const widen = (size: number, pad?: HeadPadding) => (pad ? (size / pad.dim) * pad.padded : size);
+  const k0 = ckpt.info(parts[0].weight).shape[1];
+  const k = widen(k0, heads?.input);
+  const n = parts.reduce((s, p) => s + widen(ckpt.info(p.weight).shape[0], heads?.output), 0);
+  return {
+    n,
+    k,
+    weight: async () => {
+      const w = await loadRows(ckpt, parts, (p) => p.weight, n, k0, heads?.output);
+      return heads?.input ? padHeadColumns(w, heads.input, n) : w;
+    },
+    bias: parts.every((p) => p.bias) ? () => loadRows(ckpt, parts, (p) => p.bias!, n, 1, heads?.output) : undefined,
+  };
+}
+
+/** Reads each part's tensor, folds its row scale in, pads its heads, and stacks the parts along the output rows. */
+async function loadRows(ckpt: Checkpoint, parts: LinearPart[], pick: (p: LinearPart) => string, n: number, width: number, pad?: HeadPadding): Promise<Float32Array> {
+  const out = parts.length === 1 ? undefined : new Float32Array(n * width);
+  let row = 0;
+  for (const p of parts) {
+    let data = await ckpt.read(pick(p));
+    if (p.scaleRows) {
+      const end = p.scaleRows.rows * width;
+      for (let i = 0; i < end; i++) data[i] *= p.scaleRows.factor;
+    }
+    if (pad) data = padHeadRows(data, pad, width);
+    if (!out) return data;
+    out.set(data, row * width);
+    row += data.length / width;
+  }
+  return out!;
+}
+
 /**
  * Emits weights into a graph in the chosen format. Weights are read from the checkpoint only when the
  * external-data writer asks for them, and fused Linears (q|k|v) are concatenated along the output rows.
@@ -98,20 +142,9 @@ export class WeightEmitter {
     return this.g.layerNorm(x, this.tensor(`${prefix}.weight`), this.tensor(`${prefix}.bias`), eps);
   }
 
-  /**
-   * y = x·Wᵀ + b over the concatenation of `parts` along the output dimension. `heads` pads attention heads with
-   * zeros: `output` on every part's rows (q, k, v projections), `input` on the columns (the output projection).
-   */
-  linear(x: string, parts: LinearPart[], id: string, heads?: { output?: HeadPadding; input?: HeadPadding }): string {
-    const widen = (size: number, pad?: HeadPadding) => (pad ? (size / pad.dim) * pad.padded : size);
-    const k0 = this.ckpt.info(parts[0].weight).shape[1];
-    const k = widen(k0, heads?.input);
-    const n = parts.reduce((s, p) => s + widen(this.ckpt.info(p.weight).shape[0], heads?.output), 0);
-    const load = async () => {
-      let w = await this.loadRows(parts, (p) => p.weight, n, k0, heads?.output);
-      if (heads?.input) w = padHeadColumns(w, heads.input, n);
-      return w;
-    };
+  /** y = x·Wᵀ + b over the concatenation of `parts` (fusedLinear), in this emitter's format. */
+  linear(x: string, parts: LinearPart[], id: string, heads?: LinearHeads): string {
+    const { n, k, weight: load, bias } = fusedLinear(this.ckpt, parts, heads);
     let y: string;
     const quant = this.format.quant;
     if (quant?.kind === 'nbits') {
@@ -145,8 +178,8 @@ export class WeightEmitter {
       const wT = this.g.weight(`${id}.weight_t${this.suffix()}`, this.floatType, [k, n], async () => this.floatBytes(transpose(await load(), n, k)));
       y = this.g.matmul(x, wT);
     }
-    if (parts.every((p) => p.bias)) {
-      const b = this.g.weight(`${id}.bias${this.suffix()}`, this.floatType, [n], async () => this.floatBytes(await this.loadRows(parts, (p) => p.bias!, n, 1, heads?.output)));
+    if (bias) {
+      const b = this.g.weight(`${id}.bias${this.suffix()}`, this.floatType, [n], async () => this.floatBytes(await bias()));
       y = this.g.add(y, b);
     }
     return y;
@@ -175,24 +208,6 @@ export class WeightEmitter {
       gather_axis: 0,
       quantize_axis: 1,
     }, { domain: MS_DOMAIN });
-  }
-
-  /** Reads each part's tensor, folds its row scale in, pads its heads, and stacks the parts along the output rows. */
-  private async loadRows(parts: LinearPart[], pick: (p: LinearPart) => string, n: number, width: number, pad?: HeadPadding): Promise<Float32Array> {
-    const out = parts.length === 1 ? undefined : new Float32Array(n * width);
-    let row = 0;
-    for (const p of parts) {
-      let data = await this.ckpt.read(pick(p));
-      if (p.scaleRows) {
-        const end = p.scaleRows.rows * width;
-        for (let i = 0; i < end; i++) data[i] *= p.scaleRows.factor;
-      }
-      if (pad) data = padHeadRows(data, pad, width);
-      if (!out) return data;
-      out.set(data, row * width);
-      row += data.length / width;
-    }
-    return out!;
   }
 
   private floatBytes(data: Float32Array): Uint8Array {

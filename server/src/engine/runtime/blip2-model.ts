@@ -2,11 +2,13 @@ import * as path from 'node:path';
 import { readJson } from '../checkpoint/checkpoint';
 import { parseBlip2Config, parseGenerationConfig, type Blip2Config, type GenerationDefaults } from '../checkpoint/config';
 import { readManifest, type ConvertedManifest } from '../convert/manifest';
+import { readNativeHeader } from '../convert/native-weights';
 import { isQuantized } from '../convert/precision';
 import { VISION_OUTPUTS } from '../graphs/vision-encoder';
 import { TextTokenizer } from '../preprocess/tokenizer';
 import { DecoderSession, type DecoderOptions } from './decoder-session';
 import { MappedWeights } from './mapped-weights';
+import { NativeDecoder, nativeDecoderAvailable } from './native-decoder';
 import { openSession, Tensor, type Device, type OpenedSession, type SessionSettings } from './ort';
 import { SessionThread } from './session-thread';
 
@@ -22,6 +24,12 @@ export interface LoadOptions {
    * fraction of a second instead of copying 14 GB (the benchmark measures both).
    */
   prepack?: boolean;
+  /**
+   * Who computes the int4 decoder on the CPU: 'auto' (default) the native decoder where the conversion has its
+   * weights and the CPU its vector kernel (AVX-512 VNNI), else onnxruntime; 'portable' the native decoder's scalar
+   * kernel (tests compare it with the vector one).
+   */
+  decoder?: 'auto' | 'onnxruntime' | 'native' | 'portable';
 }
 
 export interface ImageEncoding {
@@ -52,11 +60,11 @@ export class Blip2Model {
     readonly tokenizer: TextTokenizer,
     private readonly vision: SessionThread,
     private readonly embed: OpenedSession,
-    private readonly decoder: OpenedSession,
+    private readonly decoder: OpenedSession | NativeDecoder,
   ) {
     const quantized = isQuantized(manifest.precision);
     this.visionWeights = new MappedWeights(quantized ? vision.info.weightFiles : []);
-    this.decoderWeights = new MappedWeights(quantized ? decoder.weightFiles : []);
+    this.decoderWeights = new MappedWeights(quantized ? (decoder instanceof NativeDecoder ? [decoder.file] : decoder.weightFiles) : []);
   }
 
   static async load(dir: string, opts: LoadOptions): Promise<Blip2Model> {
@@ -96,9 +104,10 @@ export class Blip2Model {
     try {
       // A lookup of a few rows: a thread pool of its own would only spin beside the decoder's between steps.
       opened.push(await openSession(path.join(dir, manifest.graphs.embedTokens), { ...rest, threads: 1 }));
-      opened.push(await openSession(path.join(dir, manifest.graphs.decoder), rest));
+      const native = Blip2Model.nativeDecoder(dir, manifest, config, rest, opts.decoder ?? 'auto');
+      if (!native) opened.push(await openSession(path.join(dir, manifest.graphs.decoder), rest));
       const vision = await visionOpening;
-      return new Blip2Model(dir, manifest, config, generation, tokenizer, vision, opened[0], opened[1]);
+      return new Blip2Model(dir, manifest, config, generation, tokenizer, vision, opened[0], native ?? opened[1]);
     } catch (e) {
       // Nothing half-loaded stays behind: the sessions that did open are released, the vision thread ended.
       await Promise.all([...opened.map((o) => o.session.release()), visionOpening.then((v) => v.release(), () => undefined)]);
@@ -106,8 +115,31 @@ export class Blip2Model {
     }
   }
 
+  /** The native decoder when it applies (see LoadOptions.decoder), else undefined and onnxruntime's is opened. */
+  private static nativeDecoder(dir: string, manifest: ConvertedManifest, config: Blip2Config, settings: SessionSettings, choice: NonNullable<LoadOptions['decoder']>): NativeDecoder | undefined {
+    if (choice === 'onnxruntime' || settings.device !== 'cpu' || !manifest.graphs.nativeDecoder) return undefined;
+    if (choice === 'auto' && !nativeDecoderAvailable()) return undefined;
+    const file = path.join(dir, manifest.graphs.nativeDecoder);
+    const t = config.text;
+    const header = readNativeHeader(file);
+    // Written by this converter for this model, or the graph decides: a file for other sizes would be misread.
+    if (!header || header.layers !== t.numLayers || header.hidden !== t.hiddenSize || header.heads !== t.numHeads || header.vocab !== manifest.vocabSize) return undefined;
+    try {
+      return NativeDecoder.open(file, settings.threads, choice === 'portable');
+    } catch (e) {
+      // Asked for by name it must open; by default onnxruntime's decoder answers instead.
+      if (choice !== 'auto') throw e;
+      return undefined;
+    }
+  }
+
   get device(): string {
-    return this.decoder.device;
+    return this.decoder instanceof NativeDecoder ? 'cpu' : this.decoder.device;
+  }
+
+  /** Which decoder computes the text: onnxruntime's, or the native one (and its kernel). */
+  get decoderKind(): 'onnxruntime' | 'native' {
+    return this.decoder instanceof NativeDecoder ? 'native' : 'onnxruntime';
   }
 
   get fallbackReason(): string | undefined {
@@ -116,7 +148,7 @@ export class Blip2Model {
 
   /** Why loading stays slow, one sentence per graph whose optimized copy could not be made. */
   get loadNotes(): string[] {
-    return [this.vision.info, this.embed, this.decoder].flatMap((s) => (s.cacheNote ? [s.cacheNote] : []));
+    return [this.vision.info, this.embed, ...(this.decoder instanceof NativeDecoder ? [] : [this.decoder])].flatMap((s) => (s.cacheNote ? [s.cacheNote] : []));
   }
 
   get imageSize(): number {
@@ -157,10 +189,11 @@ export class Blip2Model {
 
   /** A decoding session over the given prompt rows, whose `<image>` positions take the image features row by row. */
   startDecoding(inputIds: number[][], attentionMask: number[][], imageFeatures: Float32Array, options: DecoderOptions): DecoderSession {
-    return new DecoderSession(this, this.decoder.session, inputIds, attentionMask, imageFeatures, options);
+    return new DecoderSession(this, this.decoder instanceof NativeDecoder ? this.decoder : this.decoder.session, inputIds, attentionMask, imageFeatures, options);
   }
 
   async dispose(): Promise<void> {
-    await Promise.all([this.vision.release(), this.embed.session.release(), this.decoder.session.release()]);
+    if (this.decoder instanceof NativeDecoder) this.decoder.close();
+    await Promise.all([this.vision.release(), this.embed.session.release(), ...(this.decoder instanceof NativeDecoder ? [] : [this.decoder.session.release()])]);
   }
 }

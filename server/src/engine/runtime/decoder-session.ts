@@ -1,6 +1,7 @@
 import type { LanguageModelSession } from '../generation/types';
 import { DECODER_IO, kvHeadSize } from '../graphs/decoder';
 import type { Blip2Model } from './blip2-model';
+import { NativeDecoder } from './native-decoder';
 import { Tensor, type InferenceSession } from './ort';
 
 type KvArray = Float32Array | Uint16Array;
@@ -31,12 +32,17 @@ export interface DecoderOptions {
  * which are written after the filled ones (onnxruntime-node copies whatever a run returns into new buffers, so the
  * cache itself never goes out). Beam reordering moves rows.
  * Positions follow transformers: cumsum(mask) - 1, so left padding does not shift a row's positions.
+ * With the native decoder (int4 on CPUs with AVX-512 VNNI) the same cache is one buffer, every layer's a view of
+ * it, which the native code reads and writes in place.
  */
 export class DecoderSession implements LanguageModelSession {
   readonly vocabSize: number;
   private masks: number[][];
   private keys: KvArray[] = [];
   private values: KvArray[] = [];
+  /** Every layer's keys (values) in one buffer, [layers, rows, heads, capacity, head size]: the views above. */
+  private allKeys: KvArray = new Float32Array(0);
+  private allValues: KvArray = new Float32Array(0);
   private keyTensors: Tensor[] = [];
   private valueTensors: Tensor[] = [];
   private filled = 0;
@@ -51,7 +57,7 @@ export class DecoderSession implements LanguageModelSession {
 
   constructor(
     private readonly model: Blip2Model,
-    private readonly session: InferenceSession,
+    private readonly runner: InferenceSession | NativeDecoder,
     private readonly inputIds: number[][],
     attentionMask: number[][],
     private readonly imageFeatures: Float32Array,
@@ -135,6 +141,7 @@ export class DecoderSession implements LanguageModelSession {
   dispose(): void {
     this.keys = [];
     this.values = [];
+    this.allKeys = this.allValues = new Float32Array(0);
     this.keyTensors = [];
     this.valueTensors = [];
   }
@@ -179,6 +186,11 @@ export class DecoderSession implements LanguageModelSession {
     const rows = this.rows;
     const total = this.masks[0].length;
     if (total > this.capacity) throw new Error(`The KV cache holds ${this.capacity} positions; step ${total} does not fit.`);
+    if (this.runner instanceof NativeDecoder) {
+      const logits = this.runner.run(rows, len, total, this.capacity, embeds, Int32Array.from(positions.flat()), Uint8Array.from(this.masks.flat()), this.allKeys as Float32Array, this.allValues as Float32Array, this.vocabSize);
+      this.filled = total;
+      return logits;
+    }
     const feeds: Record<string, Tensor> = {
       [DECODER_IO.inputsEmbeds]: new Tensor('float32', embeds, [rows, len, this.hidden]),
       [DECODER_IO.attentionMask]: new Tensor('int64', BigInt64Array.from(this.masks.flat(), BigInt), [rows, total]),
@@ -188,7 +200,7 @@ export class DecoderSession implements LanguageModelSession {
       feeds[DECODER_IO.pastKey(i)] = this.keyTensors[i];
       feeds[DECODER_IO.pastValue(i)] = this.valueTensors[i];
     }
-    const out = await this.session.run(feeds);
+    const out = await this.runner.run(feeds);
     for (let i = 0; i < this.layers; i++) {
       this.append(out[DECODER_IO.newKey(i)].data as KvArray, this.keys[i], len, total - len);
       this.append(out[DECODER_IO.newValue(i)].data as KvArray, this.values[i], len, total - len);
@@ -207,11 +219,14 @@ export class DecoderSession implements LanguageModelSession {
 
   private allocate(rows: number): void {
     const dims = [rows, this.heads, this.capacity, this.headSize];
+    const layer = rows * this.rowSize();
+    this.allKeys = this.emptyKv(this.layers * layer);
+    this.allValues = this.emptyKv(this.layers * layer);
     this.keys = [];
     this.values = [];
     for (let i = 0; i < this.layers; i++) {
-      this.keys.push(this.emptyKv(rows * this.rowSize()));
-      this.values.push(this.emptyKv(rows * this.rowSize()));
+      this.keys.push(this.allKeys.subarray(i * layer, (i + 1) * layer));
+      this.values.push(this.allValues.subarray(i * layer, (i + 1) * layer));
     }
     this.keyTensors = this.keys.map((k) => new Tensor(this.kvType, k, dims));
     this.valueTensors = this.values.map((v) => new Tensor(this.kvType, v, dims));

@@ -1,0 +1,514 @@
+// OPT's decoder on the CPU over 4-bit weights, for the int4 precision: onnxruntime 1.30's 4-bit kernel reads a
+// decoding step's weights at about half the memory's speed on some CPUs (README, "Kernels beyond onnxruntime
+// 1.30"), and this one at nearly all of it. Loaded through koffi by server/src/engine/runtime/native-decoder.ts;
+// the weights file is written by server/src/engine/convert/native-weights.ts, whose layout this mirrors.
+//
+// Layout of a 4-bit linear y = x·Wᵀ + b, W [N, K]: columns in groups of 16, K in blocks of `block` values.
+// Per group and block, block/8 chunks of 64 bytes: for each of the 16 columns 4 bytes, byte t holding value t
+// (low nibble) and value t + 4 (high nibble) of the chunk's 8. One 32-bit lane of a VNNI dot product is then one
+// column, and the 4 activations it multiplies are one broadcast. Then per group and block the 16 scales, and the
+// 16 scale × zero point products. Activations are quantized to int8 per block, symmetric, as onnxruntime's
+// MatMulNBits accuracy level 4 does.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <float.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#define MAGIC "BLIP2OPT"
+#define VERSION 1u
+#define COLS 16
+#define PER_LAYER 20
+#define FINAL 6
+
+typedef struct {
+  int n, k, block;
+  const uint8_t *w;
+  const float *s, *zs, *bias;
+} Linear;
+
+typedef struct {
+  const float *ln1g, *ln1b, *ln2g, *ln2b;
+  Linear qkv, out, fc1, fc2;
+} Layer;
+
+// One row's activations for a linear: int8 codes, and per block the scale and the scale × sum of the codes.
+typedef struct {
+  int8_t *a;
+  float *sa, *sasum;
+} Quantized;
+
+typedef struct Pool Pool;
+typedef void (*Task)(void *arg, int part, int parts);
+
+typedef struct {
+  Pool *pool;
+  int part;
+} Seat;
+
+struct Pool {
+  int threads;
+  pthread_t *ids;
+  Seat *seats;
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  _Atomic unsigned generation;
+  _Atomic int remaining;
+  Task task;
+  void *arg;
+  _Atomic int quit;
+};
+
+typedef struct {
+  uint32_t layers, hidden, heads, head_dim, head_size, ffn, vocab, positions, block;
+  Layer *layer;
+  const float *lnfg, *lnfb, *pos;
+  Linear lm;
+  void *map;
+  size_t map_bytes;
+  int simd;
+  Pool pool;
+} Opt;
+
+// --------------------------------------------------------------------------------------------------------------
+// Threads: the caller takes part 0 and the workers the others; between runs the workers spin a little (a decoding
+// step's 129 matmuls come microseconds apart) and then sleep.
+
+static void *worker_main(void *seat_) {
+  const Seat *seat = seat_;
+  Pool *p = seat->pool;
+  const int part = seat->part;
+  unsigned seen = atomic_load(&p->generation);
+  for (;;) {
+    int spins = 0;
+    while (atomic_load_explicit(&p->generation, memory_order_acquire) == seen && !atomic_load(&p->quit)) {
+      if (++spins < 200000) {
+#if defined(__x86_64__)
+        _mm_pause();
+#endif
+        continue;
+      }
+      pthread_mutex_lock(&p->lock);
+      while (atomic_load(&p->generation) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->wake, &p->lock);
+      pthread_mutex_unlock(&p->lock);
+    }
+    if (atomic_load(&p->quit)) return NULL;
+    seen = atomic_load(&p->generation);
+    p->task(p->arg, part, p->threads);
+    atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_release);
+  }
+}
+
+static int pool_start(Pool *p, int threads) {
+  memset(p, 0, sizeof *p);
+  p->threads = threads < 1 ? 1 : threads;
+  pthread_mutex_init(&p->lock, NULL);
+  pthread_cond_init(&p->wake, NULL);
+  p->ids = calloc((size_t)p->threads, sizeof(pthread_t));
+  p->seats = calloc((size_t)p->threads, sizeof(Seat));
+  if (!p->ids || !p->seats) return -1;
+  for (int i = 0; i < p->threads - 1; i++) {
+    p->seats[i] = (Seat){p, i + 1};
+    if (pthread_create(&p->ids[i], NULL, worker_main, &p->seats[i])) {
+      // Fewer threads than asked: the parts are split among those that started (the count is read per run).
+      p->threads = i + 1;
+      break;
+    }
+  }
+  return 0;
+}
+
+static void pool_run(Pool *p, Task task, void *arg) {
+  if (p->threads == 1) {
+    task(arg, 0, 1);
+    return;
+  }
+  p->task = task;
+  p->arg = arg;
+  atomic_store(&p->remaining, p->threads - 1);
+  pthread_mutex_lock(&p->lock);
+  atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+  pthread_cond_broadcast(&p->wake);
+  pthread_mutex_unlock(&p->lock);
+  task(arg, 0, p->threads);
+  while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0) {
+#if defined(__x86_64__)
+    _mm_pause();
+#endif
+  }
+}
+
+static void pool_stop(Pool *p) {
+  atomic_store(&p->quit, 1);
+  pthread_mutex_lock(&p->lock);
+  pthread_cond_broadcast(&p->wake);
+  pthread_mutex_unlock(&p->lock);
+  for (int i = 0; i < p->threads - 1; i++) pthread_join(p->ids[i], NULL);
+  free(p->ids);
+  free(p->seats);
+  pthread_mutex_destroy(&p->lock);
+  pthread_cond_destroy(&p->wake);
+}
+
+// --------------------------------------------------------------------------------------------------------------
+// 4-bit linears.
+
+static void quantize(const float *x, int k, int block, Quantized *q) {
+  for (int b = 0; b < k / block; b++) {
+    const float *v = x + b * block;
+    float m = 0;
+    for (int i = 0; i < block; i++) m = fmaxf(m, fabsf(v[i]));
+    const float scale = m / 127.f, inv = scale > 0 ? 1.f / scale : 0.f;
+    int32_t sum = 0;
+    for (int i = 0; i < block; i++) {
+      const int c = (int)lrintf(v[i] * inv);
+      q->a[b * block + i] = (int8_t)c;
+      sum += c;
+    }
+    q->sa[b] = scale;
+    q->sasum[b] = scale * (float)sum;
+  }
+}
+
+// Portable: any CPU, and the reference the vector kernel is tested against.
+static void linear_groups_scalar(const Linear *l, const Quantized *q, int rows, float *y, int g0, int g1) {
+  const int nb = l->k / l->block, chunks = l->block / 8;
+  for (int r = 0; r < rows; r++)
+    for (int g = g0; g < g1; g++) {
+      float acc[COLS] = {0};
+      for (int b = 0; b < nb; b++) {
+        int32_t d[COLS] = {0};
+        const uint8_t *w = l->w + ((size_t)g * nb + b) * chunks * 64;
+        const int8_t *a = q[r].a + b * l->block;
+        for (int j = 0; j < chunks; j++)
+          for (int c = 0; c < COLS; c++)
+            for (int t = 0; t < 4; t++) {
+              const uint8_t byte = w[j * 64 + c * 4 + t];
+              d[c] += (byte & 15) * a[j * 8 + t] + (byte >> 4) * a[j * 8 + 4 + t];
+            }
+        const float *s = l->s + ((size_t)g * nb + b) * COLS, *zs = l->zs + ((size_t)g * nb + b) * COLS;
+        for (int c = 0; c < COLS; c++) acc[c] += (float)d[c] * s[c] * q[r].sa[b] - zs[c] * q[r].sasum[b];
+      }
+      for (int c = 0; c < COLS; c++) y[(size_t)r * l->n + g * COLS + c] = acc[c] + (l->bias ? l->bias[g * COLS + c] : 0.f);
+    }
+}
+
+#if defined(__x86_64__)
+// Two groups (32 columns) by R rows at a time: each 64-byte chunk is loaded and split into nibbles once for the R
+// rows, and 2 x R x 2 independent accumulators hide the dot products' latency.
+#define TILE(R)                                                                                                    \
+  static __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile##R(const Linear *l, const Quantized *q,  \
+                                                                              float *y, int g) {                    \
+    const int nb = l->k / l->block, chunks = l->block / 8;                                                          \
+    const int two = (g + 1) * COLS < l->n;                                                                          \
+    const __m512i lo4 = _mm512_set1_epi8(0x0F);                                                                     \
+    __m512 acc[2][R];                                                                                               \
+    for (int r = 0; r < R; r++) acc[0][r] = acc[1][r] = _mm512_setzero_ps();                                        \
+    for (int b = 0; b < nb; b++) {                                                                                  \
+      const uint8_t *w0 = l->w + ((size_t)g * nb + b) * chunks * 64, *w1 = w0 + (size_t)nb * chunks * 64;          \
+      __m512i lo[2][R], hi[2][R];                                                                                   \
+      for (int r = 0; r < R; r++) lo[0][r] = hi[0][r] = lo[1][r] = hi[1][r] = _mm512_setzero_si512();               \
+      for (int j = 0; j < chunks; j++) {                                                                            \
+        const __m512i x0 = _mm512_loadu_si512(w0 + j * 64);                                                         \
+        const __m512i x0l = _mm512_and_si512(x0, lo4), x0h = _mm512_and_si512(_mm512_srli_epi16(x0, 4), lo4);       \
+        const __m512i x1 = two ? _mm512_loadu_si512(w1 + j * 64) : x0;                                              \
+        const __m512i x1l = _mm512_and_si512(x1, lo4), x1h = _mm512_and_si512(_mm512_srli_epi16(x1, 4), lo4);       \
+        for (int r = 0; r < R; r++) {                                                                               \
+          const int8_t *a = q[r].a + b * l->block + j * 8;                                                          \
+          int32_t alo, ahi;                                                                                         \
+          memcpy(&alo, a, 4);                                                                                       \
+          memcpy(&ahi, a + 4, 4);                                                                                   \
+          const __m512i bl = _mm512_set1_epi32(alo), bh = _mm512_set1_epi32(ahi);                                   \
+          lo[0][r] = _mm512_dpbusd_epi32(lo[0][r], x0l, bl);                                                        \
+          hi[0][r] = _mm512_dpbusd_epi32(hi[0][r], x0h, bh);                                                        \
+          lo[1][r] = _mm512_dpbusd_epi32(lo[1][r], x1l, bl);                                                        \
+          hi[1][r] = _mm512_dpbusd_epi32(hi[1][r], x1h, bh);                                                        \
+        }                                                                                                           \
+      }                                                                                                             \
+      for (int h = 0; h < 2; h++) {                                                                                 \
+        const size_t o = ((size_t)(g + h) * nb + b) * COLS;                                                        \
+        const __m512 s = _mm512_loadu_ps(l->s + o), zs = _mm512_loadu_ps(l->zs + o);                                \
+        for (int r = 0; r < R; r++) {                                                                               \
+          const __m512 d = _mm512_cvtepi32_ps(_mm512_add_epi32(lo[h][r], hi[h][r]));                                \
+          acc[h][r] = _mm512_fmadd_ps(d, _mm512_mul_ps(s, _mm512_set1_ps(q[r].sa[b])), acc[h][r]);                  \
+          acc[h][r] = _mm512_fnmadd_ps(zs, _mm512_set1_ps(q[r].sasum[b]), acc[h][r]);                               \
+        }                                                                                                           \
+        if (!two) break;                                                                                            \
+      }                                                                                                             \
+    }                                                                                                               \
+    for (int h = 0; h < 1 + two; h++) {                                                                             \
+      const __m512 bias = l->bias ? _mm512_loadu_ps(l->bias + (g + h) * COLS) : _mm512_setzero_ps();                \
+      for (int r = 0; r < R; r++) _mm512_storeu_ps(y + (size_t)r * l->n + (g + h) * COLS, _mm512_add_ps(acc[h][r], bias)); \
+    }                                                                                                               \
+  }
+TILE(1)
+TILE(2)
+TILE(3)
+TILE(4)
+
+static void linear_groups_vnni(const Linear *l, const Quantized *q, int rows, float *y, int g0, int g1) {
+  for (int r = 0; r < rows; r += 4) {
+    const int n = rows - r < 4 ? rows - r : 4;
+    float *yr = y + (size_t)r * l->n;
+    for (int g = g0; g < g1; g += 2) {
+      switch (n) {
+        case 1: tile1(l, q + r, yr, g); break;
+        case 2: tile2(l, q + r, yr, g); break;
+        case 3: tile3(l, q + r, yr, g); break;
+        default: tile4(l, q + r, yr, g); break;
+      }
+    }
+  }
+}
+#endif
+
+typedef struct {
+  const Opt *m;
+  const Linear *l;
+  const Quantized *q;
+  int rows;
+  float *y;
+} LinearJob;
+
+static void linear_part(void *arg, int part, int parts) {
+  const LinearJob *j = arg;
+  // Pairs of groups, split evenly between the threads.
+  const int groups = j->l->n / COLS, pairs = (groups + 1) / 2;
+  const int p0 = (int)((long)pairs * part / parts), p1 = (int)((long)pairs * (part + 1) / parts);
+  const int g0 = p0 * 2, g1 = p1 * 2 < groups ? p1 * 2 : groups;
+#if defined(__x86_64__)
+  if (j->m->simd) {
+    linear_groups_vnni(j->l, j->q, j->rows, j->y, g0, g1);
+    return;
+  }
+#endif
+  linear_groups_scalar(j->l, j->q, j->rows, j->y, g0, g1);
+}
+
+// x [rows, k] -> y [rows, n]; q has room for rows quantized rows of the largest k.
+static void linear(Opt *m, const Linear *l, const float *x, int rows, Quantized *q, float *y) {
+  for (int r = 0; r < rows; r++) quantize(x + (size_t)r * l->k, l->k, l->block, &q[r]);
+  LinearJob job = {m, l, q, rows, y};
+  pool_run(&m->pool, linear_part, &job);
+}
+
+// --------------------------------------------------------------------------------------------------------------
+// The rest of a layer.
+
+static void layer_norm(const float *x, const float *g, const float *b, int n, float *y) {
+  double mean = 0, var = 0;
+  for (int i = 0; i < n; i++) mean += x[i];
+  mean /= n;
+  for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+  var /= n;
+  const float inv = (float)(1.0 / sqrt(var + 1e-5));
+  for (int i = 0; i < n; i++) y[i] = (float)(x[i] - mean) * inv * g[i] + b[i];
+}
+
+typedef struct {
+  const Opt *m;
+  int rows, len, total, capacity;
+  const uint8_t *mask;
+  const float *qkv;
+  float *keys, *values, *out, *scores;
+} AttentionJob;
+
+// One (row, head) pair after another: softmax(q·kᵀ + mask) · v over the cache's filled positions and the run's own.
+static void attention_part(void *arg, int part, int parts) {
+  const AttentionJob *j = arg;
+  const Opt *m = j->m;
+  const int hs = (int)m->head_size, heads = (int)m->heads, width = heads * hs, filled = j->total - j->len;
+  const int pairs = j->rows * heads;
+  float *scores = j->scores + (size_t)part * j->total;
+  for (int p = pairs * part / parts; p < pairs * (part + 1) / parts; p++) {
+    const int r = p / heads, h = p % heads;
+    const float *kc = j->keys + ((size_t)r * heads + h) * j->capacity * hs;
+    const float *vc = j->values + ((size_t)r * heads + h) * j->capacity * hs;
+    const uint8_t *mask = j->mask + (size_t)r * j->total;
+    for (int i = 0; i < j->len; i++) {
+      const float *q = j->qkv + ((size_t)r * j->len + i) * 3 * width + h * hs;
+      const int upto = filled + i + 1;
+      float best = -FLT_MAX;
+      for (int t = 0; t < upto; t++) {
+        float s = 0;
+        for (int d = 0; d < hs; d++) s += q[d] * kc[(size_t)t * hs + d];
+        if (!mask[t]) s += -FLT_MAX;
+        scores[t] = s;
+        if (s > best) best = s;
+      }
+      float sum = 0;
+      for (int t = 0; t < upto; t++) sum += scores[t] = expf(scores[t] - best);
+      float *o = j->out + ((size_t)r * j->len + i) * width + h * hs;
+      for (int d = 0; d < hs; d++) o[d] = 0;
+      for (int t = 0; t < upto; t++) {
+        const float w = scores[t] / sum;
+        for (int d = 0; d < hs; d++) o[d] += w * vc[(size_t)t * hs + d];
+      }
+    }
+  }
+}
+
+// --------------------------------------------------------------------------------------------------------------
+// The library's functions.
+
+static int fail(char *err, int err_len, const char *what) {
+  if (err && err_len > 0) snprintf(err, (size_t)err_len, "%s", what);
+  return -1;
+}
+
+static int simd_available(void) {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+#else
+  return 0;
+#endif
+}
+
+/** 1 when this CPU runs the vector kernel, 0 when it takes the portable one. */
+int opt_simd(void) { return simd_available(); }
+
+/** Maps a weights file and starts `threads` threads; NULL with a sentence in err when the file is not one. */
+void *opt_open(const char *path, int threads, int portable, char *err, int err_len) {
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) { fail(err, err_len, strerror(errno)); return NULL; }
+  struct stat st;
+  if (fstat(fd, &st) || st.st_size < 64) { close(fd); fail(err, err_len, "the file is too short"); return NULL; }
+  void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (map == MAP_FAILED) { fail(err, err_len, strerror(errno)); return NULL; }
+  const uint8_t *base = map;
+  uint32_t head[10];
+  memcpy(head, base + 8, sizeof head);
+  Opt *m = calloc(1, sizeof *m);
+  if (!m || memcmp(base, MAGIC, 8) || head[0] != VERSION) {
+    free(m);
+    munmap(map, (size_t)st.st_size);
+    fail(err, err_len, "not a weights file of this version");
+    return NULL;
+  }
+  m->map = map;
+  m->map_bytes = (size_t)st.st_size;
+  m->layers = head[1]; m->hidden = head[2]; m->heads = head[3]; m->head_dim = head[4]; m->head_size = head[5];
+  m->ffn = head[6]; m->vocab = head[7]; m->positions = head[8]; m->block = head[9];
+  const size_t count = (size_t)m->layers * PER_LAYER + FINAL;
+  const size_t header = 8 + sizeof head;
+  if (header + count * 8 > m->map_bytes) { munmap(map, m->map_bytes); free(m); fail(err, err_len, "the file is truncated"); return NULL; }
+  const uint64_t *offsets = (const uint64_t *)(base + header);
+  for (size_t i = 0; i < count; i++)
+    if (offsets[i] >= m->map_bytes || offsets[i] % 64) { munmap(map, m->map_bytes); free(m); fail(err, err_len, "an offset is outside the file"); return NULL; }
+  const uint32_t width_ = m->heads * m->head_size;
+  if (!m->block || m->block % 8 || m->hidden % m->block || width_ % m->block || m->ffn % m->block || m->hidden % 32 ||
+      width_ % 32 || m->ffn % 32 || m->vocab % COLS || m->head_size < m->head_dim) {
+    munmap(map, m->map_bytes); free(m); fail(err, err_len, "the model's sizes do not suit this kernel"); return NULL;
+  }
+#define AT(i) ((const void *)(base + offsets[i]))
+  const int width = (int)width_, blk = (int)m->block;
+  m->layer = calloc(m->layers, sizeof(Layer));
+  for (uint32_t i = 0; i < m->layers; i++) {
+    const size_t o = (size_t)i * PER_LAYER;
+    Layer *L = &m->layer[i];
+    L->ln1g = AT(o + 0); L->ln1b = AT(o + 1);
+    L->qkv = (Linear){3 * width, (int)m->hidden, blk, AT(o + 2), AT(o + 3), AT(o + 4), AT(o + 5)};
+    L->out = (Linear){(int)m->hidden, width, blk, AT(o + 6), AT(o + 7), AT(o + 8), AT(o + 9)};
+    L->ln2g = AT(o + 10); L->ln2b = AT(o + 11);
+    L->fc1 = (Linear){(int)m->ffn, (int)m->hidden, blk, AT(o + 12), AT(o + 13), AT(o + 14), AT(o + 15)};
+    L->fc2 = (Linear){(int)m->hidden, (int)m->ffn, blk, AT(o + 16), AT(o + 17), AT(o + 18), AT(o + 19)};
+  }
+  const size_t f = (size_t)m->layers * PER_LAYER;
+  m->lnfg = AT(f + 0); m->lnfb = AT(f + 1);
+  m->lm = (Linear){(int)m->vocab, (int)m->hidden, blk, AT(f + 2), AT(f + 3), AT(f + 4), NULL};
+  m->pos = AT(f + 5);
+#undef AT
+  m->simd = !portable && simd_available();
+  pool_start(&m->pool, threads);
+  return m;
+}
+
+void opt_close(void *m_) {
+  Opt *m = m_;
+  if (!m) return;
+  pool_stop(&m->pool);
+  munmap(m->map, m->map_bytes);
+  free(m->layer);
+  free(m);
+}
+
+/**
+ * One run over `len` new positions of `rows` rows: embeds [rows, len, hidden] (token embeddings, without positions),
+ * positions [rows, len], mask [rows, total] (1 for real positions); keys and values [layers, rows, heads, capacity,
+ * head size] hold the first total - len positions and receive the new ones. logits [rows, vocab], of each row's last
+ * position. 0, or -1 with a sentence in err.
+ */
+int opt_run(void *m_, int rows, int len, int total, int capacity, const float *embeds, const int32_t *positions,
+            const uint8_t *mask, float *keys, float *values, float *logits, char *err, int err_len) {
+  Opt *m = m_;
+  const int hidden = (int)m->hidden, hs = (int)m->head_size, heads = (int)m->heads, width = heads * hs;
+  const int n = rows * len, filled = total - len;
+  if (rows < 1 || len < 1 || filled < 0 || total > capacity) return fail(err, err_len, "bad run shape");
+  for (int i = 0; i < n; i++)
+    if (positions[i] < 0 || (uint32_t)positions[i] + 2 >= m->positions) return fail(err, err_len, "a position is past the model's table");
+  const size_t widest = m->ffn > 3u * (uint32_t)width ? m->ffn : 3u * (uint32_t)width;
+  float *x = malloc(sizeof(float) * (size_t)n * hidden), *h = malloc(sizeof(float) * (size_t)n * hidden);
+  float *big = malloc(sizeof(float) * (size_t)n * widest), *att = malloc(sizeof(float) * (size_t)n * width);
+  float *scores = malloc(sizeof(float) * (size_t)m->pool.threads * total);
+  const int kmax = (int)(m->ffn > m->hidden ? m->ffn : m->hidden) > width ? (int)(m->ffn > m->hidden ? m->ffn : m->hidden) : width;
+  Quantized *q = calloc((size_t)n, sizeof(Quantized));
+  int8_t *codes = malloc((size_t)n * kmax);
+  float *qs = malloc(sizeof(float) * (size_t)n * 2 * (kmax / m->block + 1));
+  int rc = 0;
+  if (!x || !h || !big || !att || !scores || !q || !codes || !qs) { rc = fail(err, err_len, "out of memory"); goto done; }
+  for (int i = 0; i < n; i++) {
+    q[i].a = codes + (size_t)i * kmax;
+    q[i].sa = qs + (size_t)i * 2 * (kmax / m->block + 1);
+    q[i].sasum = q[i].sa + kmax / m->block + 1;
+  }
+  for (int i = 0; i < n; i++) {
+    const float *p = m->pos + ((size_t)positions[i] + 2) * hidden;
+    for (int d = 0; d < hidden; d++) x[(size_t)i * hidden + d] = embeds[(size_t)i * hidden + d] + p[d];
+  }
+  const size_t layer_kv = (size_t)rows * heads * capacity * hs;
+  for (uint32_t li = 0; li < m->layers; li++) {
+    const Layer *L = &m->layer[li];
+    float *kc = keys + li * layer_kv, *vc = values + li * layer_kv;
+    for (int i = 0; i < n; i++) layer_norm(x + (size_t)i * hidden, L->ln1g, L->ln1b, hidden, h + (size_t)i * hidden);
+    linear(m, &L->qkv, h, n, q, big);
+    // The run's keys and values into the cache, after the filled positions.
+    for (int r = 0; r < rows; r++)
+      for (int i = 0; i < len; i++) {
+        const float *row = big + ((size_t)r * len + i) * 3 * width;
+        for (int hd = 0; hd < heads; hd++) {
+          const size_t at = (((size_t)r * heads + hd) * capacity + filled + i) * hs;
+          memcpy(kc + at, row + width + hd * hs, sizeof(float) * hs);
+          memcpy(vc + at, row + 2 * width + hd * hs, sizeof(float) * hs);
+        }
+      }
+    AttentionJob aj = {m, rows, len, total, capacity, mask, big, kc, vc, att, scores};
+    pool_run(&m->pool, attention_part, &aj);
+    linear(m, &L->out, att, n, q, h);
+    for (size_t i = 0; i < (size_t)n * hidden; i++) x[i] += h[i];
+    for (int i = 0; i < n; i++) layer_norm(x + (size_t)i * hidden, L->ln2g, L->ln2b, hidden, h + (size_t)i * hidden);
+    linear(m, &L->fc1, h, n, q, big);
+    for (size_t i = 0; i < (size_t)n * m->ffn; i++) big[i] = big[i] > 0 ? big[i] : 0;
+    linear(m, &L->fc2, big, n, q, h);
+    for (size_t i = 0; i < (size_t)n * hidden; i++) x[i] += h[i];
+  }
+  // Only each row's last position goes through the final norm and the vocabulary.
+  for (int r = 0; r < rows; r++) layer_norm(x + ((size_t)r * len + len - 1) * hidden, m->lnfg, m->lnfb, hidden, h + (size_t)r * hidden);
+  linear(m, &m->lm, h, rows, q, logits);
+done:
+  free(x); free(h); free(big); free(att); free(scores); free(q); free(codes); free(qs);
+  return rc;
+}

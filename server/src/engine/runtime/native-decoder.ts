@@ -1,0 +1,102 @@
+// The int4 decoder computed by server/native/opt-decoder.c instead of onnxruntime, on CPUs where that kernel is
+// the faster one (README, "Kernels beyond onnxruntime 1.30"). Loaded through koffi, as mapped-weights.ts calls
+// madvise; the library is built by scripts/build-native.mjs into dist/native/.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+const LIBRARY = `opt-decoder-${process.platform}-${process.arch}.so`;
+
+interface Library {
+  simd: () => number;
+  open: (file: string, threads: number, portable: number, err: Buffer, errLen: number) => unknown;
+  run: (
+    m: unknown, rows: number, len: number, total: number, capacity: number,
+    embeds: Float32Array, positions: Int32Array, mask: Uint8Array, keys: Float32Array, values: Float32Array,
+    logits: Float32Array, err: Buffer, errLen: number,
+  ) => number;
+  close: (m: unknown) => void;
+}
+
+let library: Library | null | undefined;
+
+/** Where the built library is: beside the bundles (dist/native), or the repository's dist/native from source. */
+function libraryPath(): string | undefined {
+  return [path.join(__dirname, 'native', LIBRARY), path.join(__dirname, '../../../../dist/native', LIBRARY)].find((f) => fs.existsSync(f));
+}
+
+function load(): Library | null {
+  if (library !== undefined) return library;
+  library = null;
+  const file = libraryPath();
+  if (!file) return null;
+  try {
+    const koffi = require('koffi') as typeof import('koffi');
+    const lib = koffi.load(file);
+    koffi.opaque('Opt');
+    library = {
+      simd: lib.func('int opt_simd(void)') as Library['simd'],
+      open: lib.func('Opt *opt_open(const char *path, int threads, int portable, _Out_ uint8_t *err, int err_len)') as Library['open'],
+      run: lib.func(
+        'int opt_run(Opt *m, int rows, int len, int total, int capacity, const float *embeds, const int32_t *positions, const uint8_t *mask, float *keys, float *values, _Out_ float *logits, _Out_ uint8_t *err, int err_len)',
+      ) as Library['run'],
+      close: lib.func('void opt_close(Opt *m)') as Library['close'],
+    };
+  } catch {
+    // No prebuilt koffi for this platform, or a library that does not load: onnxruntime's decoder is used.
+  }
+  return library;
+}
+
+/** Whether the native decoder is there and this CPU runs its vector kernel (the portable one is for tests). */
+export function nativeDecoderAvailable(): boolean {
+  const lib = load();
+  return lib !== null && lib.simd() === 1;
+}
+
+function message(err: Buffer): string {
+  const end = err.indexOf(0);
+  return err.subarray(0, end < 0 ? err.length : end).toString('utf8');
+}
+
+/** An opened weights file (convert/native-weights.ts) and its threads. */
+export class NativeDecoder {
+  private handle: unknown;
+
+  private constructor(
+    private readonly lib: Library,
+    handle: unknown,
+    readonly file: string,
+  ) {
+    this.handle = handle;
+  }
+
+  /** `portable`: the scalar kernel even where the vector one runs, to compare the two. */
+  static open(file: string, threads: number, portable = false): NativeDecoder {
+    const lib = load();
+    if (!lib) throw new Error(`the native decoder library (${LIBRARY}) is not built`);
+    const err = Buffer.alloc(256);
+    const handle = lib.open(file, threads, portable ? 1 : 0, err, err.length);
+    if (!handle) throw new Error(`the native decoder cannot open ${file}: ${message(err)}`);
+    return new NativeDecoder(lib, handle, file);
+  }
+
+  /**
+   * `len` new positions of `rows` rows. keys and values: every layer's cache, [layers, rows, heads, capacity, head
+   * size], the first `total - len` positions filled; the run writes its own after them. Logits of each row's last
+   * position, [rows, vocab].
+   */
+  run(rows: number, len: number, total: number, capacity: number, embeds: Float32Array, positions: Int32Array, mask: Uint8Array, keys: Float32Array, values: Float32Array, vocab: number): Float32Array {
+    if (!this.handle) throw new Error('the native decoder is closed');
+    const logits = new Float32Array(rows * vocab);
+    const err = Buffer.alloc(256);
+    if (this.lib.run(this.handle, rows, len, total, capacity, embeds, positions, mask, keys, values, logits, err, err.length) !== 0) {
+      throw new Error(`the native decoder failed: ${message(err)}`);
+    }
+    return logits;
+  }
+
+  close(): void {
+    if (this.handle) this.lib.close(this.handle);
+    this.handle = undefined;
+  }
+}
