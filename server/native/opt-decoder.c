@@ -258,12 +258,13 @@ TILE(2)
 TILE(3)
 TILE(4)
 
+// Groups outside, rows inside: a pair of groups' weights (K/4 bytes each) is read from memory once and from the
+// cache for every further tile of 4 rows, so a 33-row prefill streams the weights once, not 9 times.
 static void linear_groups_vnni(const Linear *l, const Quantized *q, int rows, float *y, int g0, int g1) {
-  for (int r = 0; r < rows; r += 4) {
-    const int n = rows - r < 4 ? rows - r : 4;
-    float *yr = y + (size_t)r * l->n;
-    for (int g = g0; g < g1; g += 2) {
-      switch (n) {
+  for (int g = g0; g < g1; g += 2) {
+    for (int r = 0; r < rows; r += 4) {
+      float *yr = y + (size_t)r * l->n;
+      switch (rows - r < 4 ? rows - r : 4) {
         case 1: tile1(l, q + r, yr, g); break;
         case 2: tile2(l, q + r, yr, g); break;
         case 3: tile3(l, q + r, yr, g); break;
