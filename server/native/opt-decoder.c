@@ -90,7 +90,8 @@ static void *worker_main(void *seat_) {
   const Seat *seat = seat_;
   Pool *p = seat->pool;
   const int part = seat->part;
-  unsigned seen = atomic_load(&p->generation);
+  // Not read from generation: a run posted before this thread first got the CPU would be taken as already seen.
+  unsigned seen = 0;
   for (;;) {
     int spins = 0;
     while (atomic_load_explicit(&p->generation, memory_order_acquire) == seen && !atomic_load(&p->quit)) {
