@@ -183,6 +183,28 @@ static void quantize(const float *x, int k, int block, Quantized *q) {
   }
 }
 
+#if defined(__x86_64__)
+// The same codes as quantize(): both round to nearest even and scale by the same floats. A step quantizes 129 rows
+// on one thread while the others wait, 3 ms of a 50 ms step in scalar code.
+static __attribute__((target("avx512f,avx512bw"))) void quantize_vnni(const float *x, int k, int block, Quantized *q) {
+  for (int b = 0; b < k / block; b++) {
+    const float *v = x + b * block;
+    __m512 m = _mm512_setzero_ps();
+    for (int i = 0; i < block; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(v + i)));
+    const float top = _mm512_reduce_max_ps(m), scale = top / 127.f, inv = scale > 0 ? 1.f / scale : 0.f;
+    const __m512 vinv = _mm512_set1_ps(inv);
+    __m512i sum = _mm512_setzero_si512();
+    for (int i = 0; i < block; i += 16) {
+      const __m512i c = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), vinv));
+      _mm_storeu_si128((__m128i *)(q->a + b * block + i), _mm512_cvtsepi32_epi8(c));
+      sum = _mm512_add_epi32(sum, c);
+    }
+    q->sa[b] = scale;
+    q->sasum[b] = scale * (float)_mm512_reduce_add_epi32(sum);
+  }
+}
+#endif
+
 // Portable: any CPU, and the reference the vector kernel is tested against.
 static void linear_groups_scalar(const Linear *l, const Quantized *q, int rows, float *y, int g0, int g1) {
   const int nb = l->k / l->block, chunks = l->block / 8;
@@ -301,7 +323,15 @@ static void linear_part(void *arg, int part, int parts) {
 
 // x [rows, k] -> y [rows, n]; q has room for rows quantized rows of the largest k.
 static void linear(Opt *m, const Linear *l, const float *x, int rows, Quantized *q, float *y) {
-  for (int r = 0; r < rows; r++) quantize(x + (size_t)r * l->k, l->k, l->block, &q[r]);
+  for (int r = 0; r < rows; r++) {
+#if defined(__x86_64__)
+    if (m->simd && l->block % 16 == 0) {
+      quantize_vnni(x + (size_t)r * l->k, l->k, l->block, &q[r]);
+      continue;
+    }
+#endif
+    quantize(x + (size_t)r * l->k, l->k, l->block, &q[r]);
+  }
   LinearJob job = {m, l, q, rows, y};
   pool_run(&m->pool, linear_part, &job);
 }
@@ -327,6 +357,30 @@ typedef struct {
   float *keys, *values, *out, *scores;
 } AttentionJob;
 
+// A float reduction in C stays one scalar chain of dependent adds (no reassociation without -ffast-math): at 40
+// cached positions the query-key products were several milliseconds of a step.
+#if defined(__x86_64__)
+static __attribute__((target("avx512f"))) float dot_vnni(const float *a, const float *b, int n) {
+  __m512 s = _mm512_setzero_ps();
+  int d = 0;
+  for (; d + 16 <= n; d += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), s);
+  if (d < n) {
+    const __mmask16 k = (__mmask16)((1u << (n - d)) - 1);
+    s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + d), _mm512_maskz_loadu_ps(k, b + d), s);
+  }
+  return _mm512_reduce_add_ps(s);
+}
+#endif
+
+static float dot(const Opt *m, const float *a, const float *b, int n) {
+#if defined(__x86_64__)
+  if (m->simd) return dot_vnni(a, b, n);
+#endif
+  float s = 0;
+  for (int d = 0; d < n; d++) s += a[d] * b[d];
+  return s;
+}
+
 // One (row, head) pair after another: softmax(q·kᵀ + mask) · v over the cache's filled positions and the run's own.
 static void attention_part(void *arg, int part, int parts) {
   const AttentionJob *j = arg;
@@ -344,8 +398,7 @@ static void attention_part(void *arg, int part, int parts) {
       const int upto = filled + i + 1;
       float best = -FLT_MAX;
       for (int t = 0; t < upto; t++) {
-        float s = 0;
-        for (int d = 0; d < hs; d++) s += q[d] * kc[(size_t)t * hs + d];
+        float s = dot(m, q, kc + (size_t)t * hs, hs);
         if (!mask[t]) s += -FLT_MAX;
         scores[t] = s;
         if (s > best) best = s;
