@@ -33,6 +33,11 @@
 #define PER_LAYER 20
 #define FINAL 6
 
+// The kernels, narrowest first (opt_simd's numbers).
+#define KERNEL_PORTABLE 0
+#define KERNEL_AVX2 1
+#define KERNEL_AVX512_VNNI 2
+
 typedef struct {
   int n, k, block;
   const uint8_t *w;
@@ -78,7 +83,7 @@ typedef struct {
   Linear lm;
   void *map;
   size_t map_bytes;
-  int simd;
+  int kernel;  // KERNEL_*
   Pool pool;
 } Opt;
 
@@ -203,9 +208,35 @@ static __attribute__((target("avx512f,avx512bw"))) void quantize_vnni(const floa
     q->sasum[b] = scale * (float)_mm512_reduce_add_epi32(sum);
   }
 }
+
+static __attribute__((target("avx2,fma"))) void quantize_avx2(const float *x, int k, int block, Quantized *q) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int b = 0; b < k / block; b++) {
+    const float *v = x + b * block;
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < block; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + i)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    const float scale = _mm_cvtss_f32(h) / 127.f, inv = scale > 0 ? 1.f / scale : 0.f;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    __m256i sum = _mm256_setzero_si256();
+    for (int i = 0; i < block; i += 8) {
+      const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + i), vinv));
+      const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+      _mm_storel_epi64((__m128i *)(q->a + b * block + i), _mm_packs_epi16(w, w));
+      sum = _mm256_add_epi32(sum, c);
+    }
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+    q->sa[b] = scale;
+    q->sasum[b] = scale * (float)_mm_cvtsi128_si32(t);
+  }
+}
 #endif
 
-// Portable: any CPU, and the reference the vector kernel is tested against.
+// Portable: any CPU, and the reference the vector kernels are tested against.
 static void linear_groups_scalar(const Linear *l, const Quantized *q, int rows, float *y, int g0, int g1) {
   const int nb = l->k / l->block, chunks = l->block / 8;
   for (int r = 0; r < rows; r++)
@@ -296,6 +327,68 @@ static void linear_groups_vnni(const Linear *l, const Quantized *q, int rows, fl
     }
   }
 }
+
+// AVX2 without VNNI (most laptops): one group of 16 columns, as two vectors of 8, by R rows. vpmaddubsw multiplies
+// the unsigned nibbles by the signed activations into 16-bit pairs (at most 2 x 15 x 127, and the low and high
+// nibbles' sum 7620: no saturation), vpmaddwd by ones widens them to one 32-bit sum per column.
+#define TILE_AVX2(R)                                                                                               \
+  static __attribute__((target("avx2,fma"))) void tile_avx2_##R(const Linear *l, const Quantized *q, float *y,       \
+                                                                 int g) {                                           \
+    const int nb = l->k / l->block, chunks = l->block / 8;                                                          \
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);                                        \
+    __m256 acc[2][R];                                                                                               \
+    for (int r = 0; r < R; r++) acc[0][r] = acc[1][r] = _mm256_setzero_ps();                                        \
+    for (int b = 0; b < nb; b++) {                                                                                  \
+      const uint8_t *w = l->w + ((size_t)g * nb + b) * chunks * 64;                                                 \
+      __m256i d[2][R];                                                                                              \
+      for (int r = 0; r < R; r++) d[0][r] = d[1][r] = _mm256_setzero_si256();                                       \
+      for (int j = 0; j < chunks; j++) {                                                                            \
+        const __m256i xa = _mm256_loadu_si256((const __m256i *)(w + j * 64));                                       \
+        const __m256i xb = _mm256_loadu_si256((const __m256i *)(w + j * 64 + 32));                                  \
+        const __m256i al = _mm256_and_si256(xa, lo4), ah = _mm256_and_si256(_mm256_srli_epi16(xa, 4), lo4);         \
+        const __m256i bl = _mm256_and_si256(xb, lo4), bh = _mm256_and_si256(_mm256_srli_epi16(xb, 4), lo4);         \
+        for (int r = 0; r < R; r++) {                                                                               \
+          const int8_t *a = q[r].a + b * l->block + j * 8;                                                          \
+          int32_t alo, ahi;                                                                                         \
+          memcpy(&alo, a, 4);                                                                                       \
+          memcpy(&ahi, a + 4, 4);                                                                                   \
+          const __m256i vl = _mm256_set1_epi32(alo), vh = _mm256_set1_epi32(ahi);                                   \
+          const __m256i pa = _mm256_add_epi16(_mm256_maddubs_epi16(al, vl), _mm256_maddubs_epi16(ah, vh));         \
+          const __m256i pb = _mm256_add_epi16(_mm256_maddubs_epi16(bl, vl), _mm256_maddubs_epi16(bh, vh));         \
+          d[0][r] = _mm256_add_epi32(d[0][r], _mm256_madd_epi16(pa, ones));                                         \
+          d[1][r] = _mm256_add_epi32(d[1][r], _mm256_madd_epi16(pb, ones));                                         \
+        }                                                                                                           \
+      }                                                                                                             \
+      const size_t o = ((size_t)g * nb + b) * COLS;                                                                 \
+      for (int h = 0; h < 2; h++) {                                                                                 \
+        const __m256 s = _mm256_loadu_ps(l->s + o + h * 8), zs = _mm256_loadu_ps(l->zs + o + h * 8);                \
+        for (int r = 0; r < R; r++) {                                                                               \
+          acc[h][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[h][r]), _mm256_mul_ps(s, _mm256_set1_ps(q[r].sa[b])), acc[h][r]); \
+          acc[h][r] = _mm256_fnmadd_ps(zs, _mm256_set1_ps(q[r].sasum[b]), acc[h][r]);                               \
+        }                                                                                                           \
+      }                                                                                                             \
+    }                                                                                                               \
+    for (int h = 0; h < 2; h++) {                                                                                   \
+      const __m256 bias = l->bias ? _mm256_loadu_ps(l->bias + g * COLS + h * 8) : _mm256_setzero_ps();              \
+      for (int r = 0; r < R; r++) _mm256_storeu_ps(y + (size_t)r * l->n + g * COLS + h * 8, _mm256_add_ps(acc[h][r], bias)); \
+    }                                                                                                               \
+  }
+TILE_AVX2(1)
+TILE_AVX2(2)
+TILE_AVX2(3)
+
+static void linear_groups_avx2(const Linear *l, const Quantized *q, int rows, float *y, int g0, int g1) {
+  for (int g = g0; g < g1; g++) {
+    for (int r = 0; r < rows; r += 3) {
+      float *yr = y + (size_t)r * l->n;
+      switch (rows - r < 3 ? rows - r : 3) {
+        case 1: tile_avx2_1(l, q + r, yr, g); break;
+        case 2: tile_avx2_2(l, q + r, yr, g); break;
+        default: tile_avx2_3(l, q + r, yr, g); break;
+      }
+    }
+  }
+}
 #endif
 
 typedef struct {
@@ -313,8 +406,12 @@ static void linear_part(void *arg, int part, int parts) {
   const int p0 = (int)((long)pairs * part / parts), p1 = (int)((long)pairs * (part + 1) / parts);
   const int g0 = p0 * 2, g1 = p1 * 2 < groups ? p1 * 2 : groups;
 #if defined(__x86_64__)
-  if (j->m->simd) {
+  if (j->m->kernel == KERNEL_AVX512_VNNI) {
     linear_groups_vnni(j->l, j->q, j->rows, j->y, g0, g1);
+    return;
+  }
+  if (j->m->kernel == KERNEL_AVX2) {
+    linear_groups_avx2(j->l, j->q, j->rows, j->y, g0, g1);
     return;
   }
 #endif
@@ -325,8 +422,12 @@ static void linear_part(void *arg, int part, int parts) {
 static void linear(Opt *m, const Linear *l, const float *x, int rows, Quantized *q, float *y) {
   for (int r = 0; r < rows; r++) {
 #if defined(__x86_64__)
-    if (m->simd && l->block % 16 == 0) {
+    if (m->kernel == KERNEL_AVX512_VNNI && l->block % 16 == 0) {
       quantize_vnni(x + (size_t)r * l->k, l->k, l->block, &q[r]);
+      continue;
+    }
+    if (m->kernel == KERNEL_AVX2) {
+      quantize_avx2(x + (size_t)r * l->k, l->k, l->block, &q[r]);
       continue;
     }
 #endif
@@ -370,11 +471,24 @@ static __attribute__((target("avx512f"))) float dot_vnni(const float *a, const f
   }
   return _mm512_reduce_add_ps(s);
 }
+
+static __attribute__((target("avx2,fma"))) float dot_avx2(const float *a, const float *b, int n) {
+  __m256 s = _mm256_setzero_ps();
+  int d = 0;
+  for (; d + 8 <= n; d += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), s);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float t = _mm_cvtss_f32(h);
+  for (; d < n; d++) t += a[d] * b[d];
+  return t;
+}
 #endif
 
 static float dot(const Opt *m, const float *a, const float *b, int n) {
 #if defined(__x86_64__)
-  if (m->simd) return dot_vnni(a, b, n);
+  if (m->kernel == KERNEL_AVX512_VNNI) return dot_vnni(a, b, n);
+  if (m->kernel == KERNEL_AVX2) return dot_avx2(a, b, n);
 #endif
   float s = 0;
   for (int d = 0; d < n; d++) s += a[d] * b[d];
@@ -426,17 +540,20 @@ static int fail(char *err, int err_len, const char *what) {
 static int simd_available(void) {
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
-#else
-  return 0;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni")) return KERNEL_AVX512_VNNI;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return KERNEL_AVX2;
 #endif
+  return KERNEL_PORTABLE;
 }
 
-/** 1 when this CPU runs the vector kernel, 0 when it takes the portable one. */
+/** The widest kernel this CPU runs: 2 AVX-512 VNNI, 1 AVX2, 0 the portable one. */
 int opt_simd(void) { return simd_available(); }
 
-/** Maps a weights file and starts `threads` threads; NULL with a sentence in err when the file is not one. */
-void *opt_open(const char *path, int threads, int portable, char *err, int err_len) {
+/**
+ * Maps a weights file and starts `threads` threads; NULL with a sentence in err when the file is not one. `widest`:
+ * the widest kernel to use (as opt_simd numbers them; tests compare the narrower ones with it).
+ */
+void *opt_open(const char *path, int threads, int widest, char *err, int err_len) {
   const int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) { fail(err, err_len, strerror(errno)); return NULL; }
   struct stat st;
@@ -487,7 +604,8 @@ void *opt_open(const char *path, int threads, int portable, char *err, int err_l
   m->lm = (Linear){(int)m->vocab, (int)m->hidden, blk, AT(f + 2), AT(f + 3), AT(f + 4), NULL};
   m->pos = AT(f + 5);
 #undef AT
-  m->simd = !portable && simd_available();
+  const int best = simd_available();
+  m->kernel = widest < best ? (widest < 0 ? 0 : widest) : best;
   pool_start(&m->pool, threads);
   return m;
 }

@@ -6,7 +6,8 @@
 //   node --import tsx test/bench/bench-engine.ts default --model DIR --images A,B,... [--threads 2] [--question-tokens 5]
 //
 // --prepack on|off overrides whether onnxruntime repacks the weights at load (by default only quantized models are).
-// --decoder auto|onnxruntime|native picks who computes the int4 decoder (LoadOptions.decoder; auto by default).
+// --decoder auto|onnxruntime|native|avx2|portable picks who computes the int4 decoder (LoadOptions.decoder; auto by
+// default).
 //
 // load: opens the model as the extension does (Blip2Pipeline.load) and closes it.
 // greedy: a warm-up caption of the first image, then one 20-token caption (min = max, so random weights decode as
@@ -124,7 +125,7 @@ async function main(argv: string[]): Promise<void> {
   const pipeline = load.value;
   const afterLoad = memoryMB();
   process.stderr.write(`  loaded in ${(load.ms / 1000).toFixed(2)} s, RSS ${afterLoad.rss.toFixed(0)} MiB\n`);
-  const result: Record<string, unknown> = { mode, decoder: pipeline.model.decoderKind, loadMs: load.ms, memoryBeforeLoad: before, memoryAfterLoad: afterLoad };
+  const result: Record<string, unknown> = { mode, decoder: pipeline.model.decoderKind, nativeKernel: pipeline.model.nativeKernel, loadMs: load.ms, memoryBeforeLoad: before, memoryAfterLoad: afterLoad };
   try {
     if (mode === 'greedy' || mode === 'default') {
       const images = arg(args, '--images').split(',');

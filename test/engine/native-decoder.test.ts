@@ -10,7 +10,7 @@ import { writeRandomCheckpoint } from '../../server/src/engine/checkpoint/random
 import { convertCheckpoint } from '../../server/src/engine/convert/convert';
 import { readManifest } from '../../server/src/engine/convert/manifest';
 import { Blip2Model, type LoadOptions } from '../../server/src/engine/runtime/blip2-model';
-import { nativeDecoderAvailable } from '../../server/src/engine/runtime/native-decoder';
+import { NATIVE_KERNELS, nativeKernel } from '../../server/src/engine/runtime/native-decoder';
 import { tinyCheckpointDir } from '../helpers/paths';
 import { convertedTiny, cosine, maxAbsDiff } from '../helpers/tiny-model';
 
@@ -21,7 +21,7 @@ const QUERIES = 32;
  * Logits of a prefill and three steps of three prompt rows (the second left-padded by two), with the rows reordered
  * between steps as beam search does, from the decoder `decoder` picks.
  */
-async function run(dir: string, decoder: LoadOptions['decoder']): Promise<{ kind: string; logits: Float32Array[] }> {
+async function run(dir: string, decoder: LoadOptions['decoder']): Promise<{ kind: string; kernel?: string; logits: Float32Array[] }> {
   const model = await Blip2Model.load(dir, { device: 'cpu', threads: 2, decoder });
   try {
     const image = model.imageTokenId;
@@ -34,7 +34,7 @@ async function run(dir: string, decoder: LoadOptions['decoder']): Promise<{ kind
       logits.push(await session.next([token, token + 1, token + 2]));
       session.reorder([1, 0, 0]);
     }
-    return { kind: model.decoderKind, logits };
+    return { kind: model.decoderKind, kernel: model.nativeKernel, logits };
   } finally {
     await model.dispose();
   }
@@ -81,19 +81,27 @@ describe('native int4 decoder', () => {
     }
   });
 
-  it('the vector kernel computes what the portable one does', { skip: nativeDecoderAvailable() ? false : 'this CPU has no AVX-512 VNNI (or the library is not built)' }, async () => {
-    const portable = await run(dir, 'portable');
-    const vector = await run(dir, 'native');
-    for (let i = 0; i < portable.logits.length; i++) {
-      // The same integer dot products (their outputs agree to 4e-7 per linear), but the two kernels' float sums round
-      // differently, and a rounding that moves an activation across an int8 step changes the next layers' input:
-      // as close as onnxruntime's, not equal.
-      assert.ok(cosine(portable.logits[i], vector.logits[i]) > 0.9999, `run ${i}: cosine ${cosine(portable.logits[i], vector.logits[i])}`);
-      const scale = Math.max(...portable.logits[i].map(Math.abs));
-      const worst = maxAbsDiff(portable.logits[i], vector.logits[i]);
-      assert.ok(worst < 0.03 * scale, `run ${i}: largest difference ${worst} against logits up to ${scale}`);
-    }
-  });
+  const runs = (kernel: 'avx2' | 'avx512-vnni') => {
+    const widest = nativeKernel();
+    return widest && NATIVE_KERNELS.indexOf(widest) >= NATIVE_KERNELS.indexOf(kernel) ? false : `this CPU has no ${kernel} (or the library is not built)`;
+  };
+  for (const [kernel, decoder] of [['avx512-vnni', 'native'], ['avx2', 'avx2']] as const) {
+    it(`the ${kernel} kernel computes what the portable one does`, { skip: runs(kernel) }, async () => {
+      const portable = await run(dir, 'portable');
+      const vector = await run(dir, decoder);
+      assert.equal(portable.kernel, 'portable');
+      assert.equal(vector.kernel, kernel);
+      for (let i = 0; i < portable.logits.length; i++) {
+        // The same integer dot products (their outputs agree to 4e-7 per linear), but the kernels' float sums round
+        // differently, and a rounding that moves an activation across an int8 step changes the next layers' input:
+        // as close as onnxruntime's, not equal.
+        assert.ok(cosine(portable.logits[i], vector.logits[i]) > 0.9999, `run ${i}: cosine ${cosine(portable.logits[i], vector.logits[i])}`);
+        const scale = Math.max(...portable.logits[i].map(Math.abs));
+        const worst = maxAbsDiff(portable.logits[i], vector.logits[i]);
+        assert.ok(worst < 0.03 * scale, `run ${i}: largest difference ${worst} against logits up to ${scale}`);
+      }
+    });
+  }
 
   it('a damaged native weights file is not used: onnxruntime answers, as it would without one', async () => {
     const copy = path.join(root, 'damaged');

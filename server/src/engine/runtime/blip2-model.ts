@@ -8,7 +8,7 @@ import { VISION_OUTPUTS } from '../graphs/vision-encoder';
 import { TextTokenizer } from '../preprocess/tokenizer';
 import { DecoderSession, type DecoderOptions } from './decoder-session';
 import { MappedWeights } from './mapped-weights';
-import { NativeDecoder, nativeDecoderAvailable } from './native-decoder';
+import { NativeDecoder, nativeDecoderAvailable, type NativeKernel } from './native-decoder';
 import { openSession, Tensor, type Device, type OpenedSession, type SessionSettings } from './ort';
 import { SessionThread } from './session-thread';
 
@@ -26,10 +26,11 @@ export interface LoadOptions {
   prepack?: boolean;
   /**
    * Who computes the int4 decoder on the CPU: 'auto' (default) the native decoder where the conversion has its
-   * weights and the CPU its vector kernel (AVX-512 VNNI), else onnxruntime; 'portable' the native decoder's scalar
-   * kernel (tests compare it with the vector one).
+   * weights and the CPU one of its vector kernels (AVX-512 VNNI or AVX2), else onnxruntime; 'native' the native
+   * decoder's widest kernel for this CPU; 'avx2' and 'portable' its AVX2 and scalar kernels even where a wider one
+   * runs (tests compare them, the benchmark measures them).
    */
-  decoder?: 'auto' | 'onnxruntime' | 'native' | 'portable';
+  decoder?: 'auto' | 'onnxruntime' | 'native' | 'avx2' | 'portable';
 }
 
 export interface ImageEncoding {
@@ -125,7 +126,7 @@ export class Blip2Model {
     // Written by this converter for this model, or the graph decides: a file for other sizes would be misread.
     if (!header || header.layers !== t.numLayers || header.hidden !== t.hiddenSize || header.heads !== t.numHeads || header.vocab !== manifest.vocabSize) return undefined;
     try {
-      return NativeDecoder.open(file, settings.threads, choice === 'portable');
+      return NativeDecoder.open(file, settings.threads, choice === 'portable' || choice === 'avx2' ? choice : undefined);
     } catch (e) {
       // Asked for by name it must open; by default onnxruntime's decoder answers instead.
       if (choice !== 'auto') throw e;
@@ -137,9 +138,14 @@ export class Blip2Model {
     return this.decoder instanceof NativeDecoder ? 'cpu' : this.decoder.device;
   }
 
-  /** Which decoder computes the text: onnxruntime's, or the native one (and its kernel). */
+  /** Which decoder computes the text: onnxruntime's, or the native one. */
   get decoderKind(): 'onnxruntime' | 'native' {
     return this.decoder instanceof NativeDecoder ? 'native' : 'onnxruntime';
+  }
+
+  /** The native decoder's kernel, when it computes the text. */
+  get nativeKernel(): NativeKernel | undefined {
+    return this.decoder instanceof NativeDecoder ? this.decoder.kernel : undefined;
   }
 
   get fallbackReason(): string | undefined {

@@ -8,7 +8,7 @@ const LIBRARY = `opt-decoder-${process.platform}-${process.arch}.so`;
 
 interface Library {
   simd: () => number;
-  open: (file: string, threads: number, portable: number, err: Buffer, errLen: number) => unknown;
+  open: (file: string, threads: number, widest: number, err: Buffer, errLen: number) => unknown;
   run: (
     m: unknown, rows: number, len: number, total: number, capacity: number,
     embeds: Float32Array, positions: Int32Array, mask: Uint8Array, keys: Float32Array, values: Float32Array,
@@ -18,6 +18,10 @@ interface Library {
 }
 
 let library: Library | null | undefined;
+
+/** The native decoder's kernels, narrowest first, as opt_simd numbers them. */
+export const NATIVE_KERNELS = ['portable', 'avx2', 'avx512-vnni'] as const;
+export type NativeKernel = (typeof NATIVE_KERNELS)[number];
 
 /** Where the built library is: beside the bundles (dist/native), or the repository's dist/native from source. */
 function libraryPath(): string | undefined {
@@ -35,7 +39,7 @@ function load(): Library | null {
     koffi.opaque('Opt');
     library = {
       simd: lib.func('int opt_simd(void)') as Library['simd'],
-      open: lib.func('Opt *opt_open(const char *path, int threads, int portable, _Out_ uint8_t *err, int err_len)') as Library['open'],
+      open: lib.func('Opt *opt_open(const char *path, int threads, int widest, _Out_ uint8_t *err, int err_len)') as Library['open'],
       run: lib.func(
         'int opt_run(Opt *m, int rows, int len, int total, int capacity, const float *embeds, const int32_t *positions, const uint8_t *mask, float *keys, float *values, _Out_ float *logits, _Out_ uint8_t *err, int err_len)',
       ) as Library['run'],
@@ -47,10 +51,16 @@ function load(): Library | null {
   return library;
 }
 
-/** Whether the native decoder is there and this CPU runs its vector kernel (the portable one is for tests). */
-export function nativeDecoderAvailable(): boolean {
+/** The widest kernel this CPU runs, or undefined when the library is not built or does not load. */
+export function nativeKernel(): NativeKernel | undefined {
   const lib = load();
-  return lib !== null && lib.simd() === 1;
+  return lib ? NATIVE_KERNELS[lib.simd()] : undefined;
+}
+
+/** Whether the native decoder is there and this CPU runs one of its vector kernels (the portable one is for tests). */
+export function nativeDecoderAvailable(): boolean {
+  const kernel = nativeKernel();
+  return kernel !== undefined && kernel !== 'portable';
 }
 
 function message(err: Buffer): string {
@@ -66,18 +76,21 @@ export class NativeDecoder {
     private readonly lib: Library,
     handle: unknown,
     readonly file: string,
+    /** The kernel it computes with: the widest of this CPU's, or a narrower one when asked for. */
+    readonly kernel: NativeKernel,
   ) {
     this.handle = handle;
   }
 
-  /** `portable`: the scalar kernel even where the vector one runs, to compare the two. */
-  static open(file: string, threads: number, portable = false): NativeDecoder {
+  /** `widest`: a narrower kernel than this CPU's widest, to compare the kernels. */
+  static open(file: string, threads: number, widest: NativeKernel = 'avx512-vnni'): NativeDecoder {
     const lib = load();
     if (!lib) throw new Error(`the native decoder library (${LIBRARY}) is not built`);
     const err = Buffer.alloc(256);
-    const handle = lib.open(file, threads, portable ? 1 : 0, err, err.length);
+    const cap = Math.min(NATIVE_KERNELS.indexOf(widest), lib.simd());
+    const handle = lib.open(file, threads, cap, err, err.length);
     if (!handle) throw new Error(`the native decoder cannot open ${file}: ${message(err)}`);
-    return new NativeDecoder(lib, handle, file);
+    return new NativeDecoder(lib, handle, file, NATIVE_KERNELS[cap]);
   }
 
   /**
