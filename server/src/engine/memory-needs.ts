@@ -1,7 +1,9 @@
 /**
  * How much memory a converted model needs once loaded, for the message a failed load gives. Estimated from the
  * files' sizes with what each precision was measured to cost on the real 3.7-billion-parameter model (bytes on disk
- * and peak resident bytes per parameter, onnxruntime's CPU provider: bench/results/2026-12-02-avx512-vnni.json).
+ * and peak resident bytes per parameter, onnxruntime's CPU provider: bench/results/2026-12-04-02h-avx512-vnni-zen4.json).
+ * Quantized models hold one graph's weights at a time (the idle one's are dropped while the other runs), and an int4
+ * conversion holds the decoder twice on disk (onnxruntime's graph and the native decoder's weights), once in memory.
  */
 import * as os from 'node:os';
 import type { ConvertedManifest } from './convert/manifest';
@@ -9,9 +11,9 @@ import type { Precision } from './convert/precision';
 import { OutOfMemoryError } from './errors';
 import { formatBytes } from './units';
 
-const DISK_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.14, fp16: 2.13, int8: 1.058, int4: 0.686 };
+const DISK_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.139, fp16: 2.126, int8: 1.058, int4: 1.068 };
 // fp16 is held as float32 by the CPU provider, so it needs as much as fp32 there (and about its file size on a GPU).
-const RESIDENT_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.13, fp16: 4.21, int8: 1.166, int4: 0.817 };
+const RESIDENT_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.111, fp16: 4.129, int8: 0.859, int4: 0.492 };
 const SMALLEST_FIRST: Precision[] = ['int4', 'int8', 'fp16', 'fp32'];
 
 /** Estimated resident bytes of the model at each precision, from the converted files of one. */
