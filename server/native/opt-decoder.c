@@ -33,7 +33,7 @@
 #define PER_LAYER 20
 #define FINAL 6
 
-// The kernels, narrowest first (opt_simd's numbers).
+// The kernels, narrowest first (opt_simd's numbers); a CPU that runs one runs the narrower ones too.
 #define KERNEL_PORTABLE 0
 #define KERNEL_AVX2 1
 #define KERNEL_AVX512_VNNI 2
@@ -190,25 +190,8 @@ static void quantize(const float *x, int k, int block, Quantized *q) {
 
 #if defined(__x86_64__)
 // The same codes as quantize(): both round to nearest even and scale by the same floats. A step quantizes 129 rows
-// on one thread while the others wait, 3 ms of a 50 ms step in scalar code.
-static __attribute__((target("avx512f,avx512bw"))) void quantize_vnni(const float *x, int k, int block, Quantized *q) {
-  for (int b = 0; b < k / block; b++) {
-    const float *v = x + b * block;
-    __m512 m = _mm512_setzero_ps();
-    for (int i = 0; i < block; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(v + i)));
-    const float top = _mm512_reduce_max_ps(m), scale = top / 127.f, inv = scale > 0 ? 1.f / scale : 0.f;
-    const __m512 vinv = _mm512_set1_ps(inv);
-    __m512i sum = _mm512_setzero_si512();
-    for (int i = 0; i < block; i += 16) {
-      const __m512i c = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), vinv));
-      _mm_storeu_si128((__m128i *)(q->a + b * block + i), _mm512_cvtsepi32_epi8(c));
-      sum = _mm512_add_epi32(sum, c);
-    }
-    q->sa[b] = scale;
-    q->sasum[b] = scale * (float)_mm512_reduce_add_epi32(sum);
-  }
-}
-
+// on one thread while the others wait, 3 ms of a 50 ms step in scalar code. Both vector kernels use it (every CPU
+// with AVX-512 has AVX2, and 8 lanes make this work small enough).
 static __attribute__((target("avx2,fma"))) void quantize_avx2(const float *x, int k, int block, Quantized *q) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int b = 0; b < k / block; b++) {
@@ -422,11 +405,7 @@ static void linear_part(void *arg, int part, int parts) {
 static void linear(Opt *m, const Linear *l, const float *x, int rows, Quantized *q, float *y) {
   for (int r = 0; r < rows; r++) {
 #if defined(__x86_64__)
-    if (m->kernel == KERNEL_AVX512_VNNI && l->block % 16 == 0) {
-      quantize_vnni(x + (size_t)r * l->k, l->k, l->block, &q[r]);
-      continue;
-    }
-    if (m->kernel == KERNEL_AVX2) {
+    if (m->kernel >= KERNEL_AVX2) {
       quantize_avx2(x + (size_t)r * l->k, l->k, l->block, &q[r]);
       continue;
     }
@@ -461,17 +440,6 @@ typedef struct {
 // A float reduction in C stays one scalar chain of dependent adds (no reassociation without -ffast-math): at 40
 // cached positions the query-key products were several milliseconds of a step.
 #if defined(__x86_64__)
-static __attribute__((target("avx512f"))) float dot_vnni(const float *a, const float *b, int n) {
-  __m512 s = _mm512_setzero_ps();
-  int d = 0;
-  for (; d + 16 <= n; d += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), s);
-  if (d < n) {
-    const __mmask16 k = (__mmask16)((1u << (n - d)) - 1);
-    s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + d), _mm512_maskz_loadu_ps(k, b + d), s);
-  }
-  return _mm512_reduce_add_ps(s);
-}
-
 static __attribute__((target("avx2,fma"))) float dot_avx2(const float *a, const float *b, int n) {
   __m256 s = _mm256_setzero_ps();
   int d = 0;
@@ -487,8 +455,7 @@ static __attribute__((target("avx2,fma"))) float dot_avx2(const float *a, const 
 
 static float dot(const Opt *m, const float *a, const float *b, int n) {
 #if defined(__x86_64__)
-  if (m->kernel == KERNEL_AVX512_VNNI) return dot_vnni(a, b, n);
-  if (m->kernel == KERNEL_AVX2) return dot_avx2(a, b, n);
+  if (m->kernel >= KERNEL_AVX2) return dot_avx2(a, b, n);
 #endif
   float s = 0;
   for (int d = 0; d < n; d++) s += a[d] * b[d];
@@ -540,8 +507,9 @@ static int fail(char *err, int err_len, const char *what) {
 static int simd_available(void) {
 #if defined(__x86_64__)
   __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return KERNEL_PORTABLE;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni")) return KERNEL_AVX512_VNNI;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return KERNEL_AVX2;
+  return KERNEL_AVX2;
 #endif
   return KERNEL_PORTABLE;
 }
