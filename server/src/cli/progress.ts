@@ -1,13 +1,6 @@
 import { SingleBar } from 'cli-progress';
 import type { ModelProgress } from '../engine/open-model';
 
-const PHASES: Record<string, string> = {
-  hash: 'Checksumming',
-  vision_encoder: 'Vision encoder',
-  embed_tokens: 'Token embeddings',
-  decoder_model_merged: 'Language model',
-  native_decoder: 'Language model (native)',
-};
 
 /**
  * Progress bars on stderr for downloads and conversion; silent when stderr is not a terminal,
@@ -23,13 +16,19 @@ export class ProgressReporter {
     if (!this.enabled) return;
     if (p.stage === 'load') return this.stop();
     const label =
-      p.stage === 'download' ? `Downloading ${p.file}` : p.stage === 'verify' ? 'Checking the model files' : `Converting: ${PHASES[p.phase] ?? p.phase}`;
+      p.stage === 'download'
+        ? `Downloading ${p.file}`
+        : p.stage === 'verify'
+          ? 'Checking the model files'
+          : p.phase === 'download'
+            ? 'Downloading and converting'
+            : 'Converting';
     const [value, total, unit] =
       p.stage === 'download'
         ? [p.bytes, p.total, 'bytes']
         : p.stage === 'verify'
           ? [p.done, p.total, 'bytes']
-          : [p.done, p.total, p.phase === 'hash' ? 'bytes' : 'tensors'];
+          : [p.done, p.total, 'bytes'];
     if (label !== this.label) {
       this.stop();
       this.label = label;
@@ -42,7 +41,7 @@ export class ProgressReporter {
       this.bar.start(total, 0, { shown: '' });
     }
     this.bar!.setTotal(total);
-    this.bar!.update(value, { shown: unit === 'bytes' ? `${mb(value)} / ${mb(total)}` : `${value}/${total} tensors` });
+    this.bar!.update(value, { shown: unit === 'bytes' ? `${mb(value)} / ${mb(total)}` : `${value}/${total}` });
   }
 
   stop(): void {

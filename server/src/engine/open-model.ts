@@ -91,6 +91,7 @@ export async function ensureConverted(opts: OpenModelOptions & { outDir?: string
   const dir = opts.outDir ?? resolved.convertedDir;
   await convertCheckpoint({
     checkpointDir: resolved.checkpointDir,
+    source: resolved.stream,
     outDir: dir,
     precision: wanted,
     sourceName: resolved.source,

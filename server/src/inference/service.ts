@@ -372,7 +372,7 @@ class WorkerInferenceService implements InferenceService {
     } else if (p.stage === 'convert') {
       const fraction = p.total ? p.done / p.total : undefined;
       this.setState({ ...this.current, state: 'converting', progress: fraction });
-      reporter?.report(p.phase === 'hash' ? 'Checking the checkpoint' : `Converting ${p.phase.replace(/_/g, ' ')}`, fraction);
+      reporter?.report(p.phase === 'download' ? 'Downloading and converting the model' : 'Converting the checkpoint', fraction);
     } else {
       this.setState({ ...this.current, state: 'loading', progress: undefined });
       reporter?.report('Loading the model');

@@ -2,6 +2,8 @@ import * as path from 'node:path';
 import { readJson } from '../checkpoint/checkpoint';
 import { parseBlip2Config, parseGenerationConfig, type Blip2Config, type GenerationDefaults } from '../checkpoint/config';
 import { readManifest, type ConvertedManifest } from '../convert/manifest';
+import { onnxDecoderGraph, storesOnnxDecoder } from '../convert/decoder-forms';
+import { damaged } from '../convert/integrity';
 import { readNativeHeader } from '../convert/native-weights';
 import { isQuantized } from '../convert/precision';
 import { VISION_OUTPUTS } from '../graphs/vision-encoder';
@@ -106,7 +108,7 @@ export class Blip2Model {
       // A lookup of a few rows: a thread pool of its own would only spin beside the decoder's between steps.
       opened.push(await openSession(path.join(dir, manifest.graphs.embedTokens), { ...rest, threads: 1 }));
       const native = Blip2Model.nativeDecoder(dir, manifest, config, rest, opts.decoder ?? 'auto');
-      if (!native) opened.push(await openSession(path.join(dir, manifest.graphs.decoder), rest));
+      if (!native) opened.push(await openSession(await onnxDecoderGraph(dir, manifest), rest));
       const vision = await visionOpening;
       return new Blip2Model(dir, manifest, config, generation, tokenizer, vision, opened[0], native ?? opened[1]);
     } catch (e) {
@@ -124,12 +126,17 @@ export class Blip2Model {
     const t = config.text;
     const header = readNativeHeader(file);
     // Written by this converter for this model, or the graph decides: a file for other sizes would be misread.
-    if (!header || header.layers !== t.numLayers || header.hidden !== t.hiddenSize || header.heads !== t.numHeads || header.vocab !== manifest.vocabSize) return undefined;
+    if (!header || header.layers !== t.numLayers || header.hidden !== t.hiddenSize || header.heads !== t.numHeads || header.vocab !== manifest.vocabSize) {
+      if (!storesOnnxDecoder(manifest)) throw damaged(dir, [{ name: manifest.graphs.nativeDecoder, problem: 'is not a native decoder weights file for this model' }]);
+      return undefined;
+    }
     try {
       return NativeDecoder.open(file, settings.threads, choice === 'portable' || choice === 'avx2' ? choice : undefined);
     } catch (e) {
-      // Asked for by name it must open; by default onnxruntime's decoder answers instead.
+      // Asked for by name it must open; by default onnxruntime's decoder answers instead, if the conversion stored its
+      // weights: a native file that is the only copy of the weights and does not open is a damaged model.
       if (choice !== 'auto') throw e;
+      if (!storesOnnxDecoder(manifest)) throw damaged(dir, [{ name: manifest.graphs.nativeDecoder!, problem: `cannot be opened (${(e as Error).message})` }]);
       return undefined;
     }
   }

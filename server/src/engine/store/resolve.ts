@@ -23,7 +23,10 @@ import {
   type Env,
   type RepoRef,
 } from './hf-cache';
-import { HubUnreachableError, downloadCheckpoint, type DownloadProgress } from './hub-download';
+import type { CheckpointSource } from '../checkpoint/source';
+import { HubUnreachableError, downloadCheckpoint, openHubRevision, type DownloadProgress } from './hub-download';
+import type { RangeCounters } from './hub-ranges';
+import { hubCheckpointSource } from './hub-stream';
 import {
   checkPrecision,
   convertedDirForCheckpoint,
@@ -48,7 +51,10 @@ export type ResolvedModel =
     }
   | {
       kind: 'checkpoint';
-      checkpointDir: string;
+      /** A checkpoint folder on disk (a local one, or a snapshot in the Hugging Face cache) … */
+      checkpointDir?: string;
+      /** … or a Hub checkpoint to stream into the conversion, never stored. */
+      stream?: CheckpointSource;
       source: string;
       revision?: string;
       /** Where its conversion at this precision belongs in the store. */
@@ -67,6 +73,13 @@ export interface ResolveOptions {
   env?: Env;
   /** What a relative folder is relative to; process.cwd() unless given. */
   cwd?: string;
+  /**
+   * Download a Hub checkpoint into the Hugging Face cache and keep it there, then convert it (as Python tools do);
+   * by default it is converted as it streams and never stored.
+   */
+  keepSource?: boolean;
+  /** Requests and bytes of a streamed checkpoint, counted (the benchmark reports them). */
+  counters?: RangeCounters;
 }
 
 const FORMS_HINT =
@@ -169,15 +182,18 @@ async function resolveRepo(ref: RepoRef, paths: StorePaths, opts: ResolveOptions
   const offlineBy = opts.offline ? '--offline' : isHubOffline(env) ? 'HF_HUB_OFFLINE' : undefined;
   if (offlineBy) throw notCached(ref, cacheDir, cached, `offline mode is on (${offlineBy})`, endpoint);
 
+  const hubOptions = { cacheDir, endpoint, token: await hfToken(env), signal: opts.signal, onProgress: opts.onProgress };
   try {
-    const got = await downloadCheckpoint(ref, {
-      cacheDir,
-      endpoint,
-      token: await hfToken(env),
-      signal: opts.signal,
-      onProgress: opts.onProgress,
-    });
-    return checkpoint(got.commit, got.dir);
+    if (opts.keepSource) {
+      const got = await downloadCheckpoint(ref, hubOptions);
+      return checkpoint(got.commit, got.dir);
+    }
+    const rev = await openHubRevision(ref, hubOptions);
+    await remember(rev.commit);
+    const convertedDir = convertedDirForRepo(paths, ref.repo, rev.commit, opts.precision);
+    if (await isConverted(convertedDir)) return { kind: 'converted', dir: convertedDir, source: ref.repo, revision: rev.commit };
+    const stream = await hubCheckpointSource(rev, { ...hubOptions, counters: opts.counters });
+    return { kind: 'checkpoint', stream, source: ref.repo, revision: rev.commit, convertedDir };
   } catch (e) {
     if (e instanceof HubUnreachableError) {
       const who = endpoint === DEFAULT_ENDPOINT ? 'the Hub' : endpoint;
