@@ -11,7 +11,8 @@ import { convertCheckpoint } from '../../server/src/engine/convert/convert';
 import { MANIFEST_FILE, readManifest, type ConvertedManifest } from '../../server/src/engine/convert/manifest';
 import { UserError, isCancelled } from '../../server/src/engine/errors';
 import { dirSize } from '../../server/src/engine/store/model-store';
-import { resolveModel, type ResolveOptions, type ResolvedModel } from '../../server/src/engine/store/resolve';
+import { planSetUp, resolveModel, type ResolveOptions, type ResolvedModel } from '../../server/src/engine/store/resolve';
+import { checkSpace, describeCost } from '../../server/src/engine/store/setup-cost';
 import { FakeHub, readFolderFiles, type FakeRepo } from '../helpers/fake-hub';
 import { tinyCheckpointDir } from '../helpers/paths';
 
@@ -206,6 +207,49 @@ describe('a Hub checkpoint converted as it streams', () => {
     const again = await resolveModel(REPO, { ...fixed.opts(), store: box.store, env: { ...fixed.opts().env, HF_HOME: box.hfHome } });
     await streamed(again);
     assert.ok(again.kind === 'checkpoint' && fs.existsSync(path.join(again.convertedDir, MANIFEST_FILE)));
+  });
+
+  test('set-up states what it will download and write before any weight moves, and then does that', async (t) => {
+    const ckpt = await shardedCheckpoint();
+    const files = readFolderFiles(ckpt);
+    const hub = await startHub(t, [{ id: REPO, files }]);
+    const box = sandbox(t, hub.url);
+    const cost = await planSetUp(REPO, box.opts());
+    const weights = Object.keys(files).filter((n) => n.endsWith('.safetensors'));
+    const source = weights.reduce((s, n) => s + files[n].length, 0);
+    const small = Object.keys(files).filter((n) => !n.endsWith('.safetensors') && n !== 'model.safetensors.index.json').reduce((s, n) => s + files[n].length, 0);
+    assert.equal(cost.kind, 'stream');
+    assert.equal(cost.sourceBytes, source);
+    assert.equal(cost.downloadBytes, source + small);
+    assert.equal(cost.sourceDtype, 'float32');
+    // Planning read each shard's header and nothing of its tensors.
+    assert.equal(hub.log.filter((l) => l.host === 'cdn').length, 2 * weights.length);
+    assert.equal(describeCost(cost).startsWith(`Setting up ${REPO} downloads `), true);
+
+    const r = await resolveModel(REPO, box.opts());
+    await streamed(r);
+    assert.ok(r.kind === 'checkpoint');
+    // The conversion's files; the cache's small files and the first load's copy come on top.
+    const written = await dirSize(r.convertedDir);
+    const said = cost.finalDiskBytes - cost.firstLoadBytes - small;
+    assert.ok(written <= said && written >= 0.9 * said, `wrote ${written}, said ${said}`);
+    assert.ok(cost.peakDiskBytes >= cost.finalDiskBytes);
+  });
+
+  test('a disk that cannot hold the model is refused before anything is downloaded, with what it needs and where', async (t) => {
+    const hub = await startHub(t, [{ id: REPO, files: readFolderFiles(await shardedCheckpoint()) }]);
+    const box = sandbox(t, hub.url);
+    const cost = await planSetUp(REPO, box.opts());
+    const e = (() => {
+      try {
+        checkSpace({ ...cost, freeBytes: 1000 });
+      } catch (err) {
+        return err;
+      }
+    })();
+    assert.ok(e instanceof UserError);
+    assert.match(e.message, new RegExp(`^Setting up ${REPO} at int4 needs [\\d.]+ (KB|MB) of free disk in .+, and the disk there has only 1000 bytes free\\.$`));
+    assert.equal(e.hint, 'Free some space, or choose a folder on a bigger disk for converted models (the blip2.modelStore setting, or --store).');
   });
 
   test('a repository that is not BLIP-2 is refused before any weight is requested', async (t) => {

@@ -35,6 +35,9 @@ Model options:
   --threads N         threads per operator (default: onnxruntime's choice)
   --store DIR         model store for converted models (default: $BLIP2_HOME or the per-user cache)
   --offline           never contact the Hub
+  --keep-source       keep a downloaded checkpoint in the Hugging Face cache and convert it from there
+                      (default: convert it as it downloads, storing only the converted model; what set-up
+                      downloads and needs on disk is printed before it starts)
   --max-image-mb N    the largest image file read, in megabytes (default ${DEFAULT_MAX_IMAGE_FILE_BYTES / (1024 * 1024)})
 
 Generation options:
@@ -53,6 +56,7 @@ export interface ModelArgs {
   threads: number;
   store?: string;
   offline: boolean;
+  keepSource: boolean;
 }
 
 /** A mistake on the command line or in the settings: exit status 2, so scripts tell it from problems found. */
@@ -85,6 +89,7 @@ const OPTIONS = {
   threads: { type: 'string' },
   store: { type: 'string' },
   offline: { type: 'boolean' },
+  'keep-source': { type: 'boolean' },
   out: { type: 'string' },
   prompt: { type: 'string' },
   json: { type: 'boolean' },
@@ -142,6 +147,7 @@ export function parseCli(argv: string[]): CliArgs {
     ...(v.threads !== undefined && { threads: int(v.threads, '--threads', 0) }),
     ...(v.store !== undefined && { store: v.store }),
     offline: v.offline ?? false,
+    keepSource: v['keep-source'] ?? false,
   };
   const generation: GenerationSettings = {
     maxNewTokens: v['max-new-tokens'] !== undefined ? int(v['max-new-tokens'], '--max-new-tokens', 1) : DEFAULT_SETTINGS.generation.maxNewTokens,
@@ -177,7 +183,7 @@ export function parseCli(argv: string[]): CliArgs {
 
 // HF_HUB_OFFLINE and friends are read where the Hub is reached (store/resolve.ts), not here.
 function defaults(): ModelArgs {
-  return { model: DEFAULT_MODEL, precision: 'auto', device: 'auto', threads: 0, store: undefined, offline: false };
+  return { model: DEFAULT_MODEL, precision: 'auto', device: 'auto', threads: 0, store: undefined, offline: false, keepSource: false };
 }
 
 function checkPositionals(a: CliArgs): void {
@@ -204,7 +210,7 @@ function checkPositionals(a: CliArgs): void {
   }
 }
 
-const MODEL_OPTIONS = ['model', 'precision', 'device', 'threads', 'store', 'offline', 'block-size'];
+const MODEL_OPTIONS = ['model', 'precision', 'device', 'threads', 'store', 'offline', 'keep-source', 'block-size'];
 const GENERATION_OPTIONS = [
   'max-new-tokens', 'min-new-tokens', 'num-beams', 'num-return-sequences', 'length-penalty', 'repetition-penalty',
   'no-repeat-ngram-size', 'temperature', 'top-k', 'top-p', 'seed',

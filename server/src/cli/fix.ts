@@ -67,6 +67,7 @@ function commandLineSettings(args: CliArgs): Record<string, unknown> {
     ...(has('threads') && { threads: args.model.threads }),
     ...(has('store') && { modelStore: args.model.store }),
     ...(has('offline') && { offline: args.model.offline }),
+    ...(has('keep-source') && { keepSource: args.model.keepSource }),
     generation: {
       ...(has('max-new-tokens') && { maxNewTokens: g.maxNewTokens }),
       ...(has('min-new-tokens') && { minNewTokens: g.minNewTokens }),

@@ -1,5 +1,6 @@
 import { SingleBar } from 'cli-progress';
 import type { ModelProgress } from '../engine/open-model';
+import { describeCost } from '../engine/store/setup-cost';
 
 
 /**
@@ -13,6 +14,12 @@ export class ProgressReporter {
   constructor(private readonly enabled = process.stderr.isTTY === true) {}
 
   update(p: ModelProgress): void {
+    // What set-up will download (and the disk it needs) is said before it starts, on a terminal or not; a conversion
+    // of a checkpoint already on this machine shows its progress bar only.
+    if (p.stage === 'cost') {
+      if (p.cost.downloadBytes > 0) process.stderr.write(`blip2: ${describeCost(p.cost)}\n`);
+      return;
+    }
     if (!this.enabled) return;
     if (p.stage === 'load') return this.stop();
     const label =

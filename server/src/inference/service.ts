@@ -2,10 +2,12 @@ import * as crypto from 'node:crypto';
 import type { CancellationToken } from 'vscode-languageserver';
 import { CancelledError, isCancelled, UserError } from '../engine/errors';
 import type { ModelProgress } from '../engine/open-model';
+import { setUpPlan } from './setup-plan';
+import { describeCost } from '../engine/store/setup-cost';
 import type { GenerationSettings } from '../engine/pipeline';
 import { readImageFile } from '../engine/preprocess/image-file';
 import { chatPrompt } from '../engine/preprocess/prompts';
-import type { GenerationResult, InferenceCounters, ModelStatus } from '../protocol/messages';
+import type { GenerationResult, InferenceCounters, ModelStatus, SetUpPlan } from '../protocol/messages';
 import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
 import { generationSettingsFor, type GenerationKind } from './generation-settings';
 import { cacheKey, ResultCache } from './result-cache';
@@ -90,6 +92,21 @@ class WorkerInferenceService implements InferenceService {
 
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
     return this.request('answer', image, { question, history: options.history ?? [] }, options.priority, options.onPartial, token);
+  }
+
+  async planSetUp(model: string | undefined, token: CancellationToken): Promise<SetUpPlan> {
+    const controller = new AbortController();
+    const sub = token.onCancellationRequested(() => controller.abort());
+    try {
+      const job = this.host.send({ type: 'plan', settings: { ...this.engineSettings(true), model: model ?? this.settings.model } });
+      const m = await job.done.catch((e: WorkerError) => {
+        throw this.fromWorker(e);
+      });
+      if (m.type !== 'planned') throw new Error(`unexpected ${m.type}`);
+      return setUpPlan(m.cost);
+    } finally {
+      sub.dispose();
+    }
   }
 
   async setUp(model: string | undefined, reporter: SetUpReporter, token: CancellationToken): Promise<ModelStatus> {
@@ -310,15 +327,7 @@ class WorkerInferenceService implements InferenceService {
   private load(opts: { allowDownload: boolean; signal: AbortSignal; reporter?: SetUpReporter }): Promise<LoadedModel> {
     if (this.loaded && this.host.running) return Promise.resolve(this.loaded);
     if (this.loading && !opts.allowDownload) return this.loading;
-    const settings: EngineSettings = {
-      model: this.settings.model,
-      precision: this.settings.precision,
-      device: this.settings.device,
-      threads: this.settings.threads,
-      store: this.settings.modelStore || undefined,
-      offline: this.settings.offline || !opts.allowDownload,
-      repair: opts.allowDownload,
-    };
+    const settings = this.engineSettings(opts.allowDownload);
     this.setState({ state: 'loading', model: settings.model });
     const job = this.host.send({ type: 'load', settings }, { onProgress: (p) => this.onLoadProgress(p, opts.reporter) });
     const cancel = () => this.host.cancel(job.id);
@@ -364,8 +373,26 @@ class WorkerInferenceService implements InferenceService {
     return loading;
   }
 
+  /** What the worker needs to find, download, convert and load the model; only set-up may download. */
+  private engineSettings(allowDownload: boolean): EngineSettings {
+    return {
+      model: this.settings.model,
+      precision: this.settings.precision,
+      device: this.settings.device,
+      threads: this.settings.threads,
+      store: this.settings.modelStore || undefined,
+      offline: this.settings.offline || !allowDownload,
+      repair: allowDownload,
+      keepSource: this.settings.keepSource,
+    };
+  }
+
   private onLoadProgress(p: ModelProgress, reporter?: SetUpReporter): void {
-    if (p.stage === 'download') {
+    if (p.stage === 'cost') {
+      if (p.cost.kind === 'ready') return;
+      this.log(describeCost(p.cost));
+      reporter?.cost?.(setUpPlan(p.cost));
+    } else if (p.stage === 'download') {
       const fraction = p.total ? p.bytes / p.total : undefined;
       this.setState({ ...this.current, state: 'downloading', progress: fraction });
       reporter?.report(`Downloading ${p.file}`, fraction);

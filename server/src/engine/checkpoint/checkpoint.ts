@@ -96,3 +96,16 @@ export function openCheckpoint(dir: string, headers?: ReadonlyMap<string, Map<st
 function missing(dir: string, name: string): UserError {
   return new UserError(`The checkpoint in ${dir} has no tensor ${name}, which a BLIP-2 OPT model needs.`, 'Check that this is a complete BLIP-2 OPT checkpoint.');
 }
+
+/**
+ * A checkpoint's shapes from its config alone, without weights or headers: what a conversion will write, and the
+ * decoder graph derived from the native decoder's weights, need the sizes only.
+ */
+export function checkpointShapes(configDir: string, vocabSize?: number): Checkpoint {
+  const file = path.join(configDir, 'config.json');
+  const config = parseBlip2Config(readJson(file), file);
+  const vocab = vocabSize ?? config.text.vocabSize;
+  if (vocab === undefined) throw new UserError(`${file} does not say the vocabulary's size.`, 'Use the config.json of a BLIP-2 OPT checkpoint.');
+  const shapes = new Map<string, TensorInfo>(expectedTensors(config, vocab).map((t) => [t.name, { name: t.name, dtype: 'F32', shape: t.shape, begin: 0, end: 0, file: '' }]));
+  return { ...openCheckpoint(configDir, new Map([['', shapes]])), read: () => Promise.reject(new Error(`${configDir}: shapes only, no weights`)) };
+}

@@ -7,10 +7,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readJson, openCheckpoint } from '../checkpoint/checkpoint';
-import { parseBlip2Config } from '../checkpoint/config';
-import { expectedTensors } from '../checkpoint/layout';
-import type { TensorInfo } from '../checkpoint/safetensors';
+import { checkpointShapes } from '../checkpoint/checkpoint';
 import { DamagedModelError } from '../errors';
 import { buildDecoder } from '../graphs/decoder';
 import { externalDataPath, writeModel } from '../graphs/external-data';
@@ -44,14 +41,7 @@ async function deriveOnnxDecoder(dir: string, manifest: ConvertedManifest, targe
     throw new DamagedModelError(`The converted model in ${dir} has neither onnxruntime's decoder weights nor the native decoder's.`, 'Convert it again: "BLIP-2: Set Up Model…" in the editor, or `blip2 verify --repair`.');
   }
   // The shapes come from the config: the decoder graph needs the checkpoint's sizes, not its values.
-  const config = parseBlip2Config(readJson(path.join(dir, 'config.json')));
-  const shapes = new Map<string, TensorInfo>(
-    expectedTensors(config, manifest.vocabSize).map((t) => [t.name, { name: t.name, dtype: 'F32', shape: t.shape, begin: 0, end: 0, file: '' }]),
-  );
-  const ckpt = {
-    ...openCheckpoint(dir, new Map([['', shapes]])),
-    read: () => Promise.reject(new Error('the derived decoder reads the native weights, not the checkpoint')),
-  };
+  const ckpt = checkpointShapes(dir, manifest.vocabSize);
   const layout = nativeDecoderPieces(ckpt, blockSize);
   const offsets = readNativeOffsets(nativeFile, layout.slots);
   if (!offsets) throw new DamagedModelError(`${nativeFile} is not a native decoder weights file.`, 'Convert the model again.');

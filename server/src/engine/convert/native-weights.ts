@@ -71,6 +71,8 @@ export interface NativePiece {
   slots: number[];
   /** A Linear's output and input sizes (its slots: codes, scales, scale × zero points, and the bias if any). */
   linear?: { n: number; k: number };
+  /** Bytes of each slot. */
+  bytes: number[];
   sources: readonly string[];
   label: string;
   produce: () => Promise<Uint8Array[]>;
@@ -102,15 +104,18 @@ export function nativeDecoderPieces(ckpt: Checkpoint, blockSize: number): Native
   const norm = (prefix: string) =>
     pieces.push({
       slots: take(2),
+      bytes: [0, 1].map(() => 4 * ckpt.info(`${prefix}.weight`).shape[0]),
       sources: [`${prefix}.weight`, `${prefix}.bias`],
       label: prefix,
       produce: async () => [bytes(await ckpt.read(`${prefix}.weight`)), bytes(await ckpt.read(`${prefix}.bias`))],
     });
   const linear = (label: string, parts: LinearPart[], heads?: LinearHeads, withBias = true) => {
     const l = fusedLinear(ckpt, parts, heads);
+    const blocks = (l.n * l.k) / blockSize;
     pieces.push({
       slots: take(withBias ? 4 : 3),
       linear: { n: l.n, k: l.k },
+      bytes: [(l.n * l.k) / 2, 4 * blocks, 4 * blocks, ...(withBias ? [4 * l.n] : [])],
       sources: [...l.weightSources, ...(withBias ? l.biasSources : [])],
       label,
       produce: async () => {
@@ -133,7 +138,8 @@ export function nativeDecoderPieces(ckpt: Checkpoint, blockSize: number): Native
   }
   norm(names.text.finalLayerNorm);
   linear('lm_head', [{ weight: ckpt.lmHeadName }], undefined, false);
-  pieces.push({ slots: take(1), sources: [names.text.embedPositions], label: names.text.embedPositions, produce: async () => [bytes(await ckpt.read(names.text.embedPositions))] });
+  const positions = ckpt.info(names.text.embedPositions).shape;
+  pieces.push({ slots: take(1), bytes: [4 * positions[0] * positions[1]], sources: [names.text.embedPositions], label: names.text.embedPositions, produce: async () => [bytes(await ckpt.read(names.text.embedPositions))] });
   if (slot !== t.numLayers * PER_LAYER + FINAL) throw new Error(`native decoder layout has ${slot} slots`);
 
   const fields = [NATIVE_VERSION, t.numLayers, t.hiddenSize, t.numHeads, dim, kvHeadSize(dim), t.ffnDim, ckpt.info(ckpt.lmHeadName).shape[0], t.maxPositionEmbeddings + OPT_POSITION_OFFSET, blockSize];

@@ -6,9 +6,10 @@
  */
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { buildDecoder, buildEmbedTokens } from '../graphs/decoder';
-import type { GraphBuilder, LazyInitializer } from '../graphs/onnx-builder';
+import { onnx } from 'onnx-proto';
+import { DataType, type GraphBuilder, type LazyInitializer } from '../graphs/onnx-builder';
 import { buildVisionEncoder } from '../graphs/vision-encoder';
-import { nativeDecoderPieces, type NativeDecoderLayout } from './native-weights';
+import { nativeDecoderPieces, type NativeDecoderLayout, type NativePiece } from './native-weights';
 import { DEFAULT_BLOCK_SIZE, moduleFormats, PRECISION_SUFFIX, type Precision } from './precision';
 
 /** Who computes the decoder, and so which form of its weights a conversion stores (see decoderFormsFor). */
@@ -27,7 +28,7 @@ export interface PlannedGraph {
 
 export type PlannedOutput =
   | { kind: 'initializer'; graph: number; init: LazyInitializer; sources: readonly string[] }
-  | { kind: 'native'; slots: number[]; sources: readonly string[]; label: string; produce: () => Promise<Uint8Array[]> };
+  | ({ kind: 'native' } & NativePiece);
 
 export interface ConversionPlan {
   precision: Precision;
@@ -70,4 +71,35 @@ export function planConversion(ckpt: Checkpoint, precision: Precision, decoderFo
     for (const piece of layout.pieces) outputs.push({ kind: 'native', ...piece });
   }
   return { precision, graphs, native, outputs, blockSize, decoderForms: [...decoderForms] };
+}
+
+const ELEMENT_BYTES: Partial<Record<number, number>> = {
+  [DataType.FLOAT]: 4,
+  [DataType.FLOAT16]: 2,
+  [DataType.UINT8]: 1,
+  [DataType.INT8]: 1,
+  [DataType.INT64]: 8,
+  [DataType.INT32]: 4,
+};
+
+/**
+ * What a conversion will write, in bytes, before it starts: every weight's size from its shape and type, padded to
+ * the alignments the writers use (an upper bound by at most one alignment per weight), and the graph files.
+ */
+export function plannedBytes(plan: ConversionPlan): number {
+  let total = 0;
+  for (const o of plan.outputs) {
+    if (o.kind === 'initializer') {
+      const bytes = o.init.dims.reduce((a, d) => a * d, 1) * (ELEMENT_BYTES[o.init.dataType] ?? 4);
+      total += bytes <= 1024 ? bytes : Math.ceil(bytes / 4096) * 4096;
+    } else {
+      total += o.bytes.reduce((s, b) => s + Math.ceil(b / plan.native!.align) * plan.native!.align, 0);
+    }
+  }
+  if (plan.native) total += plan.native.headerBytes;
+  // The manifest and the integrity records written beside the graphs.
+  total += 16 << 10;
+  // The graph files: their nodes and small constants, as encoded (the weights' references add a few bytes each).
+  for (const g of plan.graphs) if (g.withWeights) total += onnx.ModelProto.encode(g.builder.toModel([], '')).finish().length + 64 * g.builder.lazy.length;
+  return total;
 }

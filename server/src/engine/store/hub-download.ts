@@ -398,9 +398,17 @@ export async function fetchCheckpointConfigs(rev: HubRevision, opts: HubDownload
  * weights of the same size) into the cache, and points refs/<revision> at the commit once every file is
  * there, so a half-finished download never looks complete to us or to Python.
  */
-export async function downloadCheckpoint(ref: RepoRef, opts: HubDownloadOptions): Promise<DownloadedCheckpoint> {
+export async function downloadCheckpoint(
+  ref: RepoRef,
+  opts: HubDownloadOptions & {
+    /** Called once the configs are in and before any weight is fetched (to state the cost, or to stop there). */
+    beforeWeights?: (rev: HubRevision, files: CheckpointFiles) => Promise<void>;
+  },
+): Promise<DownloadedCheckpoint> {
   const rev = await openHubRevision(ref, opts);
-  const { planned, weights, fetcher, snapshot } = await fetchCheckpointConfigs(rev, opts);
+  const files = await fetchCheckpointConfigs(rev, opts);
+  const { planned, weights, fetcher, snapshot } = files;
+  await opts.beforeWeights?.(rev, files);
   await fetcher.checkDiskSpace(planned);
   for (const file of weights) await fetcher.ensure(file);
   await writeRef(rev.layout, ref.revision, rev.commit);

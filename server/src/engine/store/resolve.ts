@@ -6,7 +6,10 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ModelUnavailableError, throwIfAborted, UserError } from '../errors';
-import { CONFIG_FILE, checkBlip2Config, inspectCheckpoint, isFile } from '../checkpoint/files';
+import { CONFIG_FILE, MODEL_CONFIG_FILES, checkBlip2Config, inspectCheckpoint, isFile } from '../checkpoint/files';
+import type { Precision } from '../convert/precision';
+import { conversionCost } from '../convert/conversion-cost';
+import { checkSpace, type SetUpCost } from './setup-cost';
 import { MANIFEST_FILE } from '../convert/manifest';
 import {
   DEFAULT_ENDPOINT,
@@ -59,6 +62,8 @@ export type ResolvedModel =
       revision?: string;
       /** Where its conversion at this precision belongs in the store. */
       convertedDir: string;
+      /** What converting it will cost (stated, and checked against the free space, before any weight moved). */
+      cost: SetUpCost;
     };
 
 export interface ResolveOptions {
@@ -80,6 +85,11 @@ export interface ResolveOptions {
   keepSource?: boolean;
   /** Requests and bytes of a streamed checkpoint, counted (the benchmark reports them). */
   counters?: RangeCounters;
+  /**
+   * Told what setting the model up will cost before any weight is downloaded or converted; it may throw to stop
+   * there (set-up's planning does). The free space is checked after it.
+   */
+  beforeWeights?: (cost: SetUpCost) => void | Promise<void>;
 }
 
 const FORMS_HINT =
@@ -96,7 +106,7 @@ export async function resolveModel(spec: string, opts: ResolveOptions): Promise<
   // An existing folder wins over a repo id of the same spelling, as in transformers' from_pretrained.
   const local = path.resolve(opts.cwd ?? process.cwd(), expandHome(trimmed));
   const st = await fs.stat(local).catch(() => undefined);
-  if (st?.isDirectory()) return resolveFolder(local, paths, opts.precision);
+  if (st?.isDirectory()) return resolveFolder(local, paths, opts);
   if (st) {
     const known = [MANIFEST_FILE, CONFIG_FILE, 'model.safetensors', 'model.safetensors.index.json'].includes(path.basename(local));
     throw new UserError(
@@ -110,7 +120,29 @@ export async function resolveModel(spec: string, opts: ResolveOptions): Promise<
   return resolveRepo(ref, paths, opts, env);
 }
 
-async function resolveFolder(dir: string, paths: StorePaths, precision: string): Promise<ResolvedModel> {
+/** States the cost and checks the disk can hold it, before any weight moves. */
+async function announce(cost: SetUpCost, opts: ResolveOptions): Promise<SetUpCost> {
+  await opts.beforeWeights?.(cost);
+  checkSpace(cost);
+  return cost;
+}
+
+/** The bytes of the checkpoint's configs and tokenizer in `dir` (they are copied into the conversion). */
+async function smallFilesBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const f of MODEL_CONFIG_FILES) total += (await fs.stat(path.join(dir, f)).catch(() => undefined))?.size ?? 0;
+  return total;
+}
+
+async function folderCost(model: string, dir: string, convertedDir: string, paths: StorePaths, opts: ResolveOptions): Promise<SetUpCost> {
+  const inspection = await inspectCheckpoint(dir);
+  let sourceBytes = 0;
+  for (const w of inspection.weights) if (w.endsWith('.safetensors')) sourceBytes += (await fs.stat(path.join(dir, w))).size;
+  return announce(conversionCost({ model, precision: opts.precision as Precision, kind: 'convert', configDir: dir, sourceBytes, smallBytes: await smallFilesBytes(dir), convertedDir, storeRoot: paths.root }), opts);
+}
+
+async function resolveFolder(dir: string, paths: StorePaths, opts: ResolveOptions): Promise<ResolvedModel> {
+  const precision = opts.precision;
   const shown = displayPath(dir);
   if (await isFile(path.join(dir, MANIFEST_FILE))) {
     if (await isConverted(dir)) return { kind: 'converted', dir, source: dir };
@@ -146,7 +178,7 @@ async function resolveFolder(dir: string, paths: StorePaths, precision: string):
 
   const convertedDir = await convertedDirForCheckpoint(paths, dir, precision);
   if (await isConverted(convertedDir)) return { kind: 'converted', dir: convertedDir, source: dir };
-  return { kind: 'checkpoint', checkpointDir: dir, source: dir, convertedDir };
+  return { kind: 'checkpoint', checkpointDir: dir, source: dir, convertedDir, cost: await folderCost(dir, dir, convertedDir, paths, opts) };
 }
 
 async function resolveRepo(ref: RepoRef, paths: StorePaths, opts: ResolveOptions, env: Env): Promise<ResolvedModel> {
@@ -167,11 +199,11 @@ async function resolveRepo(ref: RepoRef, paths: StorePaths, opts: ResolveOptions
     }
   }
 
-  const checkpoint = async (commit: string, dir: string): Promise<ResolvedModel> => {
+  const checkpoint = async (commit: string, dir: string, cost?: SetUpCost): Promise<ResolvedModel> => {
     await remember(commit);
     const convertedDir = convertedDirForRepo(paths, ref.repo, commit, opts.precision);
     if (await isConverted(convertedDir)) return { kind: 'converted', dir: convertedDir, source: ref.repo, revision: commit };
-    return { kind: 'checkpoint', checkpointDir: dir, source: ref.repo, revision: commit, convertedDir };
+    return { kind: 'checkpoint', checkpointDir: dir, source: ref.repo, revision: commit, convertedDir, cost: cost ?? (await folderCost(ref.repo, dir, convertedDir, paths, opts)) };
   };
 
   if (cached?.complete) {
@@ -184,22 +216,47 @@ async function resolveRepo(ref: RepoRef, paths: StorePaths, opts: ResolveOptions
 
   const hubOptions = { cacheDir, endpoint, token: await hfToken(env), signal: opts.signal, onProgress: opts.onProgress };
   try {
+    const precision = opts.precision as Precision;
     if (opts.keepSource) {
-      const got = await downloadCheckpoint(ref, hubOptions);
-      return checkpoint(got.commit, got.dir);
+      let cost: SetUpCost | undefined;
+      let converted: string | undefined;
+      const got = await downloadCheckpoint(ref, {
+        ...hubOptions,
+        beforeWeights: async (rev, files) => {
+          const convertedDir = convertedDirForRepo(paths, ref.repo, rev.commit, precision);
+          // Converted already (from a streamed set-up, say): the checkpoint need not be kept to be used.
+          if (await isConverted(convertedDir)) throw new AlreadyConverted((converted = convertedDir));
+          const sourceBytes = files.weights.reduce((a, f) => a + f.size, 0);
+          cost = await announce(conversionCost({ model: ref.repo, precision, kind: 'download', configDir: files.snapshot, sourceBytes, smallBytes: await smallFilesBytes(files.snapshot), convertedDir, storeRoot: paths.root, cacheDir }), opts);
+        },
+      }).catch((e) => {
+        if (e instanceof AlreadyConverted) return undefined;
+        throw e;
+      });
+      if (!got) return { kind: 'converted', dir: converted!, source: ref.repo, revision: path.basename(path.dirname(converted!)) };
+      return checkpoint(got.commit, got.dir, cost);
     }
     const rev = await openHubRevision(ref, hubOptions);
     await remember(rev.commit);
     const convertedDir = convertedDirForRepo(paths, ref.repo, rev.commit, opts.precision);
     if (await isConverted(convertedDir)) return { kind: 'converted', dir: convertedDir, source: ref.repo, revision: rev.commit };
     const stream = await hubCheckpointSource(rev, { ...hubOptions, counters: opts.counters });
-    return { kind: 'checkpoint', stream, source: ref.repo, revision: rev.commit, convertedDir };
+    const sourceBytes = stream.weights.reduce((a, w) => a + w.size, 0);
+    const cost = await announce(conversionCost({ model: ref.repo, precision, kind: 'stream', configDir: stream.configDir, sourceBytes, smallBytes: await smallFilesBytes(stream.configDir), convertedDir, storeRoot: paths.root }), opts);
+    return { kind: 'checkpoint', stream, source: ref.repo, revision: rev.commit, convertedDir, cost };
   } catch (e) {
     if (e instanceof HubUnreachableError) {
       const who = endpoint === DEFAULT_ENDPOINT ? 'the Hub' : endpoint;
       throw notCached(ref, cacheDir, cached, `${who} cannot be reached`, endpoint);
     }
     throw e;
+  }
+}
+
+/** The conversion a keep-source download would be for is there already: nothing to download. */
+class AlreadyConverted extends Error {
+  constructor(readonly dir: string) {
+    super(dir);
   }
 }
 
@@ -213,4 +270,31 @@ function notCached(ref: RepoRef, cacheDir: string, cached: CachedSnapshot | unde
     ? `Pass --model with a local checkpoint folder, or go online once${why.includes('HF_HUB_OFFLINE') ? ' (unset HF_HUB_OFFLINE)' : ''} to download it.`
     : `Pass --model with a local checkpoint folder, or connect once to download it${endpoint === DEFAULT_ENDPOINT ? '' : ` (HF_ENDPOINT is ${endpoint})`}.`;
   return new ModelUnavailableError(`${label} ${state} and ${why}.`, hint);
+}
+
+class Planned extends Error {
+  constructor(readonly cost: SetUpCost) {
+    super('planned');
+  }
+}
+
+/**
+ * What setting `spec` up would cost, found the way set-up would find it, stopping before any weight moves: the
+ * Hub's listing and the configs are read (a few requests and megabytes), nothing is converted. A checkpoint the
+ * disk cannot hold comes back as such (`checkSpace` says why); it is the caller's to refuse.
+ */
+export async function planSetUp(spec: string, opts: ResolveOptions): Promise<SetUpCost> {
+  try {
+    const r = await resolveModel(spec, {
+      ...opts,
+      beforeWeights: (cost) => {
+        throw new Planned(cost);
+      },
+    });
+    if (r.kind === 'checkpoint') return r.cost;
+    return { model: r.source, precision: opts.precision as Precision, kind: 'ready', downloadBytes: 0, sourceBytes: 0, peakDiskBytes: 0, finalDiskBytes: 0, firstLoadBytes: 0, storeDir: r.dir };
+  } catch (e) {
+    if (e instanceof Planned) return e.cost;
+    throw e;
+  }
 }
