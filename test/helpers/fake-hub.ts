@@ -10,6 +10,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as os from 'node:os';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 
@@ -29,6 +30,8 @@ export interface FakeRepo {
   commit?: string;
   /** Gated: unauthenticated requests get 401 GatedRepo, a wrong token 403. Private: 401, or 404 with a wrong token. */
   access?: { mode: 'gated' | 'private'; token: string };
+  /** The model card's metadata, as the model API returns it with `expand=cardData`. */
+  cardData?: Record<string, unknown>;
 }
 
 export interface LoggedRequest {
@@ -47,7 +50,8 @@ export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex'
 /** The id git gives a file's contents, which the Hub reports as `oid` and ETag of a non-LFS file. */
 export const gitBlobSha1 = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
 
-const isLfs = (name: string) => name.endsWith('.safetensors') || name.endsWith('.bin');
+// What the Hub's default .gitattributes stores in LFS, among the files these tests serve.
+const isLfs = (name: string) => /\.(safetensors|bin|onnx|onnx_data|data)$/.test(name);
 const sizeOf = (f: FakeFile) => (Buffer.isBuffer(f) ? f.length : f.size);
 const shaOf = (f: FakeFile) => (Buffer.isBuffer(f) ? sha256(f) : f.sha256);
 
@@ -82,6 +86,11 @@ export class FakeHub {
    */
   failures: { match: RegExp; status: number; count: number; after?: number } | undefined;
   private readonly tampered = new Map<string, number>();
+  /** The token that may create repositories and commit to them (the upload API); none accepts any. */
+  writeToken: string | undefined;
+  /** LFS objects uploaded and not yet committed, by their SHA-256, and where they were written. */
+  private readonly uploads = new Map<string, DiskFile>();
+  private uploadDir: string | undefined;
   private server!: http.Server;
   private cdn!: http.Server;
   private readonly secret = randomBytes(16);
@@ -161,6 +170,94 @@ export class FakeHub {
       s.closeAllConnections();
       await new Promise<void>((resolve) => s.close(() => resolve()));
     }
+    if (this.uploadDir) fs.rmSync(this.uploadDir, { recursive: true, force: true });
+  }
+
+  /** The repository as it is now (after commits), for a test to read back what was published. */
+  repo(id: string): (FakeRepo & { commit: string }) | undefined {
+    return this.repos.get(id);
+  }
+
+  private canWrite(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    if (this.writeToken === undefined || req.headers.authorization === `Bearer ${this.writeToken}`) return true;
+    this.fail(res, req.headers.authorization ? 403 : 401, 'Unauthorized', 'Invalid credentials in Authorization header');
+    return false;
+  }
+
+  private async body(req: http.IncomingMessage): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const c of req) parts.push(c as Buffer);
+    return Buffer.concat(parts);
+  }
+
+  /**
+   * The part of the upload API @huggingface/hub's createRepo and uploadFiles use without Xet (huggingface.js
+   * create-repo.ts and commit.ts): create, preupload (large or binary files go to LFS), the LFS batch API with
+   * "basic" transfers, the PUT of each object, and the ndjson commit.
+   */
+  private async handleUpload(req: http.IncomingMessage, res: http.ServerResponse, parts: string[]): Promise<boolean> {
+    const json = (status: number, value: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(value));
+    };
+    if (req.method === 'POST' && parts.join('/') === 'api/repos/create') {
+      if (!this.canWrite(req, res)) return true;
+      const b = JSON.parse((await this.body(req)).toString()) as { name: string; organization?: string };
+      const id = `${b.organization}/${b.name}`;
+      if (this.repos.has(id)) return this.fail(res, 409, 'RepoExists', 'You already created this model repo'), true;
+      this.repos.set(id, { id, files: {}, commit: createHash('sha1').update(`${id}:empty`).digest('hex') });
+      return json(200, { url: `${this.url}/${id}`, name: id }), true;
+    }
+    if (req.method === 'POST' && parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'preupload') {
+      if (!this.canWrite(req, res)) return true;
+      const b = JSON.parse((await this.body(req)).toString()) as { files: { path: string; size: number }[] };
+      return json(200, { files: b.files.map((f) => ({ path: f.path, uploadMode: isLfs(f.path) || f.size > 10 << 20 ? 'lfs' : 'regular' })) }), true;
+    }
+    if (req.method === 'POST' && parts.length === 6 && parts[1].endsWith('.git') && parts.slice(2).join('/') === 'info/lfs/objects/batch') {
+      if (!this.canWrite(req, res)) return true;
+      const b = JSON.parse((await this.body(req)).toString()) as { objects: { oid: string; size: number }[] };
+      res.writeHead(200, { 'content-type': 'application/vnd.git-lfs+json' });
+      res.end(JSON.stringify({ transfer: 'basic', objects: b.objects.map((o) => ({ oid: o.oid, size: o.size, actions: { upload: { href: `${this.url}/lfs-upload/${o.oid}` } } })) }));
+      return true;
+    }
+    if (req.method === 'PUT' && parts[0] === 'lfs-upload' && parts.length === 2) {
+      this.uploadDir ??= fs.mkdtempSync(path.join(os.tmpdir(), 'fake-hub-uploads-'));
+      const file = path.join(this.uploadDir, parts[1]);
+      const hash = createHash('sha256');
+      let size = 0;
+      const out = fs.createWriteStream(file);
+      for await (const c of req) {
+        hash.update(c as Buffer);
+        size += (c as Buffer).length;
+        if (!out.write(c)) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
+      }
+      await new Promise<void>((resolve) => out.end(() => resolve()));
+      if (hash.digest('hex') !== parts[1]) return this.fail(res, 400, 'BadObject', 'The object does not match its oid'), true;
+      this.uploads.set(parts[1], { path: file, size, sha256: parts[1] });
+      res.writeHead(200);
+      res.end();
+      return true;
+    }
+    if (req.method === 'POST' && parts[0] === 'api' && parts[1] === 'models' && parts[4] === 'commit') {
+      if (!this.canWrite(req, res)) return true;
+      const id = `${parts[2]}/${parts[3]}`;
+      const repo = this.repos.get(id);
+      if (!repo) return this.fail(res, 404, 'RepoNotFound', 'Repository not found'), true;
+      const files = { ...repo.files };
+      for (const line of (await this.body(req)).toString().split('\n').filter(Boolean)) {
+        const op = JSON.parse(line) as { key: string; value: { path: string; content?: string; oid?: string } };
+        if (op.key === 'file') files[op.value.path] = Buffer.from(op.value.content!, 'base64');
+        else if (op.key === 'lfsFile') {
+          const upload = this.uploads.get(op.value.oid!);
+          if (!upload) return this.fail(res, 400, 'MissingObject', `LFS object ${op.value.oid} was not uploaded`), true;
+          files[op.value.path] = upload;
+        } else if (op.key === 'deletedFile') delete files[op.value.path];
+      }
+      const commit = createHash('sha1').update(repo.commit).update(JSON.stringify(Object.keys(files).sort())).update(String(Date.now())).digest('hex');
+      this.repos.set(id, { ...repo, files, commit });
+      return json(200, { commitOid: commit, commitUrl: `${this.url}/${id}/commit/${commit}` }), true;
+    }
+    return false;
   }
 
   private fail(res: http.ServerResponse, status: number, code: string, message: string): void {
@@ -217,6 +314,8 @@ export class FakeHub {
       }
     }
 
+    if (host === 'hub' && (await this.handleUpload(req, res, parts))) return;
+
     if (host === 'cdn') {
       if (parts[0] !== 'cdn' || parts.length !== 2) return this.fail(res, 404, 'EntryNotFound', 'No such object');
       const expires = Number(url.searchParams.get('expires'));
@@ -253,6 +352,7 @@ export class FakeHub {
             likes: 0,
             lastModified: '2024-01-01T00:00:00.000Z',
             pipeline_tag: 'image-to-text',
+            ...(r.cardData && { cardData: r.cardData }),
           }),
         );
         return;
@@ -260,13 +360,26 @@ export class FakeHub {
       if (parts[4] === 'tree') {
         const sha = this.revisionOf(r, parts[5] ?? '');
         if (!sha) return this.fail(res, 404, 'RevisionNotFound', 'Invalid rev id');
-        const entries = Object.entries(r.files).map(([name, b]) =>
-          this.omitOids
-            ? { type: 'file', size: sizeOf(b), path: name }
-            : isLfs(name)
-            ? { type: 'file', oid: gitBlobSha1(lfsPointer(b)), size: sizeOf(b), path: name, lfs: { oid: shaOf(b), size: sizeOf(b), pointerSize: lfsPointer(b).length } }
-            : { type: 'file', oid: gitBlobSha1(b as Buffer), size: sizeOf(b), path: name },
-        );
+        // The files under the path asked for; without recursive=true, its direct children, folders as such.
+        const under = parts.slice(6).join('/');
+        const prefix = under ? `${under}/` : '';
+        const recursive = url.searchParams.get('recursive') === 'true';
+        const entries: object[] = [];
+        const folders = new Set<string>();
+        for (const [name, b] of Object.entries(r.files)) {
+          if (!name.startsWith(prefix)) continue;
+          const rest = name.slice(prefix.length).split('/');
+          for (let depth = 1; depth < rest.length && (recursive || depth === 1); depth++) folders.add(prefix + rest.slice(0, depth).join('/'));
+          if (rest.length > 1 && !recursive) continue;
+          entries.push(
+            this.omitOids
+              ? { type: 'file', size: sizeOf(b), path: name }
+              : isLfs(name)
+              ? { type: 'file', oid: gitBlobSha1(lfsPointer(b)), size: sizeOf(b), path: name, lfs: { oid: shaOf(b), size: sizeOf(b), pointerSize: lfsPointer(b).length } }
+              : { type: 'file', oid: gitBlobSha1(b as Buffer), size: sizeOf(b), path: name },
+          );
+        }
+        for (const folder of folders) entries.push({ type: 'directory', oid: createHash('sha1').update(folder).digest('hex'), size: 0, path: folder });
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify(entries));
         return;

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { parsePrecision, type PrecisionChoice } from '../engine/convert/precision';
+import { parsePrecision, type Precision, type PrecisionChoice } from '../engine/convert/precision';
 import { UserError } from '../engine/errors';
 import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
 import type { GenerationSettings } from '../engine/pipeline';
@@ -17,6 +17,11 @@ export const USAGE = `Usage:
   blip2 verify --model M --precision P [--repair]
                                              check every file of a converted model against its checksums
                                              (exit 1 when damaged); --repair converts a damaged one again
+  blip2 publish OWNER/REPO --precision P[,P...] [--model M] [--private]
+                                             upload this machine's conversions of M (default ${DEFAULT_MODEL})
+                                             at those precisions to a Hub repository of yours, with a model
+                                             card; --model OWNER/REPO then downloads one with no conversion
+                                             (needs HF_TOKEN with write access; HF_ENDPOINT for a mirror)
   blip2 check [PATH...] [--format F]         report missing and unhelpful alt text in markdown, HTML, JSX
                                              and TSX files (default: the current folder; .gitignore honoured)
   blip2 fix [PATH...] [--dry-run]            write generated alt text into those files (--dry-run: print a diff)
@@ -63,7 +68,7 @@ export interface ModelArgs {
 export class UsageError extends UserError {}
 
 export interface CliArgs {
-  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'check' | 'fix' | 'help';
+  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'publish' | 'check' | 'fix' | 'help';
   positionals: string[];
   model: ModelArgs;
   generation: GenerationSettings;
@@ -80,6 +85,8 @@ export interface CliArgs {
   /** `verify --repair`. */
   repair: boolean;
   maxImageBytes: number;
+  /** publish: the precisions to upload (`--precision int4,int8`), and `--private`. */
+  publish?: { precisions: Precision[]; private: boolean };
 }
 
 const OPTIONS = {
@@ -90,6 +97,7 @@ const OPTIONS = {
   store: { type: 'string' },
   offline: { type: 'boolean' },
   'keep-source': { type: 'boolean' },
+  private: { type: 'boolean' },
   out: { type: 'string' },
   prompt: { type: 'string' },
   json: { type: 'boolean' },
@@ -135,14 +143,14 @@ export function parseCli(argv: string[]): CliArgs {
       given,
     };
   }
-  if (!['caption', 'ask', 'chat', 'convert', 'verify', 'check', 'fix'].includes(command)) {
-    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, verify, check or fix (`blip2 --help`).');
+  if (!['caption', 'ask', 'chat', 'convert', 'verify', 'publish', 'check', 'fix'].includes(command)) {
+    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, verify, publish, check or fix (`blip2 --help`).');
   }
   if (v.repair && command !== 'verify') throw new UsageError('--repair goes with verify.', 'Example: blip2 verify --model DIR --repair');
   const model: ModelArgs = {
     ...defaults(),
     ...(v.model !== undefined && { model: v.model }),
-    ...(v.precision !== undefined && { precision: asUsage(() => parsePrecision(v.precision!)) }),
+    ...(v.precision !== undefined && command !== 'publish' && { precision: asUsage(() => parsePrecision(v.precision!)) }),
     ...(v.device !== undefined && { device: asUsage(() => parseDevice(v.device!)) }),
     ...(v.threads !== undefined && { threads: int(v.threads, '--threads', 0) }),
     ...(v.store !== undefined && { store: v.store }),
@@ -176,6 +184,16 @@ export function parseCli(argv: string[]): CliArgs {
     given,
     repair: v.repair ?? false,
     maxImageBytes: v['max-image-mb'] !== undefined ? int(v['max-image-mb'], '--max-image-mb', 1) * 1024 * 1024 : DEFAULT_MAX_IMAGE_FILE_BYTES,
+    ...(command === 'publish' && {
+      publish: {
+        precisions: [...new Set((v.precision ?? '').split(',').map((p) => p.trim()).filter(Boolean))].map((p) => {
+          const choice = asUsage(() => parsePrecision(p));
+          if (choice === 'auto') throw new UsageError('publish uploads named precisions, not auto.', 'Example: --precision int4,int8');
+          return choice;
+        }),
+        private: v.private ?? false,
+      },
+    }),
   };
   checkPositionals(args);
   return args;
@@ -197,6 +215,10 @@ function checkPositionals(a: CliArgs): void {
       break;
     case 'chat':
       if (p.length !== 1) throw new UsageError('chat needs exactly one image.', 'Example: blip2 chat photo.jpg');
+      break;
+    case 'publish':
+      if (p.length !== 1 || !/^[\w.-]+\/[\w.-]+$/.test(p[0])) throw new UsageError('publish needs the repository to publish to, as OWNER/REPO.', 'Example: blip2 publish my-team/blip2-opt-2.7b-onnx --precision int4,int8');
+      if (!a.given.has('precision')) throw new UsageError('publish needs --precision: the conversions to upload.', 'Example: blip2 publish my-team/blip2-opt-2.7b-onnx --precision int4,int8');
       break;
     case 'convert':
     case 'verify':
@@ -226,6 +248,7 @@ const COMMAND_OPTIONS: Record<CliArgs['command'], ReadonlySet<string>> = {
   chat: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json']),
   convert: new Set([...MODEL_OPTIONS, 'out', 'json']),
   verify: new Set([...MODEL_OPTIONS, 'repair', 'json']),
+  publish: new Set(['model', 'precision', 'store', 'private']),
   check: new Set(['format']),
   fix: new Set([
     ...MODEL_OPTIONS.filter((o) => o !== 'block-size'),

@@ -11,6 +11,7 @@ import { formatBytes } from '../engine/units';
 import { parseCli, UsageError, USAGE, type CliArgs } from './args';
 import { runCheck } from './check';
 import { runFix } from './fix';
+import { runPublish } from './publish';
 import { ProgressReporter } from './progress';
 
 // Images per batch: one left-padded generate() call; larger batches gain little on CPU and hold more memory.
@@ -27,6 +28,7 @@ async function main(argv: string[]): Promise<number> {
   const progress = new ProgressReporter();
   if (args.command === 'check') return runCheck(args);
   if (args.command === 'fix') return runFix(args, abort.signal);
+  if (args.command === 'publish') return runPublish(args, abort.signal);
   try {
     if (args.command === 'convert') return await convert(args, progress, abort.signal);
     if (args.command === 'verify') return await verify(args, progress, abort.signal);

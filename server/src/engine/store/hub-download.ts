@@ -303,6 +303,7 @@ class HttpError extends Error {
 export interface HubRevision {
   hub: HubSession;
   commit: string;
+  /** The top level's files and folders, by path. */
   listing: Map<string, ListFileEntry>;
   layout: CacheLayout;
 }
@@ -327,10 +328,9 @@ export async function openHubRevision(ref: RepoRef, opts: HubDownloadOptions): P
         'Check HF_ENDPOINT, or pass --model with a local checkpoint folder.',
       );
     }
-    // Top level only: every file of a transformers checkpoint lives there, and shard names are checked to be plain names.
-    for await (const entry of listFiles({ repo: ref.repo, revision: info.sha, hubUrl: hub.endpoint, fetch: hub.fetch })) {
-      if (entry.type === 'file') listing.set(entry.path, entry);
-    }
+    // Top level only: every file of a transformers checkpoint lives there, and shard names are checked to be plain
+    // names; folders are listed too (a repository of conversions has one per precision).
+    for await (const entry of listFiles({ repo: ref.repo, revision: info.sha, hubUrl: hub.endpoint, fetch: hub.fetch })) listing.set(entry.path, entry);
     return { hub, commit: info.sha, listing, layout };
   } catch (e) {
     if (isNetworkError(e) && !opts.signal?.aborted) throw new HubUnreachableError(hub.endpoint, errorCode(e) ?? String(e));
@@ -403,9 +403,11 @@ export async function downloadCheckpoint(
   opts: HubDownloadOptions & {
     /** Called once the configs are in and before any weight is fetched (to state the cost, or to stop there). */
     beforeWeights?: (rev: HubRevision, files: CheckpointFiles) => Promise<void>;
+    /** The revision, when the caller asked the Hub already. */
+    rev?: HubRevision;
   },
 ): Promise<DownloadedCheckpoint> {
-  const rev = await openHubRevision(ref, opts);
+  const rev = opts.rev ?? (await openHubRevision(ref, opts));
   const files = await fetchCheckpointConfigs(rev, opts);
   const { planned, weights, fetcher, snapshot } = files;
   await opts.beforeWeights?.(rev, files);
@@ -438,7 +440,7 @@ function chooseFiles(repo: string, listing: Map<string, ListFileEntry>): string[
 }
 
 /** Blob name and checksum from the listing; the library's `fileDownloadInfo` supplies an etag when a mirror leaves it out. */
-async function planFile(hub: HubSession, commit: string, entry: ListFileEntry): Promise<PlannedFile> {
+export async function planFile(hub: HubSession, commit: string, entry: ListFileEntry): Promise<PlannedFile> {
   if (entry.lfs) {
     return {
       path: entry.path,
@@ -532,6 +534,18 @@ export class FileFetcher {
       if (code === 'ENOSPC' || code === 'EACCES' || code === 'EPERM' || code === 'EROFS') throw cacheWriteError(e, this.layout.cacheDir);
       throw e;
     }
+    if (this.finished.has(file.path)) return;
+    this.report(file, file.size);
+    this.finished.add(file.path);
+    this.done += file.size;
+  }
+
+  /**
+   * Downloads `file` to `target` itself rather than into the cache (a converted model's files go straight into the
+   * model store): resumed from `<target>.incomplete`, checked against the Hub's checksum, renamed into place.
+   */
+  async fetchInto(file: PlannedFile, target: string): Promise<void> {
+    if (!(await isFile(target))) await this.download(file, target);
     if (this.finished.has(file.path)) return;
     this.report(file, file.size);
     this.finished.add(file.path);

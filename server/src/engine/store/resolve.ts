@@ -7,7 +7,8 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { ModelUnavailableError, throwIfAborted, UserError } from '../errors';
 import { CONFIG_FILE, MODEL_CONFIG_FILES, checkBlip2Config, inspectCheckpoint, isFile } from '../checkpoint/files';
-import type { Precision } from '../convert/precision';
+import { isQuantized, type Precision } from '../convert/precision';
+import { copyBytesNeeded } from '../runtime/ort';
 import { conversionCost } from '../convert/conversion-cost';
 import { checkSpace, type SetUpCost } from './setup-cost';
 import { MANIFEST_FILE } from '../convert/manifest';
@@ -30,6 +31,8 @@ import type { CheckpointSource } from '../checkpoint/source';
 import { HubUnreachableError, downloadCheckpoint, openHubRevision, type DownloadProgress } from './hub-download';
 import type { RangeCounters } from './hub-ranges';
 import { hubCheckpointSource } from './hub-stream';
+import { downloadConverted, holdsConversions, planConvertedDownload, type ConvertedRepoPlan } from './converted-repo';
+import { freeBytesAt } from './setup-cost';
 import {
   checkPrecision,
   convertedDirForCheckpoint,
@@ -127,6 +130,24 @@ async function announce(cost: SetUpCost, opts: ResolveOptions): Promise<SetUpCos
   return cost;
 }
 
+/** A converted model downloaded as it is: its files once on disk, and the first load's copy where one is kept. */
+function convertedRepoCost(model: string, precision: Precision, plan: ConvertedRepoPlan, storeRoot: string, convertedDir: string): SetUpCost {
+  const decoderData = plan.manifest.files!.filter((f) => f.name.startsWith(`${plan.manifest.graphs.decoder}`)).reduce((s, f) => s + f.bytes, 0);
+  const firstLoad = isQuantized(precision) && decoderData > 0 ? copyBytesNeeded(decoderData) : 0;
+  return {
+    model,
+    precision,
+    kind: 'converted',
+    downloadBytes: plan.bytes,
+    sourceBytes: 0,
+    peakDiskBytes: plan.bytes + firstLoad,
+    finalDiskBytes: plan.bytes + firstLoad,
+    firstLoadBytes: firstLoad,
+    storeDir: storeRoot,
+    freeBytes: freeBytesAt(convertedDir),
+  };
+}
+
 /** The bytes of the checkpoint's configs and tokenizer in `dir` (they are copied into the conversion). */
 async function smallFilesBytes(dir: string): Promise<number> {
   let total = 0;
@@ -217,29 +238,29 @@ async function resolveRepo(ref: RepoRef, paths: StorePaths, opts: ResolveOptions
   const hubOptions = { cacheDir, endpoint, token: await hfToken(env), signal: opts.signal, onProgress: opts.onProgress };
   try {
     const precision = opts.precision as Precision;
-    if (opts.keepSource) {
-      let cost: SetUpCost | undefined;
-      let converted: string | undefined;
-      const got = await downloadCheckpoint(ref, {
-        ...hubOptions,
-        beforeWeights: async (rev, files) => {
-          const convertedDir = convertedDirForRepo(paths, ref.repo, rev.commit, precision);
-          // Converted already (from a streamed set-up, say): the checkpoint need not be kept to be used.
-          if (await isConverted(convertedDir)) throw new AlreadyConverted((converted = convertedDir));
-          const sourceBytes = files.weights.reduce((a, f) => a + f.size, 0);
-          cost = await announce(conversionCost({ model: ref.repo, precision, kind: 'download', configDir: files.snapshot, sourceBytes, smallBytes: await smallFilesBytes(files.snapshot), convertedDir, storeRoot: paths.root, cacheDir }), opts);
-        },
-      }).catch((e) => {
-        if (e instanceof AlreadyConverted) return undefined;
-        throw e;
-      });
-      if (!got) return { kind: 'converted', dir: converted!, source: ref.repo, revision: path.basename(path.dirname(converted!)) };
-      return checkpoint(got.commit, got.dir, cost);
-    }
     const rev = await openHubRevision(ref, hubOptions);
     await remember(rev.commit);
     const convertedDir = convertedDirForRepo(paths, ref.repo, rev.commit, opts.precision);
     if (await isConverted(convertedDir)) return { kind: 'converted', dir: convertedDir, source: ref.repo, revision: rev.commit };
+    if (holdsConversions(rev)) {
+      const staging = `${convertedDir}.download`;
+      const plan = await planConvertedDownload(rev, precision, staging, hubOptions);
+      await announce(convertedRepoCost(ref.repo, precision, plan, paths.root, convertedDir), opts);
+      await downloadConverted(plan, staging, convertedDir, ref.repo, opts.signal);
+      return { kind: 'converted', dir: convertedDir, source: ref.repo, revision: rev.commit };
+    }
+    if (opts.keepSource) {
+      let cost: SetUpCost | undefined;
+      const got = await downloadCheckpoint(ref, {
+        ...hubOptions,
+        rev,
+        beforeWeights: async (_rev, files) => {
+          const sourceBytes = files.weights.reduce((a, f) => a + f.size, 0);
+          cost = await announce(conversionCost({ model: ref.repo, precision, kind: 'download', configDir: files.snapshot, sourceBytes, smallBytes: await smallFilesBytes(files.snapshot), convertedDir, storeRoot: paths.root, cacheDir }), opts);
+        },
+      });
+      return checkpoint(got.commit, got.dir, cost);
+    }
     const stream = await hubCheckpointSource(rev, { ...hubOptions, counters: opts.counters });
     const sourceBytes = stream.weights.reduce((a, w) => a + w.size, 0);
     const cost = await announce(conversionCost({ model: ref.repo, precision, kind: 'stream', configDir: stream.configDir, sourceBytes, smallBytes: await smallFilesBytes(stream.configDir), convertedDir, storeRoot: paths.root }), opts);
@@ -250,13 +271,6 @@ async function resolveRepo(ref: RepoRef, paths: StorePaths, opts: ResolveOptions
       throw notCached(ref, cacheDir, cached, `${who} cannot be reached`, endpoint);
     }
     throw e;
-  }
-}
-
-/** The conversion a keep-source download would be for is there already: nothing to download. */
-class AlreadyConverted extends Error {
-  constructor(readonly dir: string) {
-    super(dir);
   }
 }
 
