@@ -56,10 +56,10 @@ const sizeOf = (f: FakeFile) => (Buffer.isBuffer(f) ? f.length : f.size);
 const shaOf = (f: FakeFile) => (Buffer.isBuffer(f) ? sha256(f) : f.sha256);
 
 /** The files of a checkpoint folder, without subfolders (the fixture's reference/ is not part of a Hub repo). */
-export function readFolderFiles(dir: string): Record<string, Buffer> {
+export function readFolderFiles(dir: string, filter: (name: string) => boolean = () => true): Record<string, Buffer> {
   const files: Record<string, Buffer> = {};
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    if (e.isFile()) files[e.name] = fs.readFileSync(path.join(dir, e.name));
+    if (e.isFile() && filter(e.name)) files[e.name] = fs.readFileSync(path.join(dir, e.name));
   }
   return files;
 }
@@ -98,15 +98,18 @@ export class FakeHub {
   cdnUrl = '';
 
   constructor(repos: FakeRepo[]) {
-    for (const r of repos) {
-      const commit =
-        r.commit ??
-        createHash('sha1')
-          .update(r.id)
-          .update(Object.entries(r.files).sort(([a], [b]) => a.localeCompare(b)).map(([n, b]) => `${n}:${shaOf(b)}`).join('\n'))
-          .digest('hex');
-      this.repos.set(r.id, { ...r, commit });
-    }
+    for (const r of repos) this.addRepo(r);
+  }
+
+  /** Serves another repository from now on. */
+  addRepo(r: FakeRepo): void {
+    const commit =
+      r.commit ??
+      createHash('sha1')
+        .update(r.id)
+        .update(Object.entries(r.files).sort(([a], [b]) => a.localeCompare(b)).map(([n, b]) => `${n}:${shaOf(b)}`).join('\n'))
+        .digest('hex');
+    this.repos.set(r.id, { ...r, commit });
   }
 
   static async start(repos: FakeRepo[]): Promise<FakeHub> {
@@ -376,7 +379,7 @@ export class FakeHub {
               ? { type: 'file', size: sizeOf(b), path: name }
               : isLfs(name)
               ? { type: 'file', oid: gitBlobSha1(lfsPointer(b)), size: sizeOf(b), path: name, lfs: { oid: shaOf(b), size: sizeOf(b), pointerSize: lfsPointer(b).length } }
-              : { type: 'file', oid: gitBlobSha1(b as Buffer), size: sizeOf(b), path: name },
+              : { type: 'file', oid: gitBlobSha1(Buffer.isBuffer(b) ? b : fs.readFileSync(b.path)), size: sizeOf(b), path: name },
           );
         }
         for (const folder of folders) entries.push({ type: 'directory', oid: createHash('sha1').update(folder).digest('hex'), size: 0, path: folder });
@@ -409,7 +412,7 @@ export class FakeHub {
         res.end();
         return;
       }
-      return this.sendBytes(req, res, name, b, { 'x-repo-commit': sha, etag: `"${gitBlobSha1(b as Buffer)}"` });
+      return this.sendBytes(req, res, name, b, { 'x-repo-commit': sha, etag: `"${gitBlobSha1(Buffer.isBuffer(b) ? b : fs.readFileSync(b.path))}"` });
     }
     this.fail(res, 404, 'NotFound', 'Not found');
   }
