@@ -236,6 +236,27 @@ describe('a Hub checkpoint converted as it streams', () => {
     assert.ok(cost.peakDiskBytes >= cost.finalDiskBytes);
   });
 
+  test('a half-size (bfloat16) checkpoint is said to be one, downloads half the bytes, and converts as a folder of it does', async (t) => {
+    const root = tmpDir(t);
+    const ckpt = path.join(root, 'bf16');
+    await writeRandomCheckpoint({ configDir: tinyCheckpointDir, outDir: ckpt, seed: 11, dtype: 'BF16', shardLayoutFrom: 'size', maxShardBytes: 160 << 10 });
+    const files = readFolderFiles(ckpt);
+    const hub = await startHub(t, [{ id: REPO, files }]);
+    const box = sandbox(t, hub.url);
+    const cost = await planSetUp(REPO, box.opts());
+    assert.equal(cost.sourceDtype, 'bfloat16');
+    assert.match(describeCost(cost), /, a bfloat16 checkpoint, half the size of the float32 one and converts it to int4 as it arrives/);
+    const f32 = await planSetUp(REPO, sandbox(t, (await startHub(t, [{ id: REPO, files: readFolderFiles(await shardedCheckpoint()) }])).url).opts());
+    // The tensors take half the bytes; the shards' headers (a few percent of this tiny checkpoint) do not shrink.
+    assert.ok(Math.abs(cost.sourceBytes / f32.sourceBytes - 0.5) < 0.02, `${cost.sourceBytes} against ${f32.sourceBytes}`);
+    const r = await resolveModel(REPO, box.opts());
+    await streamed(r);
+    const local = path.join(root, 'from-folder');
+    await convertCheckpoint({ checkpointDir: ckpt, outDir: local, precision: 'int4' });
+    assert.ok(r.kind === 'checkpoint');
+    assertSameConversion(local, r.convertedDir);
+  });
+
   test('a disk that cannot hold the model is refused before anything is downloaded, with what it needs and where', async (t) => {
     const hub = await startHub(t, [{ id: REPO, files: readFolderFiles(await shardedCheckpoint()) }]);
     const box = sandbox(t, hub.url);

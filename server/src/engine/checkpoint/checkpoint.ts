@@ -109,3 +109,9 @@ export function checkpointShapes(configDir: string, vocabSize?: number): Checkpo
   const shapes = new Map<string, TensorInfo>(expectedTensors(config, vocab).map((t) => [t.name, { name: t.name, dtype: 'F32', shape: t.shape, begin: 0, end: 0, file: '' }]));
   return { ...openCheckpoint(configDir, new Map([['', shapes]])), read: () => Promise.reject(new Error(`${configDir}: shapes only, no weights`)) };
 }
+
+/** Parameters of a checkpoint, from its shapes. */
+export function parameterCount(ckpt: Checkpoint): number {
+  return expectedTensors(ckpt.config, ckpt.vocabSize).reduce((s, t) => s + t.shape.reduce((a, d) => a * d, 1), 0);
+}
+

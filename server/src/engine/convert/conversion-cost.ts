@@ -4,8 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { checkpointShapes, type Checkpoint } from '../checkpoint/checkpoint';
-import { expectedTensors } from '../checkpoint/layout';
+import { checkpointShapes, parameterCount, type Checkpoint } from '../checkpoint/checkpoint';
 import { freeBytesAt, type SetUpCost, type SetUpKind } from '../store/setup-cost';
 import { decoderFormsFor } from './convert';
 import { planConversion, plannedBytes } from './plan';
@@ -21,11 +20,6 @@ export function conversionBytes(ckpt: Checkpoint, precision: Precision, blockSiz
   const decoder = plan.graphs.find((g) => g.phase === 'decoder_model_merged')!;
   const firstLoad = isQuantized(precision) && decoder.withWeights ? copyBytesNeeded(plannedBytes({ ...plan, graphs: [decoder], native: undefined, outputs: plan.outputs.filter((o) => o.kind === 'initializer' && plan.graphs[o.graph] === decoder) })) : 0;
   return { conversion: plannedBytes(plan), firstLoad };
-}
-
-/** Parameters of a checkpoint, from its shapes. */
-export function parameterCount(ckpt: Checkpoint): number {
-  return expectedTensors(ckpt.config, ckpt.vocabSize).reduce((s, t) => s + t.shape.reduce((a, d) => a * d, 1), 0);
 }
 
 /** float32, float16 or bfloat16, from the bytes the weights take per parameter (and the config's torch_dtype for 2). */
@@ -51,6 +45,8 @@ export function conversionCost(input: {
   /** The model store the conversion is in (what the sentence names; `convertedDir` is deep inside it). */
   storeRoot: string;
   cacheDir?: string;
+  /** The weights' storage type when the headers were read (a streamed source); guessed from the sizes otherwise. */
+  sourceDtype?: SetUpCost['sourceDtype'];
 }): SetUpCost {
   const ckpt = checkpointShapes(input.configDir);
   const bytes = conversionBytes(ckpt, input.precision);
@@ -63,7 +59,7 @@ export function conversionCost(input: {
     kind: input.kind,
     downloadBytes: downloads ? input.sourceBytes + input.smallBytes : 0,
     sourceBytes: input.sourceBytes,
-    sourceDtype: sourceDtype(input.sourceBytes, parameterCount(ckpt), (ckptConfigDtype(input.configDir))),
+    sourceDtype: input.sourceDtype ?? sourceDtype(input.sourceBytes, parameterCount(ckpt), ckptConfigDtype(input.configDir)),
     // The journal and the tensors waiting for a partner at a checkpoint: a little on top (convert/groups.ts).
     peakDiskBytes: kept + conversion + Math.ceil(conversion / 100) + JOURNAL_MARGIN,
     finalDiskBytes: kept + conversion + (downloads ? input.smallBytes : 0),

@@ -1,7 +1,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { openCheckpoint, type Checkpoint } from '../checkpoint/checkpoint';
+import { openCheckpoint, parameterCount, type Checkpoint } from '../checkpoint/checkpoint';
 import { MODEL_CONFIG_FILES, SAFETENSORS_INDEX_FILE } from '../checkpoint/files';
 import type { StoredDtype } from '../checkpoint/safetensors';
 import { localCheckpointSource, type CheckpointSource } from '../checkpoint/source';
@@ -320,6 +320,7 @@ async function finish(
     },
     decoderForms: plan.decoderForms,
     sizes,
+    parameters: parameterCount(ckpt),
     files: await recordModelFiles(staging, opts.signal),
   };
   // The manifest is written last: a folder with a manifest is a finished conversion.

@@ -48,6 +48,8 @@ export interface ConvertedManifest {
   decoderForms?: ('onnxruntime' | 'native')[];
   /** Bytes on disk of each graph with its external data. */
   sizes: Record<string, number>;
+  /** The checkpoint's parameters (absent in conversions made before it was recorded). */
+  parameters?: number;
   /** Every other file of the folder with its checksums; absent in conversions made before they were recorded. */
   files?: ModelFile[];
 }

@@ -263,7 +263,9 @@ async function resolveRepo(ref: RepoRef, paths: StorePaths, opts: ResolveOptions
     }
     const stream = await hubCheckpointSource(rev, { ...hubOptions, counters: opts.counters });
     const sourceBytes = stream.weights.reduce((a, w) => a + w.size, 0);
-    const cost = await announce(conversionCost({ model: ref.repo, precision, kind: 'stream', configDir: stream.configDir, sourceBytes, smallBytes: await smallFilesBytes(stream.configDir), convertedDir, storeRoot: paths.root }), opts);
+    const dtype = stream.weights[0]?.tensors.values().next().value?.dtype;
+    const sourceDtype = dtype === 'F16' ? 'float16' : dtype === 'BF16' ? 'bfloat16' : 'float32';
+    const cost = await announce(conversionCost({ model: ref.repo, precision, kind: 'stream', configDir: stream.configDir, sourceBytes, smallBytes: await smallFilesBytes(stream.configDir), convertedDir, storeRoot: paths.root, sourceDtype }), opts);
     return { kind: 'checkpoint', stream, source: ref.repo, revision: rev.commit, convertedDir, cost };
   } catch (e) {
     if (e instanceof HubUnreachableError) {
