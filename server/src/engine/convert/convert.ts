@@ -71,13 +71,13 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<Converted
     }
     const graphsWritten: ConvertedManifest['graphs'] = { ...graphs };
     const quant = formats.decoder.quant;
-    // The same 4-bit weights once more, for the native decoder (runtime/native-decoder.ts): on CPUs where
-    // onnxruntime's 4-bit kernel is the slower one it computes the decoding steps.
-    if (quant?.kind === 'nbits' && quant.bits === 4 && nativeDecoderFits(ckpt, quant.blockSize)) {
+    // The same 4- or 8-bit weights once more, for the native decoder (runtime/native-decoder.ts): on CPUs where
+    // onnxruntime's kernel is the slower one it computes the decoding steps.
+    if (quant?.kind === 'nbits' && nativeDecoderFits(ckpt, quant.blockSize)) {
       throwIfAborted(opts.signal);
       const file = `onnx/decoder_native${suffix}.bin`;
       opts.onProgress?.({ phase: 'native_decoder', done: 0, total: 1 });
-      sizes[file] = await writeNativeDecoder(ckpt, path.join(tmp, file), quant.blockSize, opts.signal);
+      sizes[file] = await writeNativeDecoder(ckpt, path.join(tmp, file), quant.bits, quant.blockSize, opts.signal);
       opts.onProgress?.({ phase: 'native_decoder', done: 1, total: 1 });
       graphsWritten.nativeDecoder = file;
     }
