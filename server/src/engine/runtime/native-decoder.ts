@@ -96,6 +96,10 @@ export function nativeLinear(weights: NativeLinearWeights, x: Float32Array, rows
   const lib = load();
   if (!lib) throw new Error(`the native decoder library (${LIBRARY}) is not built`);
   const { bits, n, k, block } = weights;
+  // The C side trusts the sizes: a short array would be read past its end.
+  if (weights.codes.length !== (n * k * bits) / 8 || weights.scales.length !== (n * k) / block || weights.scaledZeros.length !== (n * k) / block || (weights.bias && weights.bias.length !== n) || x.length !== rows * k) {
+    throw new Error(`the native linear's arrays do not match ${n}x${k} in ${bits}-bit blocks of ${block} and ${rows} rows`);
+  }
   const y = new Float32Array(rows * n);
   const err = Buffer.alloc(256);
   const rc = lib.linear(bits, NATIVE_KERNELS.indexOf(kernel), threads, n, k, block, weights.codes, weights.scales, weights.scaledZeros, weights.bias ?? null, rows, x, y, err, err.length);
