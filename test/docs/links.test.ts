@@ -1,5 +1,6 @@
 // Every link in the repository's documents leads somewhere: relative links to files that exist, anchors to headings
-// that exist (by GitHub's rules). The user docs speak to users: no issue numbers.
+// that exist (by GitHub's rules), and the Marketplace page's absolute links to files of this repository. The user
+// docs speak to users: no issue numbers.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -49,6 +50,31 @@ describe('links in the repository\'s documents', () => {
   it('user docs carry no issue numbers', () => {
     for (const doc of docs.filter((d) => d.file === 'README.md' || d.file.startsWith('docs/'))) {
       assert.doesNotMatch(doc.text, /issue [0-9]/i, doc.file);
+    }
+  });
+});
+
+describe('the Marketplace page (media/marketplace/README.md)', () => {
+  const page = readDoc('media/marketplace/README.md');
+  const manifest = JSON.parse(fs.readFileSync(path.join(repoRoot, 'package.json'), 'utf8'));
+  const repository = String(manifest.repository?.url ?? manifest.repository).replace(/\.git$/, '');
+
+  it('links only by absolute https addresses, each into this repository at a file or heading that exists', () => {
+    const links = linksOf(page);
+    assert.ok(links.length >= 5);
+    assert.match(repository, /^https:\/\/github\.com\/[^/]+\/[^/]+$/);
+    for (const { url, line, kind } of links) {
+      assert.match(url, /^https:\/\//, `line ${line}: ${url}`);
+      if (!url.startsWith(repository)) continue;
+      const rest = url.slice(repository.length);
+      const file = kind === 'image' ? /^\/raw\/HEAD\/(.+)$/.exec(rest)?.[1] : /^\/blob\/HEAD\/([^#]+)$/.exec(rest)?.[1];
+      if (file) {
+        assert.ok(fs.existsSync(path.join(repoRoot, file)), `line ${line}: ${file} does not exist`);
+      } else {
+        // The repository's front page is its README.
+        assert.match(rest, /^(#.*)?$/, `line ${line}: ${url}`);
+        if (rest) assert.equal(brokenTarget(readDoc('README.md'), rest), undefined, `line ${line}: ${url}`);
+      }
     }
   });
 });
