@@ -1,6 +1,6 @@
 // The int4 and int8 decoders computed by server/native/opt-decoder.c instead of onnxruntime, on CPUs where that
-// kernel is the faster one (README, "Kernels beyond onnxruntime 1.30"). Loaded through koffi, as mapped-weights.ts
-// calls madvise; the library is built by scripts/build-native.mjs into dist/native/.
+// kernel is the faster one (docs/performance.md, "Kernels beyond onnxruntime 1.30"). Loaded through koffi, as
+// mapped-weights.ts calls madvise; the library is built by scripts/build-native.mjs into dist/native/.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
