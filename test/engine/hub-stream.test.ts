@@ -159,6 +159,37 @@ describe('a Hub checkpoint converted as it streams', () => {
     await assertSameAsFolder(ckpt, r, box.root);
   });
 
+  test('a journal whose files were deleted meanwhile is not trusted: the conversion starts over and comes out the same', async (t) => {
+    const ckpt = await shardedCheckpoint();
+    const root = tmpDir(t);
+    const out = path.join(root, 'int4');
+    const controller = new AbortController();
+    let groups = 0;
+    await assert.rejects(
+      convertCheckpoint({
+        checkpointDir: ckpt,
+        outDir: out,
+        precision: 'int4',
+        groupBytes: 64 << 10,
+        signal: controller.signal,
+        // The journal is written after each group: stop after the third.
+        onProgress: (p) => {
+          if (p.detail === undefined && p.done > 0 && ++groups === 3) controller.abort();
+        },
+      }),
+      (e) => isCancelled(e),
+    );
+    const staging = `${out}.incomplete`;
+    assert.ok(fs.existsSync(path.join(staging, '.journal', 'journal.json')));
+    const data = fs.readdirSync(path.join(staging, 'onnx')).filter((f) => f.endsWith('_data'));
+    assert.ok(data.length > 0);
+    for (const f of data) fs.rmSync(path.join(staging, 'onnx', f));
+    await convertCheckpoint({ checkpointDir: ckpt, outDir: out, precision: 'int4', groupBytes: 64 << 10 });
+    const fresh = path.join(root, 'fresh');
+    await convertCheckpoint({ checkpointDir: ckpt, outDir: fresh, precision: 'int4' });
+    assertSameConversion(fresh, out);
+  });
+
   test('a checksum that does not match the Hub\'s discards the conversion with one sentence', async (t) => {
     const ckpt = await shardedCheckpoint();
     const files = readFolderFiles(ckpt);

@@ -180,6 +180,9 @@ async function convertInto(source: CheckpointSource, staging: string, outDir: st
   const identity = JSON.stringify({ source: source.identity, precision: opts.precision, blockSize, forms, converter: CONVERTER_VERSION, groups: groups.length });
 
   let journal = readJournal(staging, identity);
+  // A journal describes bytes on disk: a file it counts on that is gone or shorter (deleted by hand, a disk that
+  // lost writes) makes it worthless, and the conversion starts over.
+  if (journal && !Object.entries(journal.lengths).every(([file, length]) => (fs.statSync(path.join(staging, file), { throwIfNoEntry: false })?.size ?? -1) >= length)) journal = undefined;
   if (!journal) {
     fs.rmSync(staging, { recursive: true, force: true });
     fs.mkdirSync(staging, { recursive: true });
