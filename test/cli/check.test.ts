@@ -102,6 +102,24 @@ describe('blip2 check', () => {
     assert.ok(annotations.every((a) => a.message.length > 20 && !a.message.includes('\n')));
   });
 
+  it('writes the whole report into a pipe, in every format (a pipe takes 64 KB at once)', async () => {
+    const dir = path.join(site, 'many');
+    fs.mkdirSync(dir);
+    const images = 1000;
+    fs.writeFileSync(path.join(dir, 'gallery.md'), Array.from({ length: images }, (_, i) => `![](shots/${i}.png)\n`).join('\n'));
+    const outputs: Record<string, string> = {};
+    for (const format of ['text', 'json', 'sarif', 'github']) {
+      const r = await runCli(['check', 'many', '--format', format], iso.env, undefined, site);
+      assert.equal(r.code, 1, r.stderr);
+      outputs[format] = r.stdout;
+    }
+    assert.ok(outputs.sarif.length > 4 * 65536, 'the SARIF report is far beyond one pipe buffer');
+    assert.equal(outputs.text.trimEnd().split('\n').filter((line) => / missing-alt$/.test(line)).length, images);
+    assert.equal(JSON.parse(outputs.json).length, images);
+    assert.equal((JSON.parse(outputs.sarif) as Sarif.Log).runs[0].results!.length, images);
+    assert.equal(outputs.github.trimEnd().split('\n').filter((line) => line.startsWith('::warning file=many/gallery.md,')).length, images);
+  });
+
   it('checks a file named on the command line even when it is ignored', async () => {
     const r = await runCli(['check', 'build/out.md', '--format', 'json'], iso.env, undefined, site);
     assert.equal(r.code, 1);
