@@ -11,6 +11,7 @@ import { convertedDirForCheckpoint, storePaths } from '../../server/src/engine/s
 import { isolatedEnv, runCli, type CliResult } from '../helpers/cli';
 import { tinyCheckpointDir } from '../helpers/paths';
 import { imagePath, loadManifest, type ReferenceCase } from '../helpers/reference';
+import { configurationProperties } from '../client/manifest';
 
 const manifest = loadManifest();
 const byId = (id: string): ReferenceCase => manifest.cases.find((c) => c.id === id)!;
@@ -244,6 +245,40 @@ describe('blip2 CLI: bad input gets one clear line and a non-zero exit', () => {
     assert.equal(r.stdout.trim(), target);
     assert.equal(fs.existsSync(abandoned), false);
     assertStoreClean();
+  });
+
+  it('a number outside its setting\'s range, before any model loads (exit 2)', async () => {
+    const declared = (key: string) => configurationProperties()[`blip2.${key}`];
+    const cases: [string, string, RegExp][] = [
+      ['--temperature', '1e-300', /--temperature must be 0 or a number from 0\.01 to 100 \(got "1e-300"\)/],
+      ['--threads', '100000', new RegExp(`--threads must be a whole number from ${declared('threads').minimum} to ${declared('threads').maximum} \\(got "100000"\\)`)],
+      ['--threads', '1000', /--threads must be a whole number from 0 to 256/],
+      ['--num-beams', '10000', new RegExp(`--num-beams must be a whole number from 1 to ${declared('generation.numBeams').maximum}`)],
+      ['--max-new-tokens', '100000', new RegExp(`--max-new-tokens must be a whole number from 1 to ${declared('generation.maxNewTokens').maximum} \\(got "100000"\\)`)],
+      ['--repetition-penalty', '50', new RegExp(`--repetition-penalty must be a number from 1 to ${declared('generation.repetitionPenalty').maximum}`)],
+      ['--max-image-mb', '1e9', /--max-image-mb must be a whole number from 1 to 1024/],
+      ['--threads', '', /--threads must be a whole number from 0 to 256 \(got ""\)/],
+    ];
+    for (const [flag, value, pattern] of cases) {
+      for (const command of ['caption', 'ask']) {
+        const args = command === 'ask' ? [command, imagePath('cat.png'), 'why?'] : [command, imagePath('cat.png')];
+        const r = await runCli([...args, ...model(tinyCheckpointDir), flag, value], iso.env);
+        assertUserError(r, pattern);
+        assert.equal(r.code, 2, `${command} ${flag} ${value}`);
+      }
+    }
+    const fix = await runCli(['fix', work, '--num-beams', '10000'], iso.env);
+    assertUserError(fix, /--num-beams must be a whole number from 1 to 16/);
+  });
+
+  it('more new tokens than the model\'s context holds, said as such', async () => {
+    const config = JSON.parse(fs.readFileSync(path.join(tinyCheckpointDir, 'config.json'), 'utf8'));
+    const positions: number = config.text_config.max_position_embeddings;
+    const queries: number = config.num_query_tokens;
+    assertUserError(
+      await runCli(['caption', imagePath('cat.png'), ...model(tinyCheckpointDir), '--max-new-tokens', String(positions)], iso.env),
+      new RegExp(`Up to ${positions} new tokens do not fit in the model's context of ${positions} positions with the image's ${queries} tokens: at most ${positions - queries - 1} can be generated`),
+    );
   });
 
   it('an unknown option', async () => {
