@@ -271,6 +271,17 @@ describe('blip2 CLI: bad input gets one clear line and a non-zero exit', () => {
     assertUserError(fix, /--num-beams must be a whole number from 1 to 16/);
   });
 
+  it('a question of 32,000 characters gets the prompt-length sentence, with onnxruntime\'s telemetry off', async () => {
+    // onnxruntime's telemetry parsed /proc/self/cmdline with a recursive regex: this argument was a segfault (139).
+    const home = path.join(work, 'home');
+    fs.mkdirSync(home);
+    const question = 'why '.repeat(8000);
+    const r = await runCli(['ask', imagePath('cat.png'), question, ...model(tinyCheckpointDir)], { ...iso.env, HOME: home });
+    assertUserError(r, /^blip2: The prompt is \d+ tokens long, more than the \d+ that fit in the model's context/);
+    assert.equal(r.code, 1);
+    assert.deepEqual(fs.readdirSync(home), [], 'nothing written under HOME (onnxruntime keeps its telemetry in ~/.cache/Microsoft)');
+  });
+
   it('more new tokens than the model\'s context holds, said as such', async () => {
     const config = JSON.parse(fs.readFileSync(path.join(tinyCheckpointDir, 'config.json'), 'utf8'));
     const positions: number = config.text_config.max_position_embeddings;
