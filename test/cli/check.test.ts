@@ -131,7 +131,7 @@ describe('blip2 check', () => {
       ['a link to /etc/passwd', (f) => fs.symlinkSync('/etc/passwd', f), /hostile\/\.blip2\.json: is a symbolic link to a file outside the repository; its settings were not used/],
       ['a named pipe', (f) => spawnSync('mkfifo', [f]), /hostile\/\.blip2\.json: is a named pipe, not a regular file/],
       // Sparse: 50 MB on paper, refused by its size before a byte is read.
-      ['a 50 MB file', (f) => fs.truncateSync((fs.closeSync(fs.openSync(f, 'w')), f), 50 * 1024 * 1024), /hostile\/\.blip2\.json: is 51200 KB, more than the 64 KB a settings file may be/],
+      ['a 50 MB file', (f) => fs.truncateSync((fs.closeSync(fs.openSync(f, 'w')), f), 50 * 1024 * 1024), /hostile\/\.blip2\.json: is 50 MB, more than the 64 KB a settings file may be/],
     ];
     for (const [name, write, pattern] of cases) {
       fs.rmSync(repo, { recursive: true, force: true });

@@ -215,6 +215,36 @@ describe('blip2 CLI: bad input gets one clear line and a non-zero exit', () => {
     assertStoreClean();
   });
 
+  it('model files over their size or counts, or not regular files, refused before they are parsed or converted', async () => {
+    const sparse = (file: string, bytes: number) => {
+      fs.rmSync(file);
+      fs.closeSync(fs.openSync(file, 'w'));
+      fs.truncateSync(file, bytes);
+    };
+    const cases: [string, (dir: string) => void, RegExp][] = [
+      // The probe's file was 196 MB with 1.2 million added tokens: V8 ran out of memory at 3.5 GB.
+      ['huge-tokenizer', (d) => sparse(path.join(d, 'tokenizer.json'), 200 * 1024 * 1024), /tokenizer\.json is 200 MB, more than the 32 MB a tokenizer\.json may be\. Download the model again\.$/],
+      ['many-added-tokens', (d) => {
+        const file = path.join(d, 'tokenizer.json');
+        const tokenizer = JSON.parse(fs.readFileSync(file, 'utf8'));
+        for (let i = 0; i < 100_001; i++) tokenizer.added_tokens.push({ id: 1000 + i, content: `t${i}`, special: false });
+        fs.writeFileSync(file, JSON.stringify(tokenizer));
+      }, /tokenizer\.json has 100006 added tokens, more than the 100000 a tokenizer is read with/],
+      ['huge-config', (d) => sparse(path.join(d, 'config.json'), 10 * 1024 * 1024), /config\.json is 10 MB, more than the 4 MB a config\.json may be/],
+      ['fifo-tokenizer', (d) => {
+        fs.rmSync(path.join(d, 'tokenizer.json'));
+        spawnSync('mkfifo', [path.join(d, 'tokenizer.json')]);
+        // Found by the checkpoint's inspection, which takes only regular files: no read waits on the pipe.
+      }, /fifo-tokenizer is an incomplete BLIP-2 checkpoint: it has no tokenizer\.json/],
+    ];
+    for (const [name, mutate, pattern] of cases) {
+      const dir = brokenCheckpoint(name, mutate);
+      assertUserError(await runCli(['caption', imagePath('cat.png'), ...model(dir)], iso.env), pattern);
+      assertStoreClean();
+      assert.ok(!fs.existsSync(iso.store) || !fs.readdirSync(path.join(iso.store, 'local')).some((f) => f.startsWith(name)), `${name} was not converted`);
+    }
+  });
+
   it('a precision that does not exist', async () => {
     assertUserError(await runCli(['caption', imagePath('cat.png'), '--model', tinyCheckpointDir, '--precision', 'int2'], iso.env), /Unknown precision "int2".*fp32, fp16, int8, int4/);
   });

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { FileRefused, readSmallFile } from '../../engine/small-file';
 import { PROJECT_SETTING_KEYS, type SettingsLayer } from '../../protocol/settings';
 
 /**
@@ -11,9 +12,6 @@ export const PROJECT_CONFIG_FILE = '.blip2.json';
 
 /** Far above any settings file (they are a few hundred bytes); checked before a byte is read. */
 export const MAX_PROJECT_CONFIG_BYTES = 64 * 1024;
-
-// Not defined on Windows, where opening a pipe path does not block.
-const NONBLOCK = fs.constants.O_NONBLOCK ?? 0;
 
 /**
  * The `.blip2.json` that applies to files in `dir`: the nearest in `dir` or a folder above it, looking no
@@ -56,16 +54,9 @@ export function readProjectConfig(file: string, displayName = file): SettingsLay
     const root = fs.realpathSync(repositoryRoot(path.dirname(file)));
     const inside = path.relative(root, real);
     if (inside.startsWith('..') || path.isAbsolute(inside)) return refused('is a symbolic link to a file outside the repository');
-    const fd = fs.openSync(real, fs.constants.O_RDONLY | NONBLOCK);
-    try {
-      const stat = fs.fstatSync(fd);
-      if (!stat.isFile()) return refused(`is ${kindOf(stat)}, not a regular file`);
-      if (stat.size > MAX_PROJECT_CONFIG_BYTES) return refused(`is ${Math.ceil(stat.size / 1024)} KB, more than the ${MAX_PROJECT_CONFIG_BYTES / 1024} KB a settings file may be`);
-      text = fs.readFileSync(fd, 'utf8');
-    } finally {
-      fs.closeSync(fd);
-    }
+    text = readSmallFile(real, MAX_PROJECT_CONFIG_BYTES, 'a settings file');
   } catch (e) {
+    if (e instanceof FileRefused) return refused(e.why);
     return refused(`cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   try {
@@ -81,12 +72,4 @@ function isCandidate(file: string): boolean {
   } catch {
     return false;
   }
-}
-
-function kindOf(stat: fs.Stats): string {
-  if (stat.isDirectory()) return 'a folder';
-  if (stat.isFIFO()) return 'a named pipe';
-  if (stat.isSocket()) return 'a socket';
-  if (stat.isCharacterDevice() || stat.isBlockDevice()) return 'a device';
-  return 'not a regular file';
 }
