@@ -1,6 +1,7 @@
 // `blip2 check` on a docs folder: the problems the rules give for the fixture (listed by hand in
 // test/fixtures/docs-site/expected-check.json), in every output format, and the exit codes scripts rely on.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -100,6 +101,57 @@ describe('blip2 check', () => {
       expected.map((p) => [p.severity, p.file, p.line, p.column, p.endLine, p.endColumn]),
     );
     assert.ok(annotations.every((a) => a.message.length > 20 && !a.message.includes('\n')));
+  });
+
+  it('writes the whole report into a pipe, in every format (a pipe takes 64 KB at once)', async () => {
+    const dir = path.join(site, 'many');
+    fs.mkdirSync(dir);
+    const images = 1000;
+    fs.writeFileSync(path.join(dir, 'gallery.md'), Array.from({ length: images }, (_, i) => `![](shots/${i}.png)\n`).join('\n'));
+    const outputs: Record<string, string> = {};
+    for (const format of ['text', 'json', 'sarif', 'github']) {
+      const r = await runCli(['check', 'many', '--format', format], iso.env, undefined, site);
+      assert.equal(r.code, 1, r.stderr);
+      outputs[format] = r.stdout;
+    }
+    assert.ok(outputs.sarif.length > 4 * 65536, 'the SARIF report is far beyond one pipe buffer');
+    assert.equal(outputs.text.trimEnd().split('\n').filter((line) => / missing-alt$/.test(line)).length, images);
+    assert.equal(JSON.parse(outputs.json).length, images);
+    assert.equal((JSON.parse(outputs.sarif) as Sarif.Log).runs[0].results!.length, images);
+    assert.equal(outputs.github.trimEnd().split('\n').filter((line) => line.startsWith('::warning file=many/gallery.md,')).length, images);
+  });
+
+  it('refuses a hostile .blip2.json with one short line (exit 2): a huge value, deep nesting, a link out of the repository, a pipe, a huge file', async () => {
+    const repo = path.join(site, 'hostile');
+    const deep = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
+    const cases: [string, (file: string) => void, RegExp][] = [
+      ['a 60 KB string', (f) => fs.writeFileSync(f, JSON.stringify({ generation: { captionPrompt: 1, numBeams: 'x'.repeat(60_000) } })), /blip2\.generation\.numBeams must be a number \(got "x{40}…" \(60000 characters\)\)/],
+      ['arrays 30,000 deep', (f) => fs.writeFileSync(f, `{"generation":{"numBeams":${deep(30_000)}}}`), /blip2\.generation\.numBeams must be a number \(got \[\[\[/],
+      ['arrays 30,000 deep under an unknown key', (f) => fs.writeFileSync(f, `{"colour":${deep(30_000)}}`), /"colour" is not a setting/],
+      ['a link to /etc/passwd', (f) => fs.symlinkSync('/etc/passwd', f), /hostile\/\.blip2\.json: is a symbolic link to a file outside the repository; its settings were not used/],
+      ['a named pipe', (f) => spawnSync('mkfifo', [f]), /hostile\/\.blip2\.json: is a named pipe, not a regular file/],
+      // Sparse: 50 MB on paper, refused by its size before a byte is read.
+      ['a 50 MB file', (f) => fs.truncateSync((fs.closeSync(fs.openSync(f, 'w')), f), 50 * 1024 * 1024), /hostile\/\.blip2\.json: is 50 MB, more than the 64 KB a settings file may be/],
+    ];
+    for (const [name, write, pattern] of cases) {
+      fs.rmSync(repo, { recursive: true, force: true });
+      fs.mkdirSync(path.join(repo, '.git'), { recursive: true });
+      fs.writeFileSync(path.join(repo, 'a.md'), '![](x.png)\n');
+      write(path.join(repo, '.blip2.json'));
+      const r = await runCli(['check', 'hostile'], iso.env, undefined, site);
+      assert.equal(r.code, 2, `${name}: ${r.stderr.slice(0, 500)}`);
+      assert.equal(r.stderr.trim().split('\n').length, 1, name);
+      assert.ok(r.stderr.length < 300, `${name}: ${r.stderr.length} characters on stderr`);
+      assert.match(r.stderr, pattern, name);
+      assert.doesNotMatch(r.stderr, /root:|internal error/, name);
+    }
+    // A link within the repository is followed.
+    fs.rmSync(path.join(repo, '.blip2.json'));
+    fs.writeFileSync(path.join(repo, 'shared.json'), JSON.stringify({ altText: { rules: { 'missing-alt': 'off' } } }));
+    fs.symlinkSync('shared.json', path.join(repo, '.blip2.json'));
+    const r = await runCli(['check', 'hostile', '--format', 'json'], iso.env, undefined, site);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), []);
   });
 
   it('checks a file named on the command line even when it is ignored', async () => {

@@ -11,6 +11,7 @@ import { convertedDirForCheckpoint, storePaths } from '../../server/src/engine/s
 import { isolatedEnv, runCli, type CliResult } from '../helpers/cli';
 import { tinyCheckpointDir } from '../helpers/paths';
 import { imagePath, loadManifest, type ReferenceCase } from '../helpers/reference';
+import { configurationProperties } from '../client/manifest';
 
 const manifest = loadManifest();
 const byId = (id: string): ReferenceCase => manifest.cases.find((c) => c.id === id)!;
@@ -214,6 +215,36 @@ describe('blip2 CLI: bad input gets one clear line and a non-zero exit', () => {
     assertStoreClean();
   });
 
+  it('model files over their size or counts, or not regular files, refused before they are parsed or converted', async () => {
+    const sparse = (file: string, bytes: number) => {
+      fs.rmSync(file);
+      fs.closeSync(fs.openSync(file, 'w'));
+      fs.truncateSync(file, bytes);
+    };
+    const cases: [string, (dir: string) => void, RegExp][] = [
+      // The probe's file was 196 MB with 1.2 million added tokens: V8 ran out of memory at 3.5 GB.
+      ['huge-tokenizer', (d) => sparse(path.join(d, 'tokenizer.json'), 200 * 1024 * 1024), /tokenizer\.json is 200 MB, more than the 32 MB a tokenizer\.json may be\. Download the model again\.$/],
+      ['many-added-tokens', (d) => {
+        const file = path.join(d, 'tokenizer.json');
+        const tokenizer = JSON.parse(fs.readFileSync(file, 'utf8'));
+        for (let i = 0; i < 100_001; i++) tokenizer.added_tokens.push({ id: 1000 + i, content: `t${i}`, special: false });
+        fs.writeFileSync(file, JSON.stringify(tokenizer));
+      }, /tokenizer\.json has 100006 added tokens, more than the 100000 a tokenizer is read with/],
+      ['huge-config', (d) => sparse(path.join(d, 'config.json'), 10 * 1024 * 1024), /config\.json is 10 MB, more than the 4 MB a config\.json may be/],
+      ['fifo-tokenizer', (d) => {
+        fs.rmSync(path.join(d, 'tokenizer.json'));
+        spawnSync('mkfifo', [path.join(d, 'tokenizer.json')]);
+        // Found by the checkpoint's inspection, which takes only regular files: no read waits on the pipe.
+      }, /fifo-tokenizer is an incomplete BLIP-2 checkpoint: it has no tokenizer\.json/],
+    ];
+    for (const [name, mutate, pattern] of cases) {
+      const dir = brokenCheckpoint(name, mutate);
+      assertUserError(await runCli(['caption', imagePath('cat.png'), ...model(dir)], iso.env), pattern);
+      assertStoreClean();
+      assert.ok(!fs.existsSync(iso.store) || !fs.readdirSync(path.join(iso.store, 'local')).some((f) => f.startsWith(name)), `${name} was not converted`);
+    }
+  });
+
   it('a precision that does not exist', async () => {
     assertUserError(await runCli(['caption', imagePath('cat.png'), '--model', tinyCheckpointDir, '--precision', 'int2'], iso.env), /Unknown precision "int2".*fp32, fp16, int8, int4/);
   });
@@ -244,6 +275,51 @@ describe('blip2 CLI: bad input gets one clear line and a non-zero exit', () => {
     assert.equal(r.stdout.trim(), target);
     assert.equal(fs.existsSync(abandoned), false);
     assertStoreClean();
+  });
+
+  it('a number outside its setting\'s range, before any model loads (exit 2)', async () => {
+    const declared = (key: string) => configurationProperties()[`blip2.${key}`];
+    const cases: [string, string, RegExp][] = [
+      ['--temperature', '1e-300', /--temperature must be 0 or a number from 0\.01 to 100 \(got "1e-300"\)/],
+      ['--threads', '100000', new RegExp(`--threads must be a whole number from ${declared('threads').minimum} to ${declared('threads').maximum} \\(got "100000"\\)`)],
+      ['--threads', '1000', /--threads must be a whole number from 0 to 256/],
+      ['--num-beams', '10000', new RegExp(`--num-beams must be a whole number from 1 to ${declared('generation.numBeams').maximum}`)],
+      ['--max-new-tokens', '100000', new RegExp(`--max-new-tokens must be a whole number from 1 to ${declared('generation.maxNewTokens').maximum} \\(got "100000"\\)`)],
+      ['--repetition-penalty', '50', new RegExp(`--repetition-penalty must be a number from 1 to ${declared('generation.repetitionPenalty').maximum}`)],
+      ['--max-image-mb', '1e9', /--max-image-mb must be a whole number from 1 to 1024/],
+      ['--threads', '', /--threads must be a whole number from 0 to 256 \(got ""\)/],
+    ];
+    for (const [flag, value, pattern] of cases) {
+      for (const command of ['caption', 'ask']) {
+        const args = command === 'ask' ? [command, imagePath('cat.png'), 'why?'] : [command, imagePath('cat.png')];
+        const r = await runCli([...args, ...model(tinyCheckpointDir), flag, value], iso.env);
+        assertUserError(r, pattern);
+        assert.equal(r.code, 2, `${command} ${flag} ${value}`);
+      }
+    }
+    const fix = await runCli(['fix', work, '--num-beams', '10000'], iso.env);
+    assertUserError(fix, /--num-beams must be a whole number from 1 to 16/);
+  });
+
+  it('a question of 32,000 characters gets the prompt-length sentence, with onnxruntime\'s telemetry off', async () => {
+    // onnxruntime's telemetry parsed /proc/self/cmdline with a recursive regex: this argument was a segfault (139).
+    const home = path.join(work, 'home');
+    fs.mkdirSync(home);
+    const question = 'why '.repeat(8000);
+    const r = await runCli(['ask', imagePath('cat.png'), question, ...model(tinyCheckpointDir)], { ...iso.env, HOME: home });
+    assertUserError(r, /^blip2: The prompt is \d+ tokens long, more than the \d+ that fit in the model's context/);
+    assert.equal(r.code, 1);
+    assert.deepEqual(fs.readdirSync(home), [], 'nothing written under HOME (onnxruntime keeps its telemetry in ~/.cache/Microsoft)');
+  });
+
+  it('more new tokens than the model\'s context holds, said as such', async () => {
+    const config = JSON.parse(fs.readFileSync(path.join(tinyCheckpointDir, 'config.json'), 'utf8'));
+    const positions: number = config.text_config.max_position_embeddings;
+    const queries: number = config.num_query_tokens;
+    assertUserError(
+      await runCli(['caption', imagePath('cat.png'), ...model(tinyCheckpointDir), '--max-new-tokens', String(positions)], iso.env),
+      new RegExp(`Up to ${positions} new tokens do not fit in the model's context of ${positions} positions with the image's ${queries} tokens: at most ${positions - queries - 1} can be generated`),
+    );
   });
 
   it('an unknown option', async () => {

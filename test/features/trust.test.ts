@@ -2,7 +2,9 @@
 // the user allows more, redirects of remote images cannot reach this machine's services, and an untrusted
 // workspace cannot widen either.
 import { strict as assert } from 'node:assert';
+import type * as dns from 'node:dns';
 import * as fs from 'node:fs';
+import type { LookupFunction } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -92,12 +94,15 @@ describe('remote images: redirects', () => {
   before(async () => {
     other = await startImageSite(() => ({ '/cat.png': cat }));
     otherBase = other.base;
-    site = await startImageSite(() => ({
+    site = await startImageSite((b) => ({
       '/cat.png': cat,
       '/moved.png': { redirect: '/cat.png' },
       '/elsewhere.png': { redirect: `${otherBase}/cat.png` },
       '/loop.png': { redirect: '/loop.png' },
       '/file.png': { redirect: 'file:///etc/passwd' },
+      // By names the test's resolver gives this machine's address: the other service, and this one.
+      '/to-intranet.png': { redirect: `http://intranet.example.com:${new URL(otherBase).port}/cat.png` },
+      '/to-cdn.png': { redirect: `http://cdn.example.com:${new URL(b).port}/cat.png` },
     }));
     base = site.base;
   });
@@ -117,6 +122,39 @@ describe('remote images: redirects', () => {
     });
     await assert.rejects(fetchRemoteImage(`${base}/file.png`, limits, never), /redirects to file:\/\/\/etc\/passwd, which is not an http\(s\) address/);
     await assert.rejects(fetchRemoteImage(`${base}/loop.png`, limits, never), /redirects more than 5 times/);
+  });
+
+  it('checks a redirect against the address its host resolves to, not the name (an /etc/hosts alias of this machine)', async () => {
+    // The test's own resolver: two names that look public and are this machine, as /etc/hosts can make any name.
+    const hosts: Record<string, string> = { 'images.example.com': '127.0.0.1', 'intranet.example.com': '127.0.0.1', 'cdn.example.com': '127.0.0.1' };
+    const resolved: string[] = [];
+    const lookup = ((hostname: string, options: dns.LookupOptions, callback: (err: NodeJS.ErrnoException | null, address: string | dns.LookupAddress[], family?: number) => void) => {
+      resolved.push(hostname);
+      const address = hosts[hostname];
+      if (!address) return callback(Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' }), '');
+      if (options.all) callback(null, [{ address, family: 4 }]);
+      else callback(null, address, 4);
+    }) as unknown as LookupFunction;
+    const port = new URL(base).port;
+    const otherPort = new URL(otherBase).port;
+    const at = (host: string, p: string, file: string) => `http://${host}:${p}${file}`;
+
+    // Another service on this machine, reached by a name: refused by its address, before anything is sent to it.
+    await assert.rejects(fetchRemoteImage(at('images.example.com', port, '/to-intranet.png'), limits, never, { lookup }), (e: Error) => {
+      assert.equal(
+        e.message,
+        `${at('images.example.com', port, '/to-intranet.png')} redirects to ${at('intranet.example.com', otherPort, '/cat.png')}, which is on this machine or its local network (127.0.0.1), so it is not followed.`,
+      );
+      return true;
+    });
+    assert.equal(other.requests, 0, 'the other service was never asked');
+    // The image's own service under another name (the same address and port): followed.
+    assert.deepEqual(Buffer.from(await fetchRemoteImage(at('images.example.com', port, '/to-cdn.png'), limits, never, { lookup })), cat);
+    assert.deepEqual(resolved, ['images.example.com', 'intranet.example.com', 'images.example.com', 'cdn.example.com']);
+    // A resolver's IPv4-in-IPv6 answer is this machine too.
+    assert.equal(isLocalHost('::ffff:127.0.0.1'), true);
+    assert.equal(isLocalHost('::ffff:10.1.2.3'), true);
+    assert.equal(isLocalHost('::ffff:93.184.216.34'), false);
   });
 
   it('lets public hosts redirect to other public hosts and to https, never from a public host to a local one', () => {

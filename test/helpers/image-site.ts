@@ -5,6 +5,8 @@ import type { AddressInfo } from 'node:net';
 export interface ImageSite {
   /** `http://127.0.0.1:<port>`. */
   base: string;
+  /** Requests it has been sent, answered or not. */
+  readonly requests: number;
   close(): Promise<void>;
 }
 
@@ -12,7 +14,9 @@ export type Route = Buffer | { redirect: string } | { png: Buffer; announceLengt
 
 export async function startImageSite(routes: (base: string) => Record<string, Route>): Promise<ImageSite> {
   let table: Record<string, Route> = {};
+  let requests = 0;
   const server = http.createServer((req, res) => {
+    requests++;
     const route = req.url ? table[req.url] : undefined;
     if (Buffer.isBuffer(route)) {
       res.writeHead(200, { 'content-type': 'image/png', 'content-length': route.length });
@@ -34,6 +38,9 @@ export async function startImageSite(routes: (base: string) => Record<string, Ro
   table = routes(base);
   return {
     base,
+    get requests() {
+      return requests;
+    },
     close: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

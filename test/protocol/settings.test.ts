@@ -76,6 +76,26 @@ describe('validateSettings', () => {
     ]);
   });
 
+  it('quotes only the start of a bad value, however long or deep it is', () => {
+    const huge = 'x'.repeat(50 * 1024 * 1024);
+    let deep: unknown = 1;
+    for (let i = 0; i < 100_000; i++) deep = [deep];
+    const { settings, problems } = validateSettings([
+      { source: '.blip2.json', strict: true, allowed: PROJECT_SETTING_KEYS, value: { generation: { captionPrompt: 7, numBeams: huge, maxNewTokens: deep }, [huge]: 1 } },
+    ]);
+    assert.equal(settings.generation.numBeams, DEFAULT_SETTINGS.generation.numBeams);
+    assert.equal(problems.length, 4);
+    for (const problem of problems) assert.ok(problem.length < 200, problem.slice(0, 300));
+    assert.ok(problems.includes(`.blip2.json: blip2.generation.numBeams must be a number (got "${'x'.repeat(40)}…" (52428800 characters)); using 1.`), problems.join('\n'));
+    assert.ok(problems.some((p) => p.startsWith('.blip2.json: blip2.generation.maxNewTokens must be a number (got [[[[')));
+  });
+
+  it('keeps the idle unload within what a timer can wait (24.8 days), so a large value does not unload at once', () => {
+    const { settings, problems } = validateSettings([{ value: { unloadAfterMinutes: 100_000 } }]);
+    assert.ok(settings.unloadAfterMinutes * 60_000 <= 2 ** 31 - 1);
+    assert.deepEqual(problems, ['blip2.unloadAfterMinutes must be a whole number from 0 to 10080 (got 100000); using 10080.']);
+  });
+
   it('does not share objects with DEFAULT_SETTINGS', () => {
     const before = DEFAULT_SETTINGS.generation.maxNewTokens;
     const settings = normalizeSettings({ altText: { rules: { 'missing-alt': 'off' } } });

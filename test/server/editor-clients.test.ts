@@ -177,4 +177,27 @@ describe('the server in editors other than VS Code', { timeout: 300_000 }, () =>
     ]);
     assert.deepEqual(server.messageRequests, []);
   });
+
+  it('starts and checks under a hostile .blip2.json, with a short notice: deep nesting, a huge value, a link to /etc/passwd', async () => {
+    const cases: [string, (file: string) => void, RegExp][] = [
+      ['arrays 30,000 deep', (f) => fs.writeFileSync(f, `{"altText":{"maxLength":${'['.repeat(30_000)}${']'.repeat(30_000)}}}`), /blip2\.altText\.maxLength must be a number \(got \[\[\[/],
+      ['a 60 KB string', (f) => fs.writeFileSync(f, JSON.stringify({ altText: { maxLength: 'x'.repeat(60_000) } })), /\(got "x{40}…" \(60000 characters\)\)/],
+      ['a link to /etc/passwd', (f) => fs.symlinkSync('/etc/passwd', f), /is a symbolic link to a file outside the repository; its settings were not used/],
+    ];
+    for (const [name, write, pattern] of cases) {
+      const repo = fs.mkdtempSync(path.join(ws, 'hostile-'));
+      fs.mkdirSync(path.join(repo, '.git'));
+      write(path.join(repo, '.blip2.json'));
+      // initialize read the project file too: it failed with -32603 on deep nesting, leaving the folder unusable.
+      const server = await start({ settings: testSettings(), workspaceFolder: repo });
+      const uri = pathToFileURL(path.join(repo, 'a.md')).href;
+      await server.open(uri, 'markdown', '![](cat.png)\n');
+      const { diagnostics } = await server.diagnosticsFor(uri);
+      assert.deepEqual(diagnostics.map((d) => d.code), ['missing-alt'], name);
+      const [message] = await server.until(`a notice (${name})`, () => (server.messages.length > 0 ? server.messages : undefined));
+      assert.match(message, pattern, name);
+      assert.ok(message.length < 300 + repo.length, `${name}: ${message.length} characters`);
+      assert.doesNotMatch(message, /root:/, name);
+    }
+  });
 });

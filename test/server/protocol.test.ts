@@ -118,6 +118,48 @@ describe('protocol edges', { timeout: 120_000 }, () => {
     assert.doesNotMatch(server.log, /TypeError|Cannot read properties/);
   });
 
+  it('answers a whole frame that holds no JSON object with -32700 or -32600 (id null), and keeps serving', async () => {
+    const server = await start({ settings: testSettings(), workspaceFolder: ws });
+    let raw = '';
+    server.child.stdout!.on('data', (d) => (raw += d));
+    for (const body of ['{"jsonrpc":"2.0","id":2,"method":', 'not json at all', '[1,2]', '42', 'null']) {
+      server.child.stdin!.write(Buffer.concat([Buffer.from(`Content-Length: ${Buffer.byteLength(body)}\r\n\r\n`), Buffer.from(body)]));
+    }
+    // The next frame is read where the broken one said it ends, and answered.
+    const status = await server.connection.sendRequest(ModelStatusRequest.type);
+    assert.equal(typeof status.state, 'string');
+    const errors = [...raw.matchAll(/Content-Length: \d+\r\n\r\n(\{"jsonrpc":"2\.0","id":null,"error":\{[^}]*\}\})/g)].map((m) => JSON.parse(m[1]).error as RpcError);
+    assert.deepEqual(errors.map((e) => e.code), [ErrorCodes.ParseError, ErrorCodes.ParseError, ErrorCodes.InvalidRequest, ErrorCodes.InvalidRequest, ErrorCodes.InvalidRequest]);
+    assert.match(errors[0].message, /^Parse error: the message is not JSON \(.+\)\.$/);
+    assert.equal(server.exitCode, undefined, 'still running');
+  });
+
+  it('a header that never ends (no blank line before the body, or no more bytes) ends the process with a line saying why', async () => {
+    // The body right after the header line, as a client that forgets the blank line sends it: nothing else follows
+    // (the servers are left uninitialized, so that the test's own client writes nothing after these bytes).
+    const server = await start({ settings: testSettings(), workspaceFolder: ws, skipInitialize: true });
+    server.child.stdin!.write('Content-Length: 51\r\n{"jsonrpc":"2.0","id":7,"method":"blip2/modelStatus"}');
+    assert.equal(await server.waitForExit(), 1);
+    assert.match(server.log, /the message stream from the client is broken \(a header line is not "Name: value" \(it begins "\{\\"jsonrpc\\":\\"2\.0\\",\\"id"\)\); exiting/);
+    // A header cut short, then silence: given up after the partial-message time-out (shortened here).
+    const stalled = await start({ settings: testSettings(), workspaceFolder: ws, skipInitialize: true, env: { BLIP2_DEBUG_PARTIAL_MESSAGE_MS: '1000' } });
+    stalled.child.stdin!.write('Content-Length: 4');
+    assert.equal(await stalled.waitForExit(), 1);
+    assert.match(stalled.log, /broken \(a message begun has not continued in 1 second\)/);
+  });
+
+  it('runs the model with onnxruntime\'s telemetry off: nothing written under HOME', async () => {
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-home-'));
+    try {
+      const server = await start({ settings: testSettings(), workspaceFolder: ws, env: { HOME: home } });
+      const caption = await server.connection.sendRequest(CaptionRequest.type, { image: pathToFileURL(path.join(ws, 'cat.png')).href });
+      assert.ok(caption.text.length > 0);
+      assert.deepEqual(fs.readdirSync(home), [], 'onnxruntime keeps its telemetry under ~/.cache/Microsoft');
+    } finally {
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
+
   it('a frame whose Content-Length lies ends the process with a line saying why', async () => {
     for (const [name, bytes] of [
       ['a Content-Length shorter than the message', frame({ jsonrpc: '2.0', id: 7, method: 'blip2/modelStatus' }, 10)],

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import sharp from 'sharp';
-import { CodeActionRequest, HoverRequest, LSPErrorCodes, type Position } from 'vscode-languageserver-protocol/node';
+import { CodeActionRequest, DidChangeTextDocumentNotification, HoverRequest, LSPErrorCodes, type Position } from 'vscode-languageserver-protocol/node';
 import { CountersRequest, ModelStatusRequest } from '../../server/src/protocol/messages';
 import { bigMarkdown } from '../helpers/documents';
 import { testSettings, TestServer } from '../helpers/lsp-server';
@@ -100,5 +100,19 @@ describe('responsiveness', { timeout: 300_000 }, () => {
     const counted = await counters();
     assert.equal(counted.visionRuns, IMAGES);
     assert.equal(counted.generations, IMAGES);
+  });
+
+  it('a markdown file too large to search for images is said to be unchecked, once while it is open', async () => {
+    // 5 MB, as a generated changelog can be: `blip2 check` checks it; the editor would show nothing, and not say why.
+    const text = bigMarkdown(5 * 1024 * 1024, IMAGES);
+    const uri = pathToFileURL(path.join(ws, 'HUGE.md')).href;
+    const before = server.messages.length;
+    await server.open(uri, 'markdown', text);
+    assert.deepEqual((await server.diagnosticsFor(uri, 1)).diagnostics, []);
+    const [notice] = await server.until('the notice', () => (server.messages.length > before ? server.messages.slice(before) : undefined));
+    assert.match(notice, new RegExp(`^BLIP-2 does not check HUGE\\.md for alt text and shows no captions in it: it is ${text.length.toLocaleString('en-US')} characters long, more than the [\\d,]+ searched for images\\.`));
+    await server.connection.sendNotification(DidChangeTextDocumentNotification.type, { textDocument: { uri, version: 2 }, contentChanges: [{ text: `${text}more\n` }] });
+    await server.diagnosticsFor(uri, 2);
+    assert.equal(server.messages.length, before + 1, 'told once, not at every change');
   });
 });

@@ -4,7 +4,7 @@ import { UserError } from '../engine/errors';
 import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
 import type { GenerationSettings } from '../engine/pipeline';
 import { parseDevice, type Device } from '../engine/runtime/ort';
-import { DEFAULT_SETTINGS } from '../protocol/settings';
+import { DEFAULT_SETTINGS, describeLimits, NUMBER_LIMITS, OPTION_LIMITS, quoteValue, withinLimits, type NumberLimits } from '../protocol/settings';
 
 export const DEFAULT_MODEL = 'Salesforce/blip2-opt-2.7b';
 
@@ -125,7 +125,9 @@ export function parseCli(argv: string[]): CliArgs {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new UsageError(String((e as Error).message).split('\n')[0].replace(/\.$/, '') + '.', 'Run `blip2 --help` for the options.');
+    // Node quotes the option whole, however long it is: only its start is repeated back.
+    const line = String((e as Error).message).split('\n')[0].split('. ')[0].replace(/'([^']{40})[^']+'/g, "'$1…'");
+    throw new UsageError(`${line.replace(/\.$/, '')}.`, 'Run `blip2 --help` for the options.');
   }
   const v = parsed.values;
   const [command = 'help', ...positionals] = parsed.positionals;
@@ -144,7 +146,7 @@ export function parseCli(argv: string[]): CliArgs {
     };
   }
   if (!['caption', 'ask', 'chat', 'convert', 'verify', 'publish', 'check', 'fix'].includes(command)) {
-    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, verify, publish, check or fix (`blip2 --help`).');
+    throw new UsageError(`Unknown command ${quoteValue(command)}.`, 'Use caption, ask, chat, convert, verify, publish, check or fix (`blip2 --help`).');
   }
   if (v.repair && command !== 'verify') throw new UsageError('--repair goes with verify.', 'Example: blip2 verify --model DIR --repair');
   const model: ModelArgs = {
@@ -152,24 +154,29 @@ export function parseCli(argv: string[]): CliArgs {
     ...(v.model !== undefined && { model: v.model }),
     ...(v.precision !== undefined && command !== 'publish' && { precision: asUsage(() => parsePrecision(v.precision!)) }),
     ...(v.device !== undefined && { device: asUsage(() => parseDevice(v.device!)) }),
-    ...(v.threads !== undefined && { threads: int(v.threads, '--threads', 0) }),
+    ...(v.threads !== undefined && { threads: numberOption('threads', v.threads) }),
     ...(v.store !== undefined && { store: v.store }),
     offline: v.offline ?? false,
     keepSource: v['keep-source'] ?? false,
   };
-  const generation: GenerationSettings = {
-    maxNewTokens: v['max-new-tokens'] !== undefined ? int(v['max-new-tokens'], '--max-new-tokens', 1) : DEFAULT_SETTINGS.generation.maxNewTokens,
-    minNewTokens: opt(v['min-new-tokens'], (s) => int(s, '--min-new-tokens', 0)),
-    numBeams: opt(v['num-beams'], (s) => int(s, '--num-beams', 1)),
-    numReturnSequences: opt(v['num-return-sequences'], (s) => int(s, '--num-return-sequences', 1)),
-    lengthPenalty: opt(v['length-penalty'], (s) => num(s, '--length-penalty')),
-    repetitionPenalty: opt(v['repetition-penalty'], (s) => num(s, '--repetition-penalty', 0)),
-    noRepeatNgramSize: opt(v['no-repeat-ngram-size'], (s) => int(s, '--no-repeat-ngram-size', 0)),
-    temperature: opt(v.temperature, (s) => num(s, '--temperature', 0)),
-    topK: opt(v['top-k'], (s) => int(s, '--top-k', 1)),
-    topP: opt(v['top-p'], (s) => num(s, '--top-p', 0)),
-    seed: opt(v.seed, (s) => int(s, '--seed', 0)),
+  const n = (name: keyof typeof NUMERIC_OPTIONS): number | undefined => {
+    const given = v[name];
+    return given === undefined ? undefined : numberOption(name, given);
   };
+  const generation: GenerationSettings = {
+    maxNewTokens: n('max-new-tokens') ?? DEFAULT_SETTINGS.generation.maxNewTokens,
+    minNewTokens: n('min-new-tokens'),
+    numBeams: n('num-beams'),
+    numReturnSequences: n('num-return-sequences'),
+    lengthPenalty: n('length-penalty'),
+    repetitionPenalty: n('repetition-penalty'),
+    noRepeatNgramSize: n('no-repeat-ngram-size'),
+    temperature: n('temperature'),
+    topK: n('top-k'),
+    topP: n('top-p'),
+    seed: n('seed'),
+  };
+  const maxImageMegabytes = n('max-image-mb');
   const args: CliArgs = {
     command: command as CliArgs['command'],
     positionals,
@@ -178,12 +185,12 @@ export function parseCli(argv: string[]): CliArgs {
     prompt: v.prompt,
     out: v.out,
     json: v.json ?? false,
-    blockSize: opt(v['block-size'], (s) => int(s, '--block-size', 16)),
+    blockSize: n('block-size'),
     format: v.format,
     dryRun: v['dry-run'] ?? false,
     given,
     repair: v.repair ?? false,
-    maxImageBytes: v['max-image-mb'] !== undefined ? int(v['max-image-mb'], '--max-image-mb', 1) * 1024 * 1024 : DEFAULT_MAX_IMAGE_FILE_BYTES,
+    maxImageBytes: maxImageMegabytes !== undefined ? maxImageMegabytes * 1024 * 1024 : DEFAULT_MAX_IMAGE_FILE_BYTES,
     ...(command === 'publish' && {
       publish: {
         precisions: [...new Set((v.precision ?? '').split(',').map((p) => p.trim()).filter(Boolean))].map((p) => {
@@ -222,7 +229,7 @@ function checkPositionals(a: CliArgs): void {
       break;
     case 'convert':
     case 'verify':
-      if (p.length !== 0) throw new UsageError(`${a.command} takes no positional arguments (got "${p[0]}").`, `Example: blip2 ${a.command} --model DIR --precision int4`);
+      if (p.length !== 0) throw new UsageError(`${a.command} takes no positional arguments (got ${quoteValue(p[0])}).`, `Example: blip2 ${a.command} --model DIR --precision int4`);
       break;
   }
   const allowed = COMMAND_OPTIONS[a.command];
@@ -267,18 +274,31 @@ function asUsage<T>(parse: () => T): T {
   }
 }
 
-function opt<T>(s: string | undefined, f: (s: string) => T): T | undefined {
-  return s === undefined ? undefined : f(s);
-}
+/**
+ * The range of each numeric option: its setting's where it has one (so `--num-beams` and
+ * `blip2.generation.numBeams` agree), else the command line's own, declared beside the settings.
+ */
+const NUMERIC_OPTIONS = {
+  threads: NUMBER_LIMITS.threads,
+  'max-new-tokens': NUMBER_LIMITS['generation.maxNewTokens'],
+  'min-new-tokens': NUMBER_LIMITS['generation.minNewTokens'],
+  'num-beams': NUMBER_LIMITS['generation.numBeams'],
+  'repetition-penalty': NUMBER_LIMITS['generation.repetitionPenalty'],
+  'no-repeat-ngram-size': NUMBER_LIMITS['generation.noRepeatNgramSize'],
+  'num-return-sequences': OPTION_LIMITS.numReturnSequences,
+  'length-penalty': OPTION_LIMITS.lengthPenalty,
+  temperature: OPTION_LIMITS.temperature,
+  'top-k': OPTION_LIMITS.topK,
+  'top-p': OPTION_LIMITS.topP,
+  seed: OPTION_LIMITS.seed,
+  'block-size': OPTION_LIMITS.blockSize,
+  'max-image-mb': OPTION_LIMITS.maxImageMegabytes,
+} satisfies Record<string, NumberLimits>;
 
-function int(s: string, flag: string, min: number): number {
-  const n = Number(s);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} must be a whole number of at least ${min} (got "${s}").`);
-  return n;
-}
-
-function num(s: string, flag: string, min = -Infinity): number {
-  const n = Number(s);
-  if (!Number.isFinite(n) || n < min) throw new UsageError(`${flag} must be a number${min > -Infinity ? ` of at least ${min}` : ''} (got "${s}").`);
-  return n;
+function numberOption(name: keyof typeof NUMERIC_OPTIONS, text: string): number {
+  const limits: NumberLimits = NUMERIC_OPTIONS[name];
+  // Number('') is 0, and a blank is no number.
+  const value = text.trim() === '' ? NaN : Number(text);
+  if (!withinLimits(value, limits)) throw new UsageError(`--${name} must be ${describeLimits(limits)} (got ${quoteValue(text)}).`);
+  return value;
 }

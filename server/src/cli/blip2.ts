@@ -175,20 +175,40 @@ function round(t: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Math.round(v * 10) / 10]));
 }
 
+/**
+ * Ends the process once stdout and stderr have taken everything written to them. A pipe takes 64 KB at once and
+ * the rest waits in the stream, which `process.exit` would drop: `check --format sarif | tee` got 64 KB of 690.
+ */
+function exitWhenFlushed(code: number): void {
+  let waiting = 2;
+  const flushed = (): void => {
+    if (--waiting === 0) process.exit(code);
+  };
+  for (const stream of [process.stdout, process.stderr]) {
+    // The callback runs once everything written before it is out (or the reader went away).
+    if (stream.writableLength === 0) flushed();
+    else stream.write('', () => flushed());
+  }
+}
+
+// A reader that stops early (`| head`) closes the pipe (EPIPE): what is left is not wanted, and there is nowhere
+// left to say anything, so the run ends with its own exit status instead of a stack trace.
+for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => exitWhenFlushed(code),
   (e: unknown) => {
     if (e instanceof UserError) {
       process.stderr.write(`blip2: ${e.line}\n`);
-      process.exit(e instanceof UsageError ? 2 : 1);
+      return exitWhenFlushed(e instanceof UsageError ? 2 : 1);
     }
     if (isCancelled(e)) {
       process.stderr.write('blip2: cancelled.\n');
-      process.exit(130);
+      return exitWhenFlushed(130);
     }
     process.stderr.write(`blip2: internal error: ${e instanceof Error ? e.message : String(e)}\n`);
     if (process.env.BLIP2_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
     else process.stderr.write('Set BLIP2_DEBUG=1 for details, and please report it.\n');
-    process.exit(70);
+    exitWhenFlushed(70);
   },
 );

@@ -1,6 +1,6 @@
 import type * as Sarif from 'sarif';
 import { ALT_RULES } from '../features/alt-text/rules';
-import { ALT_RULE_IDS, type AltRuleId, type RuleSeverity } from '../protocol/settings';
+import { ALT_RULE_IDS, quoteValue, type AltRuleId, type RuleSeverity } from '../protocol/settings';
 import { UsageError } from './args';
 
 /** One problem as `blip2 check` reports it; lines and columns are 1-based, columns in UTF-16 code units. */
@@ -24,7 +24,7 @@ export type Format = (typeof FORMATS)[number];
 export function parseFormat(value: string | undefined): Format {
   if (value === undefined) return 'text';
   if ((FORMATS as readonly string[]).includes(value)) return value as Format;
-  throw new UsageError(`--format must be one of ${FORMATS.join(', ')} (got "${value}").`);
+  throw new UsageError(`--format must be one of ${FORMATS.join(', ')} (got ${quoteValue(value)}).`);
 }
 
 /** Exit 1 when anything at warning or error severity is found: information and hints are advice. */

@@ -2,6 +2,7 @@ import type { Dirent } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import ignore, { type Ignore } from 'ignore';
+import { repositoryRoot } from '../features/workspace/project-config';
 import { languageIdOfPath, skippedFolder } from '../features/workspace/workspace-files';
 import { UsageError } from './args';
 
@@ -66,16 +67,6 @@ export function findSourceFiles(paths: readonly string[], cwd: string): SourceFi
 export function displayPath(file: string, cwd: string): string {
   const relative = path.relative(cwd, file);
   return (path.isAbsolute(relative) ? file : relative).split(path.sep).join('/');
-}
-
-/** The folder whose `.git` marks the repository around `dir`, else `dir` itself. */
-function repositoryRoot(dir: string): string {
-  for (let current = path.resolve(dir); ; ) {
-    if (fs.existsSync(path.join(current, '.git'))) return current;
-    const parent = path.dirname(current);
-    if (parent === current) return path.resolve(dir);
-    current = parent;
-  }
 }
 
 /** The `.gitignore` of each folder, read once, each applied to paths relative to its own folder, as git does. */

@@ -62,6 +62,8 @@ class WorkerInferenceService implements InferenceService {
   private readonly listeners = new Set<(s: ModelStatus) => void>();
   private loading?: Promise<LoadedModel>;
   private loaded?: LoadedModel;
+  /** A load that ended the worker (out of memory): said again to every request until settings change or set-up. */
+  private loadCrash?: WorkerError;
   private idleTimer?: NodeJS.Timeout;
   private current: Omit<ModelStatus, 'queued' | 'cache' | 'memoryBytes'>;
   private readonly count: InferenceCounters = {
@@ -327,6 +329,8 @@ class WorkerInferenceService implements InferenceService {
   private load(opts: { allowDownload: boolean; signal: AbortSignal; reporter?: SetUpReporter }): Promise<LoadedModel> {
     if (this.loaded && this.host.running) return Promise.resolve(this.loaded);
     if (this.loading && !opts.allowDownload) return this.loading;
+    if (this.loadCrash && !opts.allowDownload) return Promise.reject(this.fromWorker(this.loadCrash));
+    this.loadCrash = undefined;
     const settings = this.engineSettings(opts.allowDownload);
     this.setState({ state: 'loading', model: settings.model });
     const job = this.host.send({ type: 'load', settings }, { onProgress: (p) => this.onLoadProgress(p, opts.reporter) });
@@ -357,6 +361,14 @@ class WorkerInferenceService implements InferenceService {
             kind: 'noModel',
             message: `The model ${settings.model} is not on this machine yet. Set it up once (it is downloaded and converted locally), or point the model setting at a local checkpoint folder.`,
           };
+        }
+        if (error.kind === 'crashed') {
+          // Loading it again would end the next worker too, after as long and as much memory: not until asked.
+          error = {
+            kind: 'crashed',
+            message: `The model ${settings.model} could not be loaded: the inference worker ${error.cause ?? 'stopped'} while loading it. It is tried again when a model setting changes or the model is set up again.`,
+          };
+          this.loadCrash = error;
         }
         // A damaged model is as good as none: set-up, which the client then offers, converts it again.
         if (error.kind === 'noModel' || error.kind === 'damaged') this.setState({ state: 'noModel', model: settings.model, message: error.message });
@@ -410,6 +422,7 @@ class WorkerInferenceService implements InferenceService {
     clearTimeout(this.idleTimer);
     this.loaded = undefined;
     this.loading = undefined;
+    this.loadCrash = undefined;
     await this.host.terminate();
     // A request or set-up may have started the next load while the old worker ended: its status is the true one.
     if (this.loading || this.loaded) return;

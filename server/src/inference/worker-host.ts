@@ -1,3 +1,4 @@
+import * as v8 from 'node:v8';
 import type { Worker } from 'node:worker_threads';
 import type { ModelProgress } from '../engine/open-model';
 import { startWorkerThread } from '../worker-thread';
@@ -11,6 +12,15 @@ type Pending = {
 };
 
 type Job = ToWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
+
+/**
+ * The inference worker's JavaScript heap: what V8 gives this process's main thread (the worker's own default), set
+ * explicitly because only then does running out end the worker alone, with an error the server reports, instead
+ * of aborting the whole process. The model's weights and tensors live outside this heap.
+ */
+function inferenceHeapMb(): number {
+  return Number(process.env.BLIP2_DEBUG_INFERENCE_HEAP_MB) || Math.round(v8.getHeapStatistics().heap_size_limit / (1024 * 1024));
+}
 
 /** The main thread's handle on the inference worker: numbered jobs, their progress and tokens, cancellation. */
 export class WorkerHost {
@@ -53,16 +63,25 @@ export class WorkerHost {
 
   private ensureWorker(): Worker {
     if (this.worker) return this.worker;
-    const worker = startWorkerThread(__dirname, 'worker.js', 'inference-worker.ts', { workerData: { cancelBuffer: this.cancelFlags.buffer } });
+    const heapMb = inferenceHeapMb();
+    const worker = startWorkerThread(__dirname, 'worker.js', 'inference-worker.ts', {
+      workerData: { cancelBuffer: this.cancelFlags.buffer },
+      resourceLimits: { maxOldGenerationSizeMb: heapMb },
+    });
+    let outOfMemory = false;
     worker.on('message', (m: FromWorker) => this.onMessage(m));
-    worker.on('error', (e) => this.log(`inference worker error: ${e.stack ?? e.message}`));
+    worker.on('error', (e: NodeJS.ErrnoException) => {
+      outOfMemory ||= e.code === 'ERR_WORKER_OUT_OF_MEMORY';
+      this.log(`inference worker error: ${e.stack ?? e.message}`);
+    });
     worker.on('exit', (code) => {
       if (this.worker !== worker) return;
       this.worker = undefined;
       // Only the jobs it was running fail; the next job starts a new worker (and reloads the model).
-      const message = `The inference worker stopped unexpectedly (exit code ${code}); it is restarted for the next request.`;
+      const cause = outOfMemory ? `ran out of memory (its JavaScript heap is limited to ${heapMb} MB)` : `stopped unexpectedly (exit code ${code})`;
+      const message = `The inference worker ${cause}; it is restarted for the next request.`;
       this.log(message);
-      this.failAll({ kind: 'crashed', message });
+      this.failAll({ kind: 'crashed', message, cause });
       this.onCrash(message);
     });
     this.worker = worker;

@@ -35,6 +35,8 @@ export interface LoadedModel {
 export interface WorkerError {
   kind: 'user' | 'cancelled' | 'internal' | 'noModel' | 'damaged' | 'crashed';
   message: string;
+  /** 'crashed': what ended the worker ("ran out of memory (…)"), for a message in other words. */
+  cause?: string;
 }
 
 /** An image's bytes as the main thread read and hashed them, with the name messages use. */

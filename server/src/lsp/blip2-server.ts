@@ -89,6 +89,8 @@ export class Blip2Server {
   private ready: Promise<void> = Promise.resolve();
   private markReady: () => void = () => undefined;
   private readonly openedVersions = new Map<string, number>();
+  /** Open documents whose user was told that they are not searched for images (`tellSkipped`). */
+  private readonly toldSkipped = new Set<string>();
   private readonly diagnosticTimers = new Map<string, NodeJS.Timeout>();
   /** Open documents, each with the token that stops its background captions when it closes. */
   private readonly openDocuments = new Map<string, CancellationTokenSource>();
@@ -198,6 +200,7 @@ export class Blip2Server {
   }
 
   closed(document: TextDocument): void {
+    this.toldSkipped.delete(document.uri);
     this.openDocuments.get(document.uri)?.cancel();
     this.openDocuments.delete(document.uri);
     this.openedVersions.delete(document.uri);
@@ -229,6 +232,20 @@ export class Blip2Server {
     // A newer version has its own run scheduled; publishing this one would flash stale squiggles.
     if (!now || now.version !== parsed.document.version) return;
     this.client.publishDiagnostics(uri, now.version, altTextDiagnostics(parsed.document, settings.altText, parsed.elements));
+    if (parsed.skipped) this.tellSkipped(uri, parsed.skipped);
+  }
+
+  /**
+   * A document that counts as having no images although it was not searched (too large, too slow to parse) would
+   * otherwise look checked and clean: said once while it is open, so the user knows why nothing shows.
+   */
+  private tellSkipped(uri: string, why: string): void {
+    if (this.toldSkipped.has(uri)) return;
+    this.toldSkipped.add(uri);
+    const name = uri.startsWith('file:') ? path.basename(fileURLToPath(uri)) : uri;
+    const message = `BLIP-2 does not check ${name} for alt text and shows no captions in it: ${why}. \`blip2 check\` on the command line checks it.`;
+    this.client.log(message);
+    this.client.showMessage('info', message);
   }
 
   private async captionInBackground(uri: string, token: CancellationToken): Promise<void> {
@@ -335,7 +352,11 @@ export class Blip2Server {
           priority: 'interactive',
           editSupport: this.editSupport,
           vscodeClient: this.vscodeClient,
-          find: async (text, languageId) => (await this.parser.find(text, languageId)) ?? [],
+          find: async (text, languageId) => {
+            const found = await this.parser.find(text, languageId);
+            if (found?.skipped) this.client.log(`A ${languageId} file was not searched for images: ${found.skipped}.`);
+            return found?.elements ?? [];
+          },
         },
         source.token,
       );

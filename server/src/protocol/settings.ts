@@ -111,8 +111,21 @@ export const DEFAULT_SETTINGS: Blip2Settings = {
 /** Settings whose change needs the model reloaded (the client offers "Restart now" for these). */
 export const RELOAD_SETTINGS = ['model', 'precision', 'device', 'threads', 'modelStore'] as const;
 
-/** Limits of the numeric settings, by key relative to the section. */
-export const NUMBER_LIMITS: Readonly<Record<string, { min: number; max?: number; integer: boolean }>> = {
+/** A number's range: the one description every side checks (settings here, the CLI's options, package.json). */
+export interface NumberLimits {
+  min: number;
+  max?: number;
+  integer: boolean;
+  /** Also a power of two (block sizes). */
+  powerOfTwo?: boolean;
+  /** 0, or at least this much: 0 has a meaning of its own (a temperature of 0 is greedy decoding). */
+  zeroOrAtLeast?: number;
+}
+
+const MIB = 1024 * 1024;
+
+/** Limits of the numeric settings, by key relative to the section; package.json declares the same (a test checks). */
+export const NUMBER_LIMITS: Readonly<Record<string, NumberLimits>> = {
   threads: { min: 0, max: 256, integer: true },
   'generation.maxNewTokens': { min: 1, max: 512, integer: true },
   'generation.minNewTokens': { min: 0, max: 512, integer: true },
@@ -121,11 +134,47 @@ export const NUMBER_LIMITS: Readonly<Record<string, { min: number; max?: number;
   'generation.repetitionPenalty': { min: 1, max: 5, integer: false },
   'generation.noRepeatNgramSize': { min: 0, max: 20, integer: true },
   'altText.maxLength': { min: 1, max: 1000, integer: true },
-  'localImages.maxBytes': { min: 1024, integer: true },
-  'remoteImages.maxBytes': { min: 1024, integer: true },
+  // Whole files are read into one buffer: a gigabyte is far above any image and below what a buffer can hold.
+  'localImages.maxBytes': { min: 1024, max: 1024 * MIB, integer: true },
+  'remoteImages.maxBytes': { min: 1024, max: 1024 * MIB, integer: true },
   'cache.maxMegabytes': { min: 0, integer: true },
-  unloadAfterMinutes: { min: 0, integer: true },
+  // A week: a timer longer than 24.8 days fires at once (Node's setTimeout limit), unloading the model after every use.
+  unloadAfterMinutes: { min: 0, max: 7 * 24 * 60, integer: true },
 };
+
+/**
+ * Limits of the command line's numeric options that are no setting, declared here beside the settings' so that one
+ * function (`numberProblem`) checks every number a user gives, wherever it comes from.
+ */
+export const OPTION_LIMITS = {
+  numReturnSequences: { min: 1, max: NUMBER_LIMITS['generation.numBeams'].max, integer: true },
+  lengthPenalty: { min: -10, max: 10, integer: false },
+  // 0 is greedy; below a hundredth, scores divided by the temperature overflow and nothing can be sampled.
+  temperature: { min: 0, max: 100, integer: false, zeroOrAtLeast: 0.01 },
+  // 0 turns top-k off; beyond any vocabulary it changes nothing.
+  topK: { min: 0, max: 1_000_000, integer: true },
+  topP: { min: 0, max: 1, integer: false },
+  seed: { min: 0, max: Number.MAX_SAFE_INTEGER, integer: true },
+  // MatMulNBits' block sizes.
+  blockSize: { min: 16, max: 256, integer: true, powerOfTwo: true },
+  maxImageMegabytes: { min: 1, max: NUMBER_LIMITS['localImages.maxBytes'].max! / MIB, integer: true },
+} as const satisfies Record<string, NumberLimits>;
+
+/** "a whole number from 1 to 16": what a value must be, to end a sentence that names it. */
+export function describeLimits(limits: NumberLimits): string {
+  const kind = limits.powerOfTwo ? 'a power of two' : limits.integer ? 'a whole number' : 'a number';
+  const min = limits.zeroOrAtLeast ?? limits.min;
+  const range = limits.max === undefined ? `of at least ${min}` : `from ${min} to ${limits.max}`;
+  return `${limits.zeroOrAtLeast !== undefined ? '0 or ' : ''}${kind} ${range}`;
+}
+
+/** Whether `value` is within `limits`. */
+export function withinLimits(value: number, limits: NumberLimits): boolean {
+  if (!Number.isFinite(value) || value < limits.min || value > (limits.max ?? Infinity)) return false;
+  if (limits.integer && !Number.isInteger(value)) return false;
+  if (limits.zeroOrAtLeast !== undefined && value !== 0 && value < limits.zeroOrAtLeast) return false;
+  return !limits.powerOfTwo || (value & (value - 1)) === 0;
+}
 
 const ENUMS: Readonly<Record<string, readonly string[]>> = { precision: PRECISION_SETTINGS, device: DEVICE_SETTINGS };
 
@@ -195,7 +244,7 @@ export function validateSettings(layers: readonly SettingsLayer[]): ValidatedSet
       continue;
     }
     const leaves = settingLeaves();
-    if (layer.strict) for (const key of unknownKeys(layer.value, '')) say(`"${key}" is not a setting; it was ignored.`);
+    if (layer.strict) for (const key of unknownKeys(layer.value, '')) say(`${quoteValue(key)} is not a setting; it was ignored.`);
     for (const { key, defaultValue } of leaves) {
       const value = getPath(layer.value, key);
       if (value === undefined || value === null) continue;
@@ -246,34 +295,31 @@ function shapeValue(key: string, value: unknown, defaultValue: unknown, current:
   const allowed = ENUMS[key];
   if (allowed) {
     if (typeof value === 'string' && allowed.includes(value)) return value;
-    say(`${name} must be one of ${allowed.join(', ')} (got ${show(value)}); using ${show(current)}.`);
+    say(`${name} must be one of ${allowed.join(', ')} (got ${quoteValue(value)}); using ${quoteValue(current)}.`);
     return undefined;
   }
   switch (typeof defaultValue) {
     case 'number': {
       const limits = NUMBER_LIMITS[key];
       if (typeof value !== 'number' || !Number.isFinite(value)) {
-        say(`${name} must be a number (got ${show(value)}); using ${show(current)}.`);
+        say(`${name} must be a number (got ${quoteValue(value)}); using ${quoteValue(current)}.`);
         return undefined;
       }
-      if (!limits) return value;
+      if (!limits || withinLimits(value, limits)) return value;
       const rounded = limits.integer ? Math.round(value) : value;
       const clamped = Math.min(limits.max ?? Infinity, Math.max(limits.min, rounded));
-      if (clamped !== value) {
-        const range = limits.max === undefined ? `at least ${limits.min}` : `from ${limits.min} to ${limits.max}`;
-        say(`${name} must be ${limits.integer ? 'a whole number' : 'a number'} ${range} (got ${show(value)}); using ${clamped}.`);
-      }
+      say(`${name} must be ${describeLimits(limits)} (got ${quoteValue(value)}); using ${clamped}.`);
       return clamped;
     }
     case 'string':
       if (typeof value !== 'string') {
-        say(`${name} must be a string (got ${show(value)}); using ${show(current)}.`);
+        say(`${name} must be a string (got ${quoteValue(value)}); using ${quoteValue(current)}.`);
         return undefined;
       }
       return NON_EMPTY.has(key) && value.trim() === '' ? undefined : value.trim();
     case 'boolean':
       if (typeof value === 'boolean') return value;
-      say(`${name} must be true or false (got ${show(value)}); using ${show(current)}.`);
+      say(`${name} must be true or false (got ${quoteValue(value)}); using ${quoteValue(current)}.`);
       return undefined;
     default:
       return value;
@@ -282,15 +328,15 @@ function shapeValue(key: string, value: unknown, defaultValue: unknown, current:
 
 function shapeRules(value: unknown, current: Record<AltRuleId, RuleSetting>, name: string, say: (m: string) => void): Record<AltRuleId, RuleSetting> | undefined {
   if (!isObject(value)) {
-    say(`${name} must be an object with one entry per rule (got ${show(value)}); it was ignored.`);
+    say(`${name} must be an object with one entry per rule (got ${quoteValue(value)}); it was ignored.`);
     return undefined;
   }
   const rules = { ...current };
   for (const [id, setting] of Object.entries(value)) {
     if (!(ALT_RULE_IDS as readonly string[]).includes(id)) {
-      say(`${name} has no rule "${id}" (the rules are ${ALT_RULE_IDS.join(', ')}); it was ignored.`);
+      say(`${name} has no rule ${quoteValue(id)} (the rules are ${ALT_RULE_IDS.join(', ')}); it was ignored.`);
     } else if (typeof setting !== 'string' || !(RULE_SETTINGS as readonly string[]).includes(setting)) {
-      say(`${name}["${id}"] must be one of ${RULE_SETTINGS.join(', ')} (got ${show(setting)}); using ${show(rules[id as AltRuleId])}.`);
+      say(`${name}[${quoteValue(id)}] must be one of ${RULE_SETTINGS.join(', ')} (got ${quoteValue(setting)}); using ${quoteValue(rules[id as AltRuleId])}.`);
     } else {
       rules[id as AltRuleId] = setting as RuleSetting;
     }
@@ -312,9 +358,54 @@ function unknownKeys(value: Record<string, unknown>, prefix: string): string[] {
   return found;
 }
 
-function show(value: unknown): string {
-  return typeof value === 'string' ? `"${value}"` : JSON.stringify(value) ?? String(value);
+/** The most characters of a value a message quotes: a 50 MB string in a settings file is not echoed back. */
+const QUOTED_CHARS = 40;
+
+/**
+ * A value as a message quotes it: strings in quotes, anything else as JSON, cut to about 40 characters with the
+ * length said. Walks only as deep as the characters allow, so a value nested 100,000 deep costs nothing.
+ */
+export function quoteValue(value: unknown): string {
+  if (typeof value === 'string') {
+    return value.length <= QUOTED_CHARS ? JSON.stringify(value) : `${JSON.stringify(value.slice(0, QUOTED_CHARS)).slice(0, -1)}…" (${value.length} characters)`;
+  }
+  let budget = QUOTED_CHARS;
+  const out = (node: unknown): string => {
+    if (budget <= 0) return '…';
+    let text: string;
+    if (Array.isArray(node)) {
+      budget -= 2;
+      const parts: string[] = [];
+      for (const item of node) {
+        if (budget <= 0) {
+          parts.push('…');
+          break;
+        }
+        parts.push(out(item));
+      }
+      text = `[${parts.join(',')}]`;
+    } else if (typeof node === 'object' && node !== null) {
+      budget -= 2;
+      const parts: string[] = [];
+      for (const [key, item] of Object.entries(node)) {
+        if (budget <= 0) {
+          parts.push('…');
+          break;
+        }
+        const name = JSON.stringify(key.length > QUOTED_CHARS ? `${key.slice(0, QUOTED_CHARS)}…` : key);
+        budget -= name.length + 1;
+        parts.push(`${name}:${out(item)}`);
+      }
+      text = `{${parts.join(',')}}`;
+    } else {
+      text = typeof node === 'string' ? quoteValue(node) : (JSON.stringify(node) ?? String(node));
+      budget -= text.length;
+    }
+    return text;
+  };
+  return out(value);
 }
+
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);

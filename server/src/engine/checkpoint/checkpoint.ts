@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { UserError } from '../errors';
 import { readImageProcessorConfig } from '../preprocess/image';
 import { parseBlip2Config, type Blip2Config } from './config';
-import { MODEL_CONFIG_FILES, PROCESSOR_FILES, REQUIRED_FILES, SAFETENSORS_INDEX_FILE } from './files';
+import { MAX_CONFIG_BYTES, MODEL_CONFIG_FILES, PROCESSOR_FILES, readCheckpointText, readTokenizerJson, REQUIRED_FILES, SAFETENSORS_INDEX_FILE } from './files';
 import { weightFiles } from './source';
 import { expectedTensors, names } from './layout';
 import { readSafetensorsHeader, readTensorF32, type TensorInfo } from './safetensors';
@@ -22,13 +22,9 @@ export interface Checkpoint {
   read(name: string): Promise<Float32Array>;
 }
 
-export function readJson(file: string): unknown {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new UserError(`Cannot read ${file}.`, 'Check that the model folder is complete.');
-  }
+/** A model folder's JSON file, parsed; a file that is not a regular file or is over `maxBytes` is never read. */
+export function readJson(file: string, maxBytes = MAX_CONFIG_BYTES): unknown {
+  const text = readCheckpointText(file, maxBytes);
   try {
     return JSON.parse(text);
   } catch {
@@ -48,6 +44,8 @@ export function openCheckpoint(dir: string, headers?: ReadonlyMap<string, Map<st
   for (const f of REQUIRED_FILES) {
     if (!fs.existsSync(path.join(dir, f))) throw new UserError(`The checkpoint in ${dir} has no ${f}.`, 'Download the complete model folder.');
   }
+  // Its sizes and counts, before minutes of conversion that a tokenizer the runtime refuses would waste.
+  readTokenizerJson(path.join(dir, 'tokenizer.json'));
   if (!PROCESSOR_FILES.some((f) => fs.existsSync(path.join(dir, f)))) {
     throw new UserError(`The checkpoint in ${dir} has neither ${PROCESSOR_FILES.join(' nor ')}.`, 'Download the complete model folder.');
   }

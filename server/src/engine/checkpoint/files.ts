@@ -1,6 +1,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { UserError } from '../errors';
+import { FileRefused, readSmallFile } from '../small-file';
 
 /**
  * The files of a Hugging Face BLIP-2 checkpoint that the converter and the runtime read. Everything else in a
@@ -9,6 +10,56 @@ import { UserError } from '../errors';
 export const CONFIG_FILE = 'config.json';
 export const SAFETENSORS_FILE = 'model.safetensors';
 export const SAFETENSORS_INDEX_FILE = 'model.safetensors.index.json';
+/**
+ * The most a checkpoint's JSON file is read at, before parsing (the tokenizer has its own, larger limit): the
+ * configs of every published BLIP-2 are a few KB, their shard indexes under 100 KB.
+ */
+export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+/** A checkpoint's text file (JSON), read only if it is a regular file within `maxBytes`; a UserError otherwise. */
+export function readCheckpointText(file: string, maxBytes = MAX_CONFIG_BYTES): string {
+  try {
+    return readSmallFile(file, maxBytes, `a ${path.basename(file)}`);
+  } catch (e) {
+    if (e instanceof FileRefused) throw new UserError(`${file} ${e.why}.`, 'Download the model again.');
+    throw new UserError(`Cannot read ${file}.`, 'Check that the model folder is complete.');
+  }
+}
+
+/**
+ * The largest tokenizer.json read: OPT's is 2.1 MB, and few tokenizers of any model pass 20 MB. The library builds
+ * about 1 KB of heap per added token, so a 196 MB file of 1.2 million of them took 3.5 GB and the process with it.
+ */
+export const MAX_TOKENIZER_BYTES = 32 * 1024 * 1024;
+/** What the library is given to build, at most: OPT has 50,265 tokens, 50,000 merges and 5 added tokens. */
+export const TOKENIZER_LIMITS = { vocab: 1_000_000, merges: 1_000_000, addedTokens: 100_000 } as const;
+
+/**
+ * A tokenizer.json, parsed, refused before parsing when over MAX_TOKENIZER_BYTES and before the tokenizer library
+ * builds anything from it when its counts are over TOKENIZER_LIMITS.
+ */
+export function readTokenizerJson(file: string): object {
+  let json: unknown;
+  const text = readCheckpointText(file, MAX_TOKENIZER_BYTES);
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new UserError(`${file} is not valid JSON.`, 'Download the model again.');
+  }
+  const t = json as { model?: { vocab?: unknown; merges?: unknown }; added_tokens?: unknown };
+  const counts = {
+    vocab: t?.model?.vocab && typeof t.model.vocab === 'object' ? Object.keys(t.model.vocab).length : 0,
+    merges: Array.isArray(t?.model?.merges) ? t.model.merges.length : 0,
+    addedTokens: Array.isArray(t?.added_tokens) ? t.added_tokens.length : 0,
+  };
+  const names = { vocab: 'vocabulary entries', merges: 'merges', addedTokens: 'added tokens' };
+  for (const key of Object.keys(counts) as (keyof typeof counts)[]) {
+    if (counts[key] > TOKENIZER_LIMITS[key]) {
+      throw new UserError(`${file} has ${counts[key]} ${names[key]}, more than the ${TOKENIZER_LIMITS[key]} a tokenizer is read with.`, 'Download the model again.');
+    }
+  }
+  return json as object;
+}
+
 /** Needed, each of them. */
 export const REQUIRED_FILES = [CONFIG_FILE, 'tokenizer.json', 'tokenizer_config.json'] as const;
 /** At least one of them: older repositories have only the image processor's file, newer ones both. */
@@ -85,7 +136,7 @@ export async function inspectCheckpoint(dir: string): Promise<CheckpointInspecti
     weights = [SAFETENSORS_FILE];
   } else if (await has(SAFETENSORS_INDEX_FILE)) {
     const indexPath = path.join(dir, SAFETENSORS_INDEX_FILE);
-    const shards = shardsOfIndex(await fs.readFile(indexPath, 'utf8'), indexPath);
+    const shards = shardsOfIndex(readCheckpointText(indexPath), indexPath);
     weights = [SAFETENSORS_INDEX_FILE];
     for (const shard of shards) (await has(shard) ? weights : missing).push(shard);
   } else {
@@ -100,11 +151,12 @@ export async function inspectCheckpoint(dir: string): Promise<CheckpointInspecti
  * gigabytes downloading) it. A config without `model_type` is let through: the converter reads the details.
  */
 export async function checkBlip2Config(configPath: string, what: string): Promise<void> {
+  if (!(await isFile(configPath))) return;
   let config: unknown;
+  const text = readCheckpointText(configPath);
   try {
-    config = JSON.parse(await fs.readFile(configPath, 'utf8'));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    config = JSON.parse(text);
+  } catch {
     throw new UserError(`${configPath} is not valid JSON.`, 'Download the checkpoint again, or fix the file.');
   }
   const modelType = (config as { model_type?: unknown } | null)?.model_type;

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { MODEL_CONFIG_FILES, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, shardsOfIndex } from './files';
+import { MODEL_CONFIG_FILES, readCheckpointText, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, shardsOfIndex } from './files';
 import { readSafetensorsHeader, type TensorInfo } from './safetensors';
 import type { StreamLocation } from './tensor-stream';
 import { UserError } from '../errors';
@@ -39,7 +39,7 @@ export function weightFiles(dir: string): string[] {
   if (fs.existsSync(single)) return [single];
   const index = path.join(dir, SAFETENSORS_INDEX_FILE);
   if (fs.existsSync(index)) {
-    const shards = shardsOfIndex(fs.readFileSync(index, 'utf8'), index).map((f) => path.join(dir, f));
+    const shards = shardsOfIndex(readCheckpointText(index), index).map((f) => path.join(dir, f));
     for (const s of shards) {
       if (!fs.existsSync(s)) throw new UserError(`Shard ${path.basename(s)} named by ${SAFETENSORS_INDEX_FILE} is missing.`, 'Download the complete model folder.');
     }

@@ -7,6 +7,7 @@
  */
 import * as fs from 'node:fs';
 import { UserError } from '../errors';
+import { kindOfFile } from '../small-file';
 import { formatBytes } from '../units';
 
 /** The largest image file read unless a setting or flag says otherwise: far above any photo a camera writes. */
@@ -88,16 +89,7 @@ async function readChecked(file: string, limits: ImageFileLimits): Promise<Buffe
 
 function refuseUnreadable(file: string, stat: fs.Stats, limits: ImageFileLimits): void {
   if (!stat.isFile()) {
-    const what = stat.isDirectory()
-      ? 'a folder'
-      : stat.isFIFO()
-        ? 'a named pipe'
-        : stat.isSocket()
-          ? 'a socket'
-          : stat.isCharacterDevice() || stat.isBlockDevice()
-            ? 'a device'
-            : 'not a regular file';
-    throw new UserError(`${file} is ${what}, not an image file.`, 'Only regular files are read as images.');
+    throw new UserError(`${file} is ${kindOfFile(stat)}, not an image file.`, 'Only regular files are read as images.');
   }
   if (stat.size > limits.maxBytes) {
     throw new UserError(

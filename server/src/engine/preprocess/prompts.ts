@@ -73,10 +73,18 @@ export function buildInputs(
   limits?: PromptLimits,
 ): ModelInputs {
   const longest = Math.max(...promptIds.map((p) => p.length + 1));
+  if (limits && promptBudget(limits) < 0) {
+    // The answer alone would run past the last position, whatever the prompt.
+    const most = limits.maxPositions - limits.numQueryTokens - 1;
+    throw new UserError(
+      `Up to ${limits.maxNewTokens} new tokens do not fit in the model's context of ${limits.maxPositions} positions with the image's ${limits.numQueryTokens} tokens: at most ${most} can be generated, fewer after a prompt.`,
+      'Lower the number of new tokens (maxNewTokens, --max-new-tokens).',
+    );
+  }
   if (limits && longest - 1 > promptBudget(limits)) {
     // Past the last position the model has no embedding: onnxruntime would fail with an index out of bounds.
     throw new UserError(
-      `The prompt is ${longest - 1} tokens long, more than the ${Math.max(0, promptBudget(limits))} that fit in the model's context of ${limits.maxPositions} positions with the image's ${limits.numQueryTokens} tokens and up to ${limits.maxNewTokens} new ones.`,
+      `The prompt is ${longest - 1} tokens long, more than the ${promptBudget(limits)} that fit in the model's context of ${limits.maxPositions} positions with the image's ${limits.numQueryTokens} tokens and up to ${limits.maxNewTokens} new ones.`,
       'Shorten the question or the prompt.',
     );
   }

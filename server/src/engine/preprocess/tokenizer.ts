@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { readJson } from '../checkpoint/checkpoint';
+import { readTokenizerJson } from '../checkpoint/files';
 import { UserError } from '../errors';
 
 /** The OPT byte-level BPE tokenizer of a model folder, loaded from its tokenizer.json with no network. */
@@ -13,7 +14,7 @@ export class TextTokenizer {
     if (!fs.existsSync(file)) throw new UserError(`${dir} has no tokenizer.json.`, 'Download the complete model folder.');
     const configFile = path.join(dir, 'tokenizer_config.json');
     const config = fs.existsSync(configFile) ? (readJson(configFile) as object) : {};
-    return new TextTokenizer(new Tokenizer(readJson(file) as object, config));
+    return new TextTokenizer(new Tokenizer(readTokenizerJson(file), config));
   }
 
   /** Token ids of a prompt, without BOS: the processor adds BOS itself, after the image tokens. */

@@ -8,6 +8,9 @@ import { filesIntact, recordFiles } from '../convert/integrity';
 import { externalDataPath } from '../graphs/external-data';
 import { OutOfMemoryError, UserError } from '../errors';
 import { formatBytes } from '../units';
+import { disableOnnxruntimeTelemetry } from './telemetry';
+
+disableOnnxruntimeTelemetry();
 
 export const Tensor = ort.Tensor;
 export type Tensor = ort.Tensor;

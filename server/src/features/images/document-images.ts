@@ -7,6 +7,8 @@ import type { ImageElement } from './image-reference';
 export interface ParsedDocument {
   document: TextDocument;
   elements: ImageElement[];
+  /** Why the document counts as having no images without having been searched to the end (too large, …). */
+  skipped?: string;
 }
 
 interface Entry {
@@ -36,9 +38,9 @@ export class DocumentImages {
     // Registered before the parse is queued, since the parser asks `wanted` as it starts.
     this.entries.set(uri, entry);
     const wanted = () => this.entries.get(uri) === entry;
-    const found = imageSyntaxOf(languageId) === 'other' ? Promise.resolve([]) : this.find(text, languageId, wanted);
-    entry.parsed = found.then((elements) => {
-      if (elements) return { document: snapshot, elements };
+    const found = imageSyntaxOf(languageId) === 'other' ? Promise.resolve({ elements: [] }) : this.find(text, languageId, wanted);
+    entry.parsed = found.then((result) => {
+      if (result) return { document: snapshot, ...result };
       // Superseded by a newer version before the parse began: its images, unless the document was closed.
       const newer = this.entries.get(uri);
       return newer && newer !== entry ? newer.parsed : { document: snapshot, elements: [] };

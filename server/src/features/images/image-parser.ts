@@ -4,17 +4,24 @@
  * changelog (3 to 4 s, and 200 MB of heap: micromark keeps every event). Each worker has a heap limit and ends
  * after a while idle, giving its memory back; a parse that runs out of heap or past its time-out ends its worker
  * (the next parse starts a fresh one) and the document counts as having no images, as does one larger than
- * MAX_PARSE_CHARS.
+ * MAX_PARSE_CHARS; the result then says why, for the user to be told.
  */
 import type { Worker } from 'node:worker_threads';
 import { startWorkerThread } from '../../worker-thread';
 import type { ImageElement } from './image-reference';
 
+/** What a search for images found: the elements, or none and why the document was not searched to the end. */
+export interface FoundImages {
+  elements: ImageElement[];
+  /** Why the document counts as having no images ("it is 5,242,880 characters, more than …"). */
+  skipped?: string;
+}
+
 /**
  * The image elements of a text in a language, found asynchronously. `wanted` is asked when the parse is about to
  * start: a parse nobody wants any more (the document changed again meanwhile) is skipped and resolves undefined.
  */
-export type FindImageElements = (text: string, languageId: string, wanted?: () => boolean) => Promise<ImageElement[] | undefined>;
+export type FindImageElements = (text: string, languageId: string, wanted?: () => boolean) => Promise<FoundImages | undefined>;
 
 export interface ParseRequest {
   id: number;
@@ -44,11 +51,13 @@ export class WorkerImageParser {
     const log = options.log ?? (() => undefined);
     const start = (heapMb: number) => () =>
       startWorkerThread(__dirname, 'parse-worker.js', 'parse-worker.ts', { resourceLimits: { maxOldGenerationSizeMb: heapMb } });
-    this.lanes = [new Lane('quick', start(HEAP_MB.quick), log), new Lane('large', start(HEAP_MB.large), log)];
+    this.lanes = [new Lane('quick', start(HEAP_MB.quick), HEAP_MB.quick, log), new Lane('large', start(HEAP_MB.large), HEAP_MB.large, log)];
   }
 
   readonly find: FindImageElements = async (text, languageId, wanted) => {
-    if (text.length > MAX_PARSE_CHARS) return [];
+    if (text.length > MAX_PARSE_CHARS) {
+      return { elements: [], skipped: `it is ${text.length.toLocaleString('en-US')} characters long, more than the ${MAX_PARSE_CHARS.toLocaleString('en-US')} searched for images` };
+    }
     return this.lanes[text.length <= QUICK_LANE_CHARS ? 0 : 1].parse({ text, languageId, wanted });
   };
 
@@ -67,17 +76,18 @@ interface Job {
 class Lane {
   private worker?: Worker;
   private nextId = 1;
-  private readonly queue: { job: Job; resolve: (e: ImageElement[] | undefined) => void }[] = [];
-  private running?: { id: number; resolve: (e: ImageElement[] | undefined) => void; timer: NodeJS.Timeout };
+  private readonly queue: { job: Job; resolve: (found: FoundImages | undefined) => void }[] = [];
+  private running?: { id: number; resolve: (found: FoundImages | undefined) => void; timer: NodeJS.Timeout };
   private idle?: NodeJS.Timeout;
 
   constructor(
     private readonly name: string,
     private readonly start: () => Worker,
+    private readonly heapMb: number,
     private readonly log: (line: string) => void,
   ) {}
 
-  parse(job: Job): Promise<ImageElement[] | undefined> {
+  parse(job: Job): Promise<FoundImages | undefined> {
     return new Promise((resolve) => {
       this.queue.push({ job, resolve });
       this.next();
@@ -88,8 +98,8 @@ class Lane {
     clearTimeout(this.idle);
     const worker = this.worker;
     this.worker = undefined;
-    this.finishRunning([]);
-    for (const waiting of this.queue.splice(0)) waiting.resolve([]);
+    this.finishRunning({ elements: [] });
+    for (const waiting of this.queue.splice(0)) waiting.resolve({ elements: [] });
     await worker?.terminate();
   }
 
@@ -104,7 +114,7 @@ class Lane {
       const id = this.nextId++;
       const timer = setTimeout(() => {
         this.log(`Finding the images of a ${job.text.length}-character ${job.languageId} document took over ${TIMEOUT_MS / 1000} s; it is treated as having none.`);
-        this.restart();
+        this.restart(`finding its images took more than ${TIMEOUT_MS / 1000} seconds`);
       }, TIMEOUT_MS);
       this.running = { id, resolve, timer };
       this.ensureWorker().postMessage({ id, text: job.text, languageId: job.languageId } satisfies ParseRequest);
@@ -123,33 +133,38 @@ class Lane {
     worker.on('message', (reply: ParseReply) => {
       if (reply.id !== this.running?.id) return;
       if ('error' in reply) this.log(`Finding images failed: ${reply.error}`);
-      this.finishRunning('error' in reply ? [] : reply.elements);
+      this.finishRunning('error' in reply ? { elements: [], skipped: `finding its images failed (${reply.error.split('\n')[0].slice(0, 120)})` } : { elements: reply.elements });
     });
     // Out of heap (ERR_WORKER_OUT_OF_MEMORY) ends only the worker: its document counts as having no images.
-    worker.on('error', (e) => this.log(`The ${this.name} image-finding worker failed: ${e.message}`));
+    let outOfMemory = false;
+    worker.on('error', (e: NodeJS.ErrnoException) => {
+      outOfMemory ||= e.code === 'ERR_WORKER_OUT_OF_MEMORY';
+      this.log(`The ${this.name} image-finding worker failed: ${e.message}`);
+    });
     worker.on('exit', () => {
       if (this.worker !== worker) return;
       this.worker = undefined;
       // A parser that died must not leave a request waiting: its document counts as having no images.
-      this.finishRunning([]);
+      this.finishRunning({ elements: [], skipped: outOfMemory ? `finding its images needed more than the ${this.heapMb} MB of memory it may use` : 'finding its images stopped unexpectedly' });
     });
     this.worker = worker;
     return worker;
   }
 
-  private restart(): void {
+  /** Ends the worker (idle, or stuck on a parse that is then answered as skipped for `why`). */
+  private restart(why?: string): void {
     const worker = this.worker;
     this.worker = undefined;
     void worker?.terminate();
-    this.finishRunning([]);
+    this.finishRunning({ elements: [], skipped: why });
   }
 
-  private finishRunning(elements: ImageElement[]): void {
+  private finishRunning(found: FoundImages): void {
     const running = this.running;
     if (!running) return;
     this.running = undefined;
     clearTimeout(running.timer);
-    running.resolve(elements);
+    running.resolve(found);
     this.next();
   }
 }
