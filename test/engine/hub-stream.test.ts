@@ -304,6 +304,17 @@ describe('a Hub checkpoint converted as it streams', () => {
     assert.deepEqual(hub.log.filter((l) => l.host === 'cdn'), []);
   });
 
+  test('a repository whose small files are huge is refused by their listed sizes before any of them is fetched', async (t) => {
+    const files = readFolderFiles(await shardedCheckpoint());
+    files['config.json'] = Buffer.concat([files['config.json'], Buffer.alloc(5 << 20, 0x20)]);
+    const hub = await startHub(t, [{ id: REPO, files }]);
+    const box = sandbox(t, hub.url);
+    const e = await resolveModel(REPO, box.opts()).then(() => undefined, (err: unknown) => err);
+    assert.ok(e instanceof UserError);
+    assert.equal(e.message, `config.json of ${REPO} is 5 MB, more than the 4 MB such a file may be.`);
+    assert.deepEqual(hub.log.filter((l) => l.method === 'GET' && l.url.includes('/resolve/')), []);
+  });
+
   test('the network gone in the middle ends in one sentence, and the next run resumes', async (t) => {
     const ckpt = await shardedCheckpoint();
     const files = readFolderFiles(ckpt);

@@ -2,6 +2,9 @@
 // defaults and limits, and the one validator every side runs on what a user wrote. package.json contributes the
 // same settings (a test checks that its defaults, types, enums and limits are these).
 import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
+import { quoteValue } from '../engine/units';
+
+export { quoteValue };
 
 export const PRECISION_SETTINGS = ['auto', 'fp32', 'fp16', 'int8', 'int4'] as const;
 export type PrecisionSetting = (typeof PRECISION_SETTINGS)[number];
@@ -357,55 +360,6 @@ function unknownKeys(value: Record<string, unknown>, prefix: string): string[] {
   }
   return found;
 }
-
-/** The most characters of a value a message quotes: a 50 MB string in a settings file is not echoed back. */
-const QUOTED_CHARS = 40;
-
-/**
- * A value as a message quotes it: strings in quotes, anything else as JSON, cut to about 40 characters with the
- * length said. Walks only as deep as the characters allow, so a value nested 100,000 deep costs nothing.
- */
-export function quoteValue(value: unknown): string {
-  if (typeof value === 'string') {
-    return value.length <= QUOTED_CHARS ? JSON.stringify(value) : `${JSON.stringify(value.slice(0, QUOTED_CHARS)).slice(0, -1)}…" (${value.length} characters)`;
-  }
-  let budget = QUOTED_CHARS;
-  const out = (node: unknown): string => {
-    if (budget <= 0) return '…';
-    let text: string;
-    if (Array.isArray(node)) {
-      budget -= 2;
-      const parts: string[] = [];
-      for (const item of node) {
-        if (budget <= 0) {
-          parts.push('…');
-          break;
-        }
-        parts.push(out(item));
-      }
-      text = `[${parts.join(',')}]`;
-    } else if (typeof node === 'object' && node !== null) {
-      budget -= 2;
-      const parts: string[] = [];
-      for (const [key, item] of Object.entries(node)) {
-        if (budget <= 0) {
-          parts.push('…');
-          break;
-        }
-        const name = JSON.stringify(key.length > QUOTED_CHARS ? `${key.slice(0, QUOTED_CHARS)}…` : key);
-        budget -= name.length + 1;
-        parts.push(`${name}:${out(item)}`);
-      }
-      text = `{${parts.join(',')}}`;
-    } else {
-      text = typeof node === 'string' ? quoteValue(node) : (JSON.stringify(node) ?? String(node));
-      budget -= text.length;
-    }
-    return text;
-  };
-  return out(value);
-}
-
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);

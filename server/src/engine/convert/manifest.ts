@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors';
+import { readSmallFile } from '../small-file';
 import type { Precision } from './precision';
 
 export const MANIFEST_FILE = 'blip2-onnx.json';
@@ -54,11 +55,15 @@ export interface ConvertedManifest {
   files?: ModelFile[];
 }
 
+/** Every converter's manifest is a few kilobytes: one line per file of the conversion and of its source. */
+const MAX_MANIFEST_BYTES = 1024 * 1024;
+
 export function readManifest(dir: string): ConvertedManifest {
   const file = path.join(dir, MANIFEST_FILE);
   let json: ConvertedManifest;
   try {
-    json = JSON.parse(fs.readFileSync(file, 'utf8')) as ConvertedManifest;
+    // Bounded: a repository of conversions is anyone's, and its manifest is read before anything else of it.
+    json = JSON.parse(readSmallFile(file, MAX_MANIFEST_BYTES, 'a manifest')) as ConvertedManifest;
   } catch {
     throw new UserError(`${dir} is not a converted BLIP-2 model (no readable ${MANIFEST_FILE}).`, 'Convert a checkpoint with `blip2 convert`.');
   }

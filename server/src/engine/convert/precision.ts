@@ -1,4 +1,5 @@
 import { UserError } from '../errors';
+import { quoteValue } from '../units';
 import { DataType } from '../graphs/onnx-builder';
 import type { QuantSettings, WeightFormat } from '../graphs/weights';
 
@@ -14,7 +15,7 @@ export const DEFAULT_BLOCK_SIZE = 256;
 
 export function parsePrecision(value: string): PrecisionChoice {
   if ((PRECISIONS as readonly string[]).includes(value) || value === 'auto') return value as PrecisionChoice;
-  throw new UserError(`Unknown precision "${value}".`, `Use one of: auto, ${PRECISIONS.join(', ')}.`);
+  throw new UserError(`Unknown precision ${quoteValue(value)}.`, `Use one of: auto, ${PRECISIONS.join(', ')}.`);
 }
 
 /** Quantized weights: repacked at load (from an optimized copy), and small enough to fault in again at every image. */

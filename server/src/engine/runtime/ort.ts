@@ -7,7 +7,7 @@ import * as ort from 'onnxruntime-node';
 import { filesIntact, recordFiles } from '../convert/integrity';
 import { externalDataPath } from '../graphs/external-data';
 import { OutOfMemoryError, UserError } from '../errors';
-import { formatBytes } from '../units';
+import { formatBytes, quoteValue } from '../units';
 import { disableOnnxruntimeTelemetry } from './telemetry';
 
 disableOnnxruntimeTelemetry();
@@ -21,7 +21,7 @@ export type Device = (typeof DEVICES)[number];
 
 export function parseDevice(value: string): Device {
   if ((DEVICES as readonly string[]).includes(value)) return value as Device;
-  throw new UserError(`Unknown device "${value}".`, `Use one of: ${DEVICES.join(', ')}.`);
+  throw new UserError(`Unknown device ${quoteValue(value)}.`, `Use one of: ${DEVICES.join(', ')}.`);
 }
 
 /** Which providers this onnxruntime-node build offers on this platform (CUDA only when its libraries were installed). */

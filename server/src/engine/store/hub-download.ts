@@ -15,6 +15,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { fileDownloadInfo, HubApiError, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
 import { CancelledError, UserError, throwIfAborted } from '../errors';
+import { formatBytes } from '../units';
 import {
   CONFIG_FILE,
   OPTIONAL_FILES,
@@ -24,6 +25,9 @@ import {
   SAFETENSORS_INDEX_FILE,
   checkBlip2Config,
   isFile,
+  MAX_CONFIG_BYTES,
+  MAX_TOKENIZER_BYTES,
+  readCheckpointText,
   shardsOfIndex,
 } from '../checkpoint/files';
 import {
@@ -366,6 +370,13 @@ export async function fetchCheckpointConfigs(rev: HubRevision, opts: HubDownload
   const names = chooseFiles(ref.repo, listing);
   const planned: PlannedFile[] = [];
   for (const name of names) planned.push(await planFile(hub, commit, listing.get(name)!));
+  // A repository is anyone's: its small files are refused by their listed size before a byte of them moves.
+  for (const f of planned) {
+    const limit = f.path === 'tokenizer.json' ? MAX_TOKENIZER_BYTES : MAX_CONFIG_BYTES;
+    if (!f.path.endsWith('.safetensors') && f.size > limit) {
+      throw new UserError(`${f.path} of ${ref.repo} is ${formatBytes(f.size)}, more than the ${formatBytes(limit)} such a file may be.`, 'Pass --model with a BLIP-2 repository, for example Salesforce/blip2-opt-2.7b.');
+    }
+  }
 
   // The index is read before the total is known, so the shards can be counted in it; it is a few kilobytes.
   const fetcher = new FileFetcher(hub, layout, commit, opts);
@@ -373,7 +384,7 @@ export async function fetchCheckpointConfigs(rev: HubRevision, opts: HubDownload
     const index = planned.find((f) => f.path === SAFETENSORS_INDEX_FILE)!;
     await fetcher.ensure(index);
     const indexPath = path.join(snapshot, SAFETENSORS_INDEX_FILE);
-    const shards = shardsOfIndex(await fs.readFile(indexPath, 'utf8'), `${SAFETENSORS_INDEX_FILE} of ${ref.repo}`);
+    const shards = shardsOfIndex(readCheckpointText(indexPath), `${SAFETENSORS_INDEX_FILE} of ${ref.repo}`);
     const absent = shards.filter((s) => !listing.has(s));
     if (absent.length > 0) {
       throw new UserError(
