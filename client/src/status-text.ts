@@ -97,7 +97,7 @@ export function modelStatusDetail(state: ServerState, counters?: InferenceCounte
     lines.push(
       '',
       `Since the server started: ${counters.generations} generation${counters.generations === 1 ? '' : 's'} ` +
-        `(${counters.tokensGenerated} tokens, ${counters.cancelledGenerations} cancelled), ` +
+        `(${counters.tokensGenerated} tokens, ${counters.cancelledGenerations} cancelled, in ${counters.batches} batch${counters.batches === 1 ? '' : 'es'}), ` +
         `${counters.visionRuns} image encoding${counters.visionRuns === 1 ? '' : 's'}, ` +
         `${counters.captionCacheHits} caption${counters.captionCacheHits === 1 ? '' : 's'} and ${counters.visionCacheHits} encoding${counters.visionCacheHits === 1 ? '' : 's'} from the cache, ` +
         `${counters.sharedRequests} duplicate request${counters.sharedRequests === 1 ? '' : 's'} shared.`,

@@ -75,6 +75,7 @@ describe('model status details', () => {
   const counters: InferenceCounters = {
     visionRuns: 2,
     generations: 5,
+    batches: 3,
     tokensGenerated: 60,
     cancelledGenerations: 1,
     captionCacheHits: 3,
@@ -95,7 +96,7 @@ describe('model status details', () => {
       'Server memory: 2.5 GiB',
       'Cache: 12 entries, 3.0 MiB',
       'Cache folder: /home/u/.cache/blip2',
-      '5 generations (60 tokens, 1 cancelled)',
+      '5 generations (60 tokens, 1 cancelled, in 3 batches)',
       '3 captions and 1 encoding from the cache',
     ]) {
       assert.ok(detail.includes(expected), `${expected}\n---\n${detail}`);

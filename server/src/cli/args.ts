@@ -4,6 +4,8 @@ import { UserError } from '../engine/errors';
 import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
 import type { GenerationSettings } from '../engine/pipeline';
 import { parseDevice, type Device } from '../engine/runtime/ort';
+import { DEFAULT_MAX_BATCH } from '../inference/types';
+import { MAX_BATCH_ROWS } from '../inference/worker-protocol';
 import { DEFAULT_SETTINGS } from '../protocol/settings';
 
 export const DEFAULT_MODEL = 'Salesforce/blip2-opt-2.7b';
@@ -24,6 +26,7 @@ export const USAGE = `Usage:
 Check and fix:
   --format F          text (default), json, sarif (SARIF 2.1.0, for GitHub code scanning), github (annotations)
   --dry-run           fix: print a unified diff instead of writing the files
+  --max-batch N       fix: captions decoded together (default ${DEFAULT_MAX_BATCH}; 1 captions one image after another)
   Exit status: 0 nothing to report (fix: every image given alt text), 1 problems found (fix: some images
   could not be captioned or files not written), 2 a usage or settings error. Rules, the length limit and the
   generation settings come from the nearest .blip2.json.
@@ -76,6 +79,8 @@ export interface CliArgs {
   /** `verify --repair`. */
   repair: boolean;
   maxImageBytes: number;
+  /** fix: captions decoded together as one batch (1: one after another). */
+  maxBatch: number;
 }
 
 const OPTIONS = {
@@ -92,6 +97,7 @@ const OPTIONS = {
   'dry-run': { type: 'boolean' },
   repair: { type: 'boolean' },
   'max-image-mb': { type: 'string' },
+  'max-batch': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   'block-size': { type: 'string' },
   'max-new-tokens': { type: 'string' },
@@ -126,6 +132,7 @@ export function parseCli(argv: string[]): CliArgs {
       json: false,
       repair: false,
       maxImageBytes: DEFAULT_MAX_IMAGE_FILE_BYTES,
+      maxBatch: DEFAULT_MAX_BATCH,
       dryRun: false,
       given,
     };
@@ -170,6 +177,7 @@ export function parseCli(argv: string[]): CliArgs {
     given,
     repair: v.repair ?? false,
     maxImageBytes: v['max-image-mb'] !== undefined ? int(v['max-image-mb'], '--max-image-mb', 1) * 1024 * 1024 : DEFAULT_MAX_IMAGE_FILE_BYTES,
+    maxBatch: v['max-batch'] !== undefined ? int(v['max-batch'], '--max-batch', 1, MAX_BATCH_ROWS) : DEFAULT_MAX_BATCH,
   };
   checkPositionals(args);
   return args;
@@ -223,7 +231,7 @@ const COMMAND_OPTIONS: Record<CliArgs['command'], ReadonlySet<string>> = {
   check: new Set(['format']),
   fix: new Set([
     ...MODEL_OPTIONS.filter((o) => o !== 'block-size'),
-    'max-new-tokens', 'min-new-tokens', 'num-beams', 'repetition-penalty', 'no-repeat-ngram-size', 'prompt', 'dry-run',
+    'max-new-tokens', 'min-new-tokens', 'num-beams', 'repetition-penalty', 'no-repeat-ngram-size', 'prompt', 'dry-run', 'max-batch',
   ]),
   help: new Set(),
 };
@@ -242,9 +250,12 @@ function opt<T>(s: string | undefined, f: (s: string) => T): T | undefined {
   return s === undefined ? undefined : f(s);
 }
 
-function int(s: string, flag: string, min: number): number {
+function int(s: string, flag: string, min: number, max = Infinity): number {
   const n = Number(s);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag} must be a whole number of at least ${min} (got "${s}").`);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    const range = max === Infinity ? `of at least ${min}` : `from ${min} to ${max}`;
+    throw new UsageError(`${flag} must be a whole number ${range} (got "${s}").`);
+  }
   return n;
 }
 

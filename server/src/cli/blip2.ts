@@ -8,13 +8,14 @@ import type { EncodedImage, GenerationSettings, ImageInput } from '../engine/pip
 import { readImageFile } from '../engine/preprocess/image-file';
 import { captionPrompt, fitChatPrompt, promptBudget, questionPrompt, type ChatTurn } from '../engine/preprocess/prompts';
 import { formatBytes } from '../engine/units';
+import { DEFAULT_MAX_BATCH } from '../inference/types';
 import { parseCli, UsageError, USAGE, type CliArgs } from './args';
 import { runCheck } from './check';
 import { runFix } from './fix';
 import { ProgressReporter } from './progress';
 
-// Images per batch: one left-padded generate() call; larger batches gain little on CPU and hold more memory.
-const BATCH = 4;
+// Images per batch: one left-padded generate() call, as the language server batches them.
+const BATCH = DEFAULT_MAX_BATCH;
 
 async function main(argv: string[]): Promise<number> {
   const args = parseCli(argv);

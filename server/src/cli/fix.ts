@@ -28,6 +28,7 @@ export async function runFix(args: CliArgs, signal: AbortSignal, cwd = process.c
   const inference = createInferenceService({
     settings: serverWide,
     cacheDir: defaultCacheDir(serverWide.modelStore),
+    maxBatch: args.maxBatch,
     log: (line) => (process.env.BLIP2_DEBUG ? process.stderr.write(`${line}\n`) : undefined),
   });
   const cancel = new CancellationTokenSource();

@@ -216,8 +216,7 @@ export class Blip2Pipeline {
   }
 
   options(s: GenerationSettings): GenerationOptions {
-    // Any sampling setting turns sampling on, except an explicit temperature of 0, which always means greedy.
-    const sampling = s.temperature !== 0 && (s.temperature !== undefined || s.topK !== undefined || s.topP !== undefined);
+    const sampling = isSampling(s);
     return {
       maxNewTokens: s.maxNewTokens,
       minNewTokens: s.minNewTokens,
@@ -241,6 +240,11 @@ export class Blip2Pipeline {
     this.prefixes.clear();
     return this.model.dispose();
   }
+}
+
+/** Any sampling setting turns sampling on, except an explicit temperature of 0, which always means greedy. */
+export function isSampling(s: GenerationSettings): boolean {
+  return s.temperature !== 0 && (s.temperature !== undefined || s.topK !== undefined || s.topP !== undefined);
 }
 
 /** Where the first of the stop strings starts in `text`, or -1. */

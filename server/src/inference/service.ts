@@ -9,9 +9,8 @@ import type { GenerationResult, InferenceCounters, ModelStatus } from '../protoc
 import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
 import { generationSettingsFor, type GenerationKind } from './generation-settings';
 import { cacheKey, ResultCache } from './result-cache';
-import { Scheduler } from './scheduler';
-import type { AskOptions, CaptionOptions, ImageSource, InferenceService, Priority, SetUpReporter } from './types';
-import { WorkerHost } from './worker-host';
+import { InferenceEngine } from './engine';
+import { DEFAULT_MAX_BATCH, type AskOptions, type CaptionOptions, type ImageSource, type InferenceService, type Priority, type SetUpReporter } from './types';
 import type { EngineSettings, ImageBytes, LoadedModel, PromptSpec, WorkerError } from './worker-protocol';
 
 interface StoredAnswer {
@@ -38,6 +37,8 @@ export interface InferenceServiceOptions {
   log?: (line: string) => void;
   /** Model runs that may wait at once (see Scheduler); DEFAULT_MAX_QUEUED unless given. */
   maxQueued?: number;
+  /** Captions and answers decoded together as one batch; DEFAULT_MAX_BATCH unless given (1: one after another). */
+  maxBatch?: number;
 }
 
 /**
@@ -53,8 +54,7 @@ export function createInferenceService(options: InferenceServiceOptions): Infere
 class WorkerInferenceService implements InferenceService {
   private settings: Blip2Settings;
   private readonly log: (line: string) => void;
-  private readonly host: WorkerHost;
-  private readonly scheduler: Scheduler;
+  private readonly engine: InferenceEngine;
   private readonly cache: ResultCache<StoredAnswer>;
   private readonly inflight = new Map<string, Shared<unknown>>();
   private readonly listeners = new Set<(s: ModelStatus) => void>();
@@ -62,21 +62,20 @@ class WorkerInferenceService implements InferenceService {
   private loaded?: LoadedModel;
   private idleTimer?: NodeJS.Timeout;
   private current: Omit<ModelStatus, 'queued' | 'cache' | 'memoryBytes'>;
-  private readonly count: InferenceCounters = {
-    visionRuns: 0,
-    generations: 0,
-    tokensGenerated: 0,
-    cancelledGenerations: 0,
-    captionCacheHits: 0,
-    visionCacheHits: 0,
-    sharedRequests: 0,
-  };
+  private readonly count = { captionCacheHits: 0, visionCacheHits: 0, sharedRequests: 0 };
 
   constructor(options: InferenceServiceOptions) {
     this.settings = options.settings;
     this.log = options.log ?? (() => undefined);
-    this.host = new WorkerHost(this.log, (message) => this.workerCrashed(message));
-    this.scheduler = new Scheduler(options.maxQueued ?? DEFAULT_MAX_QUEUED);
+    this.engine = new InferenceEngine(
+      { log: this.log, onCrash: (message) => this.workerCrashed(message), maxQueued: options.maxQueued ?? DEFAULT_MAX_QUEUED, maxBatch: options.maxBatch ?? DEFAULT_MAX_BATCH },
+      {
+        // The worker may have crashed (and taken the model with it) while a run waited.
+        ready: (signal) => this.load({ allowDownload: false, signal }),
+        busy: (busy) => this.setBusy(busy),
+        fromWorker: (e) => this.fromWorker(e),
+      },
+    );
     this.cache = new ResultCache<StoredAnswer>(options.cacheDir, options.settings.cache.maxMegabytes * 1024 * 1024);
     this.current = { state: 'unloaded', model: options.settings.model };
   }
@@ -114,7 +113,7 @@ class WorkerInferenceService implements InferenceService {
     return {
       ...this.current,
       memoryBytes: process.memoryUsage().rss,
-      queued: this.scheduler.queued,
+      queued: this.engine.queued,
       cache: this.cache.stats(),
     };
   }
@@ -125,7 +124,7 @@ class WorkerInferenceService implements InferenceService {
   }
 
   counters(): InferenceCounters {
-    return { ...this.count };
+    return { ...this.engine.counters, ...this.count };
   }
 
   updateSettings(settings: Blip2Settings): void {
@@ -139,7 +138,7 @@ class WorkerInferenceService implements InferenceService {
 
   async dispose(): Promise<void> {
     clearTimeout(this.idleTimer);
-    await this.host.terminate();
+    await this.engine.terminate();
     this.listeners.clear();
   }
 
@@ -242,38 +241,13 @@ class WorkerInferenceService implements InferenceService {
     const signal = shared.controller.signal;
     await this.load({ allowDownload: false, signal });
     const features = await this.features(image, imageHash, shared);
-    let model!: LoadedModel;
-    const result = await this.scheduler.run(() => shared.priority, signal, async () => {
-      // The worker may have crashed (and taken the model with it) while this run waited.
-      model = await this.load({ allowDownload: false, signal });
-      this.setBusy(true);
-      this.count.generations++;
-      const job = this.host.send(
-        { type: 'generate', rows: [{ features, prompt }], settings: generation },
-        {
-          onToken: (_row, text) => {
-            // Counted as they arrive, so a cancelled run shows how far it got.
-            this.count.tokensGenerated++;
-            shared.partials.forEach((p) => p(text));
-          },
-        },
-      );
-      const stop = () => this.host.cancel(job.id);
-      signal.addEventListener('abort', stop, { once: true });
-      try {
-        const m = await job.done.catch((e: WorkerError) => {
-          if (e.kind === 'cancelled') this.count.cancelledGenerations++;
-          throw this.fromWorker(e);
-        });
-        if (m.type !== 'generated') throw new Error(`unexpected ${m.type}`);
-        return m;
-      } finally {
-        signal.removeEventListener('abort', stop);
-        this.setBusy(false);
-      }
-    });
-    const [text, ...alternatives] = result.texts[0];
-    return { text, alternatives, model: model.source, precision: model.precision, device: model.device };
+    const answer = await this.engine.generate(
+      { features, prompt, priority: () => shared.priority, signal, onToken: (text, sequence) => sequence === 0 && shared.partials.forEach((p) => p(text)) },
+      generation,
+    );
+    // What computed it; a model unloaded since (a settings change) is named as the settings name it.
+    const model = this.loaded ?? { source: this.settings.model, precision: this.settings.precision, device: this.settings.device };
+    return { text: answer.text, alternatives: answer.alternatives.map((a) => a.text), model: model.source, precision: model.precision, device: model.device };
   }
 
   /** The image's query features: from the cache, or one vision-encoder run. */
@@ -284,21 +258,7 @@ class WorkerInferenceService implements InferenceService {
       this.count.visionCacheHits++;
       return cached;
     }
-    const signal = shared.controller.signal;
-    const encoded = await this.scheduler.run(() => shared.priority, signal, async () => {
-      await this.load({ allowDownload: false, signal });
-      this.setBusy(true);
-      this.count.visionRuns++;
-      try {
-        const m = await this.host.send({ type: 'encode', image }).done.catch((e: WorkerError) => {
-          throw this.fromWorker(e);
-        });
-        if (m.type !== 'encoded') throw new Error(`unexpected ${m.type}`);
-        return m.features;
-      } finally {
-        this.setBusy(false);
-      }
-    });
+    const encoded = await this.engine.encode(image, () => shared.priority, shared.controller.signal);
     await this.cache.putFeatures(key, encoded);
     return encoded;
   }
@@ -308,7 +268,7 @@ class WorkerInferenceService implements InferenceService {
    * a 15 GB download); only set-up, which the user asked for, may download.
    */
   private load(opts: { allowDownload: boolean; signal: AbortSignal; reporter?: SetUpReporter }): Promise<LoadedModel> {
-    if (this.loaded && this.host.running) return Promise.resolve(this.loaded);
+    if (this.loaded && this.engine.host.running) return Promise.resolve(this.loaded);
     if (this.loading && !opts.allowDownload) return this.loading;
     const settings: EngineSettings = {
       model: this.settings.model,
@@ -320,8 +280,8 @@ class WorkerInferenceService implements InferenceService {
       repair: opts.allowDownload,
     };
     this.setState({ state: 'loading', model: settings.model });
-    const job = this.host.send({ type: 'load', settings }, { onProgress: (p) => this.onLoadProgress(p, opts.reporter) });
-    const cancel = () => this.host.cancel(job.id);
+    const job = this.engine.host.send({ type: 'load', settings }, { onProgress: (p) => this.onLoadProgress(p, opts.reporter) });
+    const cancel = () => this.engine.host.cancel(job.id);
     opts.signal.addEventListener('abort', cancel, { once: true });
     const loading = job.done
       .then((m) => {
@@ -383,7 +343,7 @@ class WorkerInferenceService implements InferenceService {
     clearTimeout(this.idleTimer);
     this.loaded = undefined;
     this.loading = undefined;
-    await this.host.terminate();
+    await this.engine.terminate();
     // A request or set-up may have started the next load while the old worker ended: its status is the true one.
     if (this.loading || this.loaded) return;
     this.setState({ state, model: this.settings.model });
@@ -394,7 +354,7 @@ class WorkerInferenceService implements InferenceService {
     const minutes = this.settings.unloadAfterMinutes;
     if (!this.loaded || minutes <= 0) return;
     this.idleTimer = setTimeout(() => {
-      if (this.scheduler.queued === 0) void this.unload('unloaded');
+      if (this.engine.queued === 0) void this.unload('unloaded');
       else this.armIdleTimer();
     }, minutes * 60_000);
     this.idleTimer.unref();
@@ -418,7 +378,7 @@ class WorkerInferenceService implements InferenceService {
     if (e.kind === 'damaged' && this.loaded) {
       // Found while generating (non-finite scores): the loaded model cannot be trusted any more.
       this.loaded = undefined;
-      void this.host.terminate();
+      void this.engine.terminate();
       this.setState({ state: 'noModel', model: this.settings.model, message: e.message });
     }
     if (e.kind === 'user' || e.kind === 'noModel' || e.kind === 'damaged' || e.kind === 'crashed') {

@@ -5,6 +5,9 @@ import type { Blip2Settings } from '../protocol/settings';
 /** An image as the inference service takes it: a file on disk, or bytes already in memory (remote, data: URI). */
 export type ImageSource = { kind: 'file'; path: string } | { kind: 'bytes'; bytes: Uint8Array; name: string };
 
+/** Captions and answers decoded together by default: decoding is bound by memory, so eight rows cost little more than one. */
+export const DEFAULT_MAX_BATCH = 8;
+
 /** Interactive work (a hover, a command) runs before background work (captions queued when a document opens). */
 export type Priority = 'interactive' | 'background';
 

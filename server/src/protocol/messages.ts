@@ -80,6 +80,8 @@ export interface SetUpModelParams extends WorkDoneProgressParams {
 export interface InferenceCounters {
   visionRuns: number;
   generations: number;
+  /** Generation runs: captions and answers decoded together as one batch count once. */
+  batches: number;
   tokensGenerated: number;
   cancelledGenerations: number;
   /** Captions and answers served from the cache. */
