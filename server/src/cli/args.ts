@@ -4,11 +4,17 @@ import { UserError } from '../engine/errors';
 import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
 import type { GenerationSettings } from '../engine/pipeline';
 import { parseDevice, type Device } from '../engine/runtime/ort';
-import { DEFAULT_MAX_BATCH } from '../inference/types';
+import { serverUrl } from '../inference/remote/server-url';
+import { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUED } from '../inference/types';
 import { MAX_BATCH_ROWS } from '../inference/worker-protocol';
-import { DEFAULT_SETTINGS } from '../protocol/settings';
+import { DEFAULT_SETTINGS, NUMBER_LIMITS } from '../protocol/settings';
 
 export const DEFAULT_MODEL = 'Salesforce/blip2-opt-2.7b';
+
+/** `blip2 serve`'s defaults: vLLM's port; a request limit far above what a caption takes on a CPU. */
+export const DEFAULT_SERVE_PORT = 8000;
+export const DEFAULT_REQUEST_TIMEOUT_S = 300;
+export const DEFAULT_SERVE_MAX_TOKENS = 512;
 
 export const USAGE = `Usage:
   blip2 caption IMAGE... [--prompt TEXT]     caption images (a prompt such as "a photo of" is continued)
@@ -22,6 +28,8 @@ export const USAGE = `Usage:
   blip2 check [PATH...] [--format F]         report missing and unhelpful alt text in markdown, HTML, JSX
                                              and TSX files (default: the current folder; .gitignore honoured)
   blip2 fix [PATH...] [--dry-run]            write generated alt text into those files (--dry-run: print a diff)
+  blip2 serve [--host H] [--port P]          serve the model over the OpenAI chat completions API, as vLLM
+                                             does for BLIP-2 (POST /v1/chat/completions, GET /v1/models)
 
 Check and fix:
   --format F          text (default), json, sarif (SARIF 2.1.0, for GitHub code scanning), github (annotations)
@@ -30,6 +38,22 @@ Check and fix:
   Exit status: 0 nothing to report (fix: every image given alt text), 1 problems found (fix: some images
   could not be captioned or files not written), 2 a usage or settings error. Rules, the length limit and the
   generation settings come from the nearest .blip2.json.
+
+Server (caption, ask, chat, fix):
+  --server URL        use the BLIP-2 server at URL (blip2 serve, or vLLM serving BLIP-2) instead of the model
+                      here; its API key from $BLIP2_API_KEY. The images are sent to that server.
+
+Serve:
+  --host H            the address to listen on (default 127.0.0.1: this machine only; another needs an API key)
+  --port P            default 8000
+  --api-key KEY       requests to /v1 need "Authorization: Bearer KEY" (default: $BLIP2_API_KEY, which keeps the
+                      key out of the process list)
+  --served-model-name NAME  the model id clients see (default: the --model given)
+  --max-batch N       requests decoded together (default ${DEFAULT_MAX_BATCH})
+  --max-queue N       model runs waiting at once; past it requests get 429 (default ${DEFAULT_MAX_QUEUED})
+  --request-timeout S a request unanswered after S seconds gets 503 (default ${DEFAULT_REQUEST_TIMEOUT_S})
+  --max-completion-tokens N  the most new tokens a request may ask for (default ${DEFAULT_SERVE_MAX_TOKENS})
+  --max-image-mb N    the largest image, decoded (default ${DEFAULT_MAX_IMAGE_FILE_BYTES / (1024 * 1024)})
 
 Model options:
   --model M           a Hub repo id (default ${DEFAULT_MODEL}), a checkpoint folder or a converted folder
@@ -61,8 +85,18 @@ export interface ModelArgs {
 /** A mistake on the command line or in the settings: exit status 2, so scripts tell it from problems found. */
 export class UsageError extends UserError {}
 
+export interface ServeArgs {
+  host: string;
+  port: number;
+  apiKey?: string;
+  servedModelName?: string;
+  maxQueue: number;
+  requestTimeoutS: number;
+  maxCompletionTokens: number;
+}
+
 export interface CliArgs {
-  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'check' | 'fix' | 'help';
+  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'check' | 'fix' | 'serve' | 'help';
   positionals: string[];
   model: ModelArgs;
   generation: GenerationSettings;
@@ -79,8 +113,11 @@ export interface CliArgs {
   /** `verify --repair`. */
   repair: boolean;
   maxImageBytes: number;
-  /** fix: captions decoded together as one batch (1: one after another). */
+  /** fix and serve: captions decoded together as one batch (1: one after another). */
   maxBatch: number;
+  /** caption, ask, chat, fix: the BLIP-2 server to use instead of the model here. */
+  server?: string;
+  serve: ServeArgs;
 }
 
 const OPTIONS = {
@@ -98,6 +135,14 @@ const OPTIONS = {
   repair: { type: 'boolean' },
   'max-image-mb': { type: 'string' },
   'max-batch': { type: 'string' },
+  server: { type: 'string' },
+  host: { type: 'string' },
+  port: { type: 'string' },
+  'api-key': { type: 'string' },
+  'served-model-name': { type: 'string' },
+  'max-queue': { type: 'string' },
+  'request-timeout': { type: 'string' },
+  'max-completion-tokens': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   'block-size': { type: 'string' },
   'max-new-tokens': { type: 'string' },
@@ -133,12 +178,13 @@ export function parseCli(argv: string[]): CliArgs {
       repair: false,
       maxImageBytes: DEFAULT_MAX_IMAGE_FILE_BYTES,
       maxBatch: DEFAULT_MAX_BATCH,
+      serve: serveDefaults(),
       dryRun: false,
       given,
     };
   }
-  if (!['caption', 'ask', 'chat', 'convert', 'verify', 'check', 'fix'].includes(command)) {
-    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, verify, check or fix (`blip2 --help`).');
+  if (!['caption', 'ask', 'chat', 'convert', 'verify', 'check', 'fix', 'serve'].includes(command)) {
+    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, verify, check, fix or serve (`blip2 --help`).');
   }
   if (v.repair && command !== 'verify') throw new UsageError('--repair goes with verify.', 'Example: blip2 verify --model DIR --repair');
   const model: ModelArgs = {
@@ -178,9 +224,24 @@ export function parseCli(argv: string[]): CliArgs {
     repair: v.repair ?? false,
     maxImageBytes: v['max-image-mb'] !== undefined ? int(v['max-image-mb'], '--max-image-mb', 1) * 1024 * 1024 : DEFAULT_MAX_IMAGE_FILE_BYTES,
     maxBatch: v['max-batch'] !== undefined ? int(v['max-batch'], '--max-batch', 1, MAX_BATCH_ROWS) : DEFAULT_MAX_BATCH,
+    ...(v.server !== undefined && { server: asUsage(() => serverUrl(v.server!)) }),
+    serve: {
+      ...serveDefaults(),
+      ...(v.host !== undefined && { host: v.host }),
+      ...(v.port !== undefined && { port: int(v.port, '--port', 0, 65535) }),
+      ...(v['api-key'] !== undefined && { apiKey: v['api-key'] }),
+      ...(v['served-model-name'] !== undefined && { servedModelName: v['served-model-name'] }),
+      ...(v['max-queue'] !== undefined && { maxQueue: int(v['max-queue'], '--max-queue', 1) }),
+      ...(v['request-timeout'] !== undefined && { requestTimeoutS: num(v['request-timeout'], '--request-timeout', 0.001) }),
+      ...(v['max-completion-tokens'] !== undefined && { maxCompletionTokens: int(v['max-completion-tokens'], '--max-completion-tokens', 1, NUMBER_LIMITS['generation.maxNewTokens'].max!) }),
+    },
   };
   checkPositionals(args);
   return args;
+}
+
+function serveDefaults(): ServeArgs {
+  return { host: '127.0.0.1', port: DEFAULT_SERVE_PORT, maxQueue: DEFAULT_MAX_QUEUED, requestTimeoutS: DEFAULT_REQUEST_TIMEOUT_S, maxCompletionTokens: DEFAULT_SERVE_MAX_TOKENS };
 }
 
 // HF_HUB_OFFLINE and friends are read where the Hub is reached (store/resolve.ts), not here.
@@ -202,6 +263,7 @@ function checkPositionals(a: CliArgs): void {
       break;
     case 'convert':
     case 'verify':
+    case 'serve':
       if (p.length !== 0) throw new UsageError(`${a.command} takes no positional arguments (got "${p[0]}").`, `Example: blip2 ${a.command} --model DIR --precision int4`);
       break;
   }
@@ -223,15 +285,19 @@ const GENERATION_OPTIONS = [
  * and its captions are cached and shared with the editor under those settings.
  */
 const COMMAND_OPTIONS: Record<CliArgs['command'], ReadonlySet<string>> = {
-  caption: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'prompt', 'json']),
-  ask: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json']),
-  chat: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json']),
+  caption: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'prompt', 'json', 'server']),
+  ask: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json', 'server']),
+  chat: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json', 'server']),
   convert: new Set([...MODEL_OPTIONS, 'out', 'json']),
   verify: new Set([...MODEL_OPTIONS, 'repair', 'json']),
   check: new Set(['format']),
   fix: new Set([
     ...MODEL_OPTIONS.filter((o) => o !== 'block-size'),
-    'max-new-tokens', 'min-new-tokens', 'num-beams', 'repetition-penalty', 'no-repeat-ngram-size', 'prompt', 'dry-run', 'max-batch',
+    'max-new-tokens', 'min-new-tokens', 'num-beams', 'repetition-penalty', 'no-repeat-ngram-size', 'prompt', 'dry-run', 'max-batch', 'server',
+  ]),
+  serve: new Set([
+    ...MODEL_OPTIONS.filter((o) => o !== 'block-size'),
+    'host', 'port', 'api-key', 'served-model-name', 'max-batch', 'max-queue', 'request-timeout', 'max-completion-tokens', 'max-image-mb',
   ]),
   help: new Set(),
 };

@@ -12,6 +12,7 @@ import { DEFAULT_MAX_BATCH } from '../inference/types';
 import { parseCli, UsageError, USAGE, type CliArgs } from './args';
 import { runCheck } from './check';
 import { runFix } from './fix';
+import { runServe } from './serve';
 import { ProgressReporter } from './progress';
 
 // Images per batch: one left-padded generate() call, as the language server batches them.
@@ -28,6 +29,7 @@ async function main(argv: string[]): Promise<number> {
   const progress = new ProgressReporter();
   if (args.command === 'check') return runCheck(args);
   if (args.command === 'fix') return runFix(args, abort.signal);
+  if (args.command === 'serve') return runServe(args, abort.signal);
   try {
     if (args.command === 'convert') return await convert(args, progress, abort.signal);
     if (args.command === 'verify') return await verify(args, progress, abort.signal);

@@ -69,7 +69,7 @@ async function handle(msg: ToWorker): Promise<void> {
         send({
           type: 'loaded',
           id: msg.id,
-          model: { source: model.source, dir: model.dir, precision: model.precision, device: model.device, fallbackReason: model.fallbackReason, loadNotes: model.loadNotes, loadMs: model.loadMs },
+          model: { source: model.source, dir: model.dir, precision: model.precision, device: model.device, fallbackReason: model.fallbackReason, loadNotes: model.loadNotes, loadMs: model.loadMs, maxModelLen: model.pipeline.model.config.text.maxPositionEmbeddings },
         });
         return;
       }

@@ -10,7 +10,7 @@ import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
 import { generationSettingsFor, type GenerationKind } from './generation-settings';
 import { cacheKey, ResultCache } from './result-cache';
 import { InferenceEngine } from './engine';
-import { DEFAULT_MAX_BATCH, type AskOptions, type CaptionOptions, type ImageSource, type InferenceService, type Priority, type SetUpReporter } from './types';
+import { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUED, type AskOptions, type CaptionOptions, type ImageSource, type InferenceService, type Priority, type SetUpReporter } from './types';
 import type { EngineSettings, ImageBytes, LoadedModel, PromptSpec, WorkerError } from './worker-protocol';
 
 interface StoredAnswer {
@@ -41,11 +41,6 @@ export interface InferenceServiceOptions {
   maxBatch?: number;
 }
 
-/**
- * Distinct model runs waiting at once. Requests for the same image and prompt share one run, so this bounds work,
- * not requests: 500 hovers over 50 images wait on at most 50 runs.
- */
-export const DEFAULT_MAX_QUEUED = 64;
 
 export function createInferenceService(options: InferenceServiceOptions): InferenceService {
   return new WorkerInferenceService(options);

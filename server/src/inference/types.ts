@@ -8,6 +8,12 @@ export type ImageSource = { kind: 'file'; path: string } | { kind: 'bytes'; byte
 /** Captions and answers decoded together by default: decoding is bound by memory, so eight rows cost little more than one. */
 export const DEFAULT_MAX_BATCH = 8;
 
+/**
+ * Distinct model runs waiting at once. Requests for the same image and prompt share one run, so this bounds work,
+ * not requests: 500 hovers over 50 images wait on at most 50 runs.
+ */
+export const DEFAULT_MAX_QUEUED = 64;
+
 /** Interactive work (a hover, a command) runs before background work (captions queued when a document opens). */
 export type Priority = 'interactive' | 'background';
 

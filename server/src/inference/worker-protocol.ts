@@ -23,6 +23,8 @@ export interface LoadedModel {
   /** Why loading stays slow (see Blip2Model.loadNotes). */
   loadNotes: string[];
   loadMs: number;
+  /** The language model's positions (the image's query tokens included), as vLLM's max_model_len. */
+  maxModelLen: number;
 }
 
 /**
