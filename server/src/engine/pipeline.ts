@@ -158,7 +158,7 @@ export class Blip2Pipeline {
     // Per row and sequence: the tokens so far, whether a stop string ended it, and, once ended, how it ended.
     const streamed = requests.map(() => Array.from({ length: copies }, () => [] as number[]));
     const stopped = requests.map(() => new Array<boolean>(copies).fill(false));
-    const done = requests.map(() => new Array<AnswerSequence | undefined>(copies));
+    const done = requests.map(() => Array.from<AnswerSequence | undefined>({ length: copies }));
     const answered = new Array<boolean>(requests.length).fill(false);
     const promptTokens = (row: number) => cfg.numQueryTokens + 1 + promptIds[row].length;
     const cancelled = (row: number) => callbacks.isCancelled?.(row) === true;

@@ -74,10 +74,15 @@ export class Blip2HttpServer {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const started = performance.now();
     const path = (req.url ?? '/').split('?')[0];
-    res.on('finish', () => {
-      this.counts.requests.set(res.statusCode, (this.counts.requests.get(res.statusCode) ?? 0) + 1);
+    res.on('close', () => {
+      const ms = Math.round(performance.now() - started);
       // Method, path, status and time: never a header (the key) nor a body (the user's images and questions).
-      this.options.log(`${req.method} ${path} ${res.statusCode} ${Math.round(performance.now() - started)} ms`);
+      if (!res.writableFinished) {
+        this.options.log(`${req.method} ${path} closed by the client after ${ms} ms`);
+        return;
+      }
+      this.counts.requests.set(res.statusCode, (this.counts.requests.get(res.statusCode) ?? 0) + 1);
+      this.options.log(`${req.method} ${path} ${res.statusCode} ${ms} ms`);
     });
     try {
       // As vLLM's AuthenticationMiddleware: every /v1 path needs the key; /health and /metrics do not.
