@@ -13,6 +13,7 @@ import { parseCli, UsageError, USAGE, type CliArgs } from './args';
 import { runCheck } from './check';
 import { runFix } from './fix';
 import { runServe } from './serve';
+import { viaServer } from './via-server';
 import { ProgressReporter } from './progress';
 
 // Images per batch: one left-padded generate() call, as the language server batches them.
@@ -30,6 +31,7 @@ async function main(argv: string[]): Promise<number> {
   if (args.command === 'check') return runCheck(args);
   if (args.command === 'fix') return runFix(args, abort.signal);
   if (args.command === 'serve') return runServe(args, abort.signal);
+  if (args.server) return viaServer(args, abort.signal);
   try {
     if (args.command === 'convert') return await convert(args, progress, abort.signal);
     if (args.command === 'verify') return await verify(args, progress, abort.signal);

@@ -1,34 +1,18 @@
-import * as crypto from 'node:crypto';
 import type { CancellationToken } from 'vscode-languageserver';
 import { CancelledError, isCancelled, UserError } from '../engine/errors';
 import type { ModelProgress } from '../engine/open-model';
 import type { GenerationSettings } from '../engine/pipeline';
-import { readImageFile } from '../engine/preprocess/image-file';
-import { chatPrompt } from '../engine/preprocess/prompts';
 import type { GenerationResult, InferenceCounters, ModelStatus } from '../protocol/messages';
 import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
-import { generationSettingsFor, type GenerationKind } from './generation-settings';
+import { AnswerRequests, type SharedRun, type StoredAnswer } from './answer-requests';
+import { generationSettingsFor } from './generation-settings';
 import { cacheKey, ResultCache } from './result-cache';
+import { EngineChoice } from './engine-choice';
 import { InferenceEngine } from './engine';
-import { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUED, type AskOptions, type CaptionOptions, type ImageSource, type InferenceService, type Priority, type SetUpReporter } from './types';
+import { RemoteInferenceService } from './remote/remote-service';
+import { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUED, type AskOptions, type CaptionOptions, type ImageSource, type InferenceService, type SetUpReporter } from './types';
 import type { EngineSettings, ImageBytes, LoadedModel, PromptSpec, WorkerError } from './worker-protocol';
 
-interface StoredAnswer {
-  text: string;
-  alternatives: string[];
-  model: string;
-  precision: string;
-  device: string;
-}
-
-/** A computation that several requests wait on; it is stopped when the last of them is cancelled. */
-interface Shared<T> {
-  promise: Promise<T>;
-  waiters: number;
-  priority: Priority;
-  controller: AbortController;
-  partials: Set<(text: string) => void>;
-}
 
 export interface InferenceServiceOptions {
   settings: Blip2Settings;
@@ -42,8 +26,14 @@ export interface InferenceServiceOptions {
 }
 
 
+/**
+ * The engine of the language features and `blip2 fix`: the model here, in a worker thread, or the BLIP-2 server
+ * `settings.server.url` names; a change of that setting swaps one for the other.
+ */
 export function createInferenceService(options: InferenceServiceOptions): InferenceService {
-  return new WorkerInferenceService(options);
+  return new EngineChoice(options.settings, (settings) =>
+    settings.server.url ? new RemoteInferenceService({ ...options, settings }) : new WorkerInferenceService({ ...options, settings }),
+  );
 }
 
 class WorkerInferenceService implements InferenceService {
@@ -51,13 +41,13 @@ class WorkerInferenceService implements InferenceService {
   private readonly log: (line: string) => void;
   private readonly engine: InferenceEngine;
   private readonly cache: ResultCache<StoredAnswer>;
-  private readonly inflight = new Map<string, Shared<unknown>>();
+  private readonly requests: AnswerRequests;
   private readonly listeners = new Set<(s: ModelStatus) => void>();
   private loading?: Promise<LoadedModel>;
   private loaded?: LoadedModel;
   private idleTimer?: NodeJS.Timeout;
   private current: Omit<ModelStatus, 'queued' | 'cache' | 'memoryBytes'>;
-  private readonly count = { captionCacheHits: 0, visionCacheHits: 0, sharedRequests: 0 };
+  private visionCacheHits = 0;
 
   constructor(options: InferenceServiceOptions) {
     this.settings = options.settings;
@@ -72,6 +62,7 @@ class WorkerInferenceService implements InferenceService {
       },
     );
     this.cache = new ResultCache<StoredAnswer>(options.cacheDir, options.settings.cache.maxMegabytes * 1024 * 1024);
+    this.requests = new AnswerRequests(this.cache, { modelKey: () => this.modelKey(), compute: (...a) => this.answer(...a) }, () => this.settings.localImages.maxBytes);
     this.current = { state: 'unloaded', model: options.settings.model };
   }
 
@@ -79,11 +70,13 @@ class WorkerInferenceService implements InferenceService {
 
   caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult> {
     const prompt = options.prompt ?? this.settings.generation.captionPrompt;
-    return this.request(options.alternatives ? 'alternatives' : 'caption', image, { text: prompt }, options.priority, undefined, token);
+    const kind = options.alternatives ? 'alternatives' : 'caption';
+    return this.requests.request(kind, image, { text: prompt }, generationSettingsFor(this.settings.generation, kind), options.priority, undefined, token);
   }
 
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
-    return this.request('answer', image, { question, history: options.history ?? [] }, options.priority, options.onPartial, token);
+    const prompt = { question, history: options.history ?? [] };
+    return this.requests.request('answer', image, prompt, generationSettingsFor(this.settings.generation, 'answer'), options.priority, options.onPartial, token);
   }
 
   async setUp(model: string | undefined, reporter: SetUpReporter, token: CancellationToken): Promise<ModelStatus> {
@@ -119,7 +112,7 @@ class WorkerInferenceService implements InferenceService {
   }
 
   counters(): InferenceCounters {
-    return { ...this.engine.counters, ...this.count };
+    return { ...this.engine.counters, ...this.requests.counts, visionCacheHits: this.visionCacheHits };
   }
 
   updateSettings(settings: Blip2Settings): void {
@@ -139,100 +132,7 @@ class WorkerInferenceService implements InferenceService {
 
   // ---- internals ----
 
-  /** A caption or an answer: from the cache, from a run already under way for the same key, or from a new run. */
-  private async request(
-    kind: GenerationKind,
-    image: ImageSource,
-    prompt: PromptSpec,
-    priority: Priority,
-    onPartial: ((text: string) => void) | undefined,
-    token: CancellationToken,
-  ): Promise<GenerationResult> {
-    const started = performance.now();
-    // The whole chat as asked: the worker may drop old turns to fit, the same ones for the same chat every time.
-    const promptKey = 'text' in prompt ? prompt.text : chatPrompt(prompt.history, prompt.question);
-    // Read once: these bytes are hashed, and the same bytes go to the model if nothing is cached for them.
-    const bytes = await this.imageBytes(image);
-    const imageHash = await sha256(bytes.bytes);
-    const generation = generationSettingsFor(this.settings.generation, kind);
-    const key = cacheKey(kind, this.modelKey(), imageHash, promptKey, generation);
-    const cached = await this.cache.getAnswer(key);
-    if (cached) {
-      this.count.captionCacheHits++;
-      onPartial?.(cached.text);
-      return { ...cached, durationMs: 0, cached: true };
-    }
-    const answer = await this.share<StoredAnswer>(key, priority, token, onPartial, (shared) => this.answer(bytes, imageHash, prompt, generation, shared));
-    await this.cache.putAnswer(key, answer);
-    return { ...answer, durationMs: performance.now() - started, cached: false };
-  }
-
-  /** Joins a computation already running for the same key, or starts one; this request's cancellation only withdraws its interest. */
-  private share<T>(
-    key: string,
-    priority: Priority,
-    token: CancellationToken,
-    onPartial: ((text: string) => void) | undefined,
-    compute: (shared: Shared<T>) => Promise<T>,
-  ): Promise<T> {
-    let shared = this.inflight.get(key) as Shared<T> | undefined;
-    if (shared) {
-      this.count.sharedRequests++;
-      if (priority === 'interactive') shared.priority = 'interactive';
-    } else {
-      const created: Shared<T> = { promise: undefined!, waiters: 0, priority, controller: new AbortController(), partials: new Set() };
-      created.promise = compute(created).finally(() => {
-        if (this.inflight.get(key) === created) this.inflight.delete(key);
-      });
-      // A computation nobody waits for any more still settles; its rejection must not go unhandled.
-      created.promise.catch(() => undefined);
-      this.inflight.set(key, created as Shared<unknown>);
-      shared = created;
-    }
-    const s = shared;
-    s.waiters++;
-    if (onPartial) s.partials.add(onPartial);
-    return new Promise<T>((resolve, reject) => {
-      let settled = false;
-      const leave = () => {
-        if (onPartial) s.partials.delete(onPartial);
-        sub.dispose();
-      };
-      const withdraw = () => {
-        if (settled) return;
-        settled = true;
-        leave();
-        if (--s.waiters === 0) {
-          s.controller.abort();
-          if (this.inflight.get(key) === s) this.inflight.delete(key);
-        }
-        reject(new CancelledError());
-      };
-      const sub = token.onCancellationRequested(withdraw);
-      // A token cancelled before anyone read it (a request the client cancelled while it was still queued) is
-      // vscode-jsonrpc's CancellationToken.Cancelled, whose event never fires: withdraw now, or never answer.
-      if (token.isCancellationRequested) {
-        withdraw();
-        return;
-      }
-      s.promise.then(
-        (v) => {
-          if (settled) return;
-          settled = true;
-          leave();
-          resolve(v);
-        },
-        (e) => {
-          if (settled) return;
-          settled = true;
-          leave();
-          reject(e);
-        },
-      );
-    });
-  }
-
-  private async answer(image: ImageBytes, imageHash: string, prompt: PromptSpec, generation: GenerationSettings, shared: Shared<StoredAnswer>): Promise<StoredAnswer> {
+  private async answer(image: ImageBytes, imageHash: string, prompt: PromptSpec, generation: GenerationSettings, shared: SharedRun): Promise<StoredAnswer> {
     const signal = shared.controller.signal;
     await this.load({ allowDownload: false, signal });
     const features = await this.features(image, imageHash, shared);
@@ -246,11 +146,11 @@ class WorkerInferenceService implements InferenceService {
   }
 
   /** The image's query features: from the cache, or one vision-encoder run. */
-  private async features(image: ImageBytes, imageHash: string, shared: Shared<StoredAnswer>): Promise<Float32Array> {
+  private async features(image: ImageBytes, imageHash: string, shared: SharedRun): Promise<Float32Array> {
     const key = cacheKey('vision', this.modelKey(), imageHash);
     const cached = await this.cache.getFeatures(key);
     if (cached) {
-      this.count.visionCacheHits++;
+      this.visionCacheHits++;
       return cached;
     }
     const encoded = await this.engine.encode(image, () => shared.priority, shared.controller.signal);
@@ -383,13 +283,6 @@ class WorkerInferenceService implements InferenceService {
     return new Error(firstLine(e.message));
   }
 
-  /** A file's bytes, read within the size limit; bytes already in memory as they are. */
-  private async imageBytes(image: ImageSource): Promise<ImageBytes> {
-    if (image.kind === 'bytes') return { bytes: image.bytes, name: image.name };
-    const bytes = await readImageFile(image.path, { maxBytes: this.settings.localImages.maxBytes, raiseHint: RAISE_FILE_LIMIT });
-    return { bytes, name: image.path };
-  }
-
   /** The worker died: whatever it was running has failed; the model loads again for the next run. */
   private workerCrashed(message: string): void {
     this.loaded = undefined;
@@ -403,13 +296,6 @@ class WorkerInferenceService implements InferenceService {
   }
 
 }
-
-/** In libuv's pool (WebCrypto), so a large image is never hashed on the main thread. */
-async function sha256(bytes: Uint8Array): Promise<string> {
-  return Buffer.from(await crypto.subtle.digest('SHA-256', bytes)).toString('hex');
-}
-
-const RAISE_FILE_LIMIT = 'Raise blip2.localImages.maxBytes to caption it.';
 
 function firstLine(s: string): string {
   return s.split('\n')[0];
