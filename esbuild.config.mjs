@@ -1,4 +1,5 @@
-// Bundles the extension client, the language server, its inference, session and image-parsing workers and the blip2 CLI.
+// Bundles the extension client, the language server, its inference, session, checkpoint-reading and image-parsing workers
+// and the blip2 CLI.
 // Native addons (onnxruntime-node, sharp, koffi) stay external: they ship as node_modules for one platform.
 import * as esbuild from 'esbuild';
 import { pathToFileURL } from 'node:url';
@@ -29,6 +30,8 @@ export const entries = [
   { entryPoints: ['server/src/features/images/parse-worker.ts'], outfile: 'dist/parse-worker.js' },
   // The vision encoder's own thread (engine/runtime/session-thread.ts).
   { entryPoints: ['server/src/engine/runtime/session-worker.ts'], outfile: 'dist/session-worker.js' },
+  // The checkpoint reader's thread (engine/checkpoint/tensor-stream.ts): downloads or reads and hashes while converting.
+  { entryPoints: ['server/src/engine/checkpoint/stream-worker.ts'], outfile: 'dist/stream-worker.js' },
   { entryPoints: ['server/src/cli/blip2.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node\n' + common.banner.js } },
 ];
 

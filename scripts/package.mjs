@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
-const BUNDLES = ['dist/extension.js', 'dist/server.js', 'dist/worker.js', 'dist/parse-worker.js', 'dist/session-worker.js', 'dist/cli.js'];
+const BUNDLES = ['dist/extension.js', 'dist/server.js', 'dist/worker.js', 'dist/parse-worker.js', 'dist/session-worker.js', 'dist/stream-worker.js', 'dist/cli.js'];
 
 function fail(message) {
   console.error(`package: ${message}`);

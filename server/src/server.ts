@@ -7,7 +7,7 @@ import { Blip2Server } from './lsp/blip2-server';
 import { ConnectionClient } from './lsp/connection-client';
 import { ProtocolGuard, REFUSED_METHOD, type Refusal } from './lsp/protocol-guard';
 import { serverConnection } from './lsp/transport';
-import { AskRequest, CaptionRequest, CountersRequest, ModelStatusRequest, SetUpModelRequest } from './protocol/messages';
+import { AskRequest, CaptionRequest, CountersRequest, ModelStatusRequest, SetUpModelRequest, SetUpPlanRequest } from './protocol/messages';
 
 // Lifecycle and params are checked before any handler below runs (protocol-guard.ts).
 const guard = new ProtocolGuard((line) => void process.stderr.write(`blip2-language-server: ${line}\n`));
@@ -40,6 +40,7 @@ connection.onRequest(CaptionRequest.type, (params, token) => server.caption(para
 connection.onRequest(AskRequest.type, (params, token) => server.ask(params, token));
 connection.onRequest(ModelStatusRequest.type, () => server.modelStatus());
 connection.onRequest(SetUpModelRequest.type, (params, token) => server.setUpModel(params, token));
+connection.onRequest(SetUpPlanRequest.type, (params, token) => server.setUpPlan(params, token));
 connection.onRequest(CountersRequest.type, () => server.counters());
 connection.onRequest(REFUSED_METHOD, (refusal: Refusal) => {
   throw new ResponseError(refusal.code, refusal.message);

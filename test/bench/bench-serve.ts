@@ -11,9 +11,9 @@
 // 4. Writes bench/results/<date>-<cpu>-serve.json: {"machine", "serve": [{"precision", "clients",
 //    "captions_per_minute", "p50_ms", "p99_ms", "peak_rss_mb", …}], "fix": {"images", "batched_ms", "sequential_ms"}}.
 //
-// A dry run of the script itself on the tiny fixture (seconds, nothing reported):
-//   BLIP2_BENCH_CONFIG=test/fixtures/tiny-blip2 npm run bench:serve
-// (its checkpoint, conversion and result go to $BLIP2_BENCH_DIR/dry-tiny-blip2, never to bench/results).
+// A dry run of the script itself on the tiny fixture (seconds, nothing reported; its checkpoint, conversion and result
+// go to the BLIP2_BENCH_DIR it needs, never to bench/results):
+//   BLIP2_BENCH_CONFIG=test/fixtures/tiny-blip2 BLIP2_BENCH_DIR=/tmp/blip2-bench-dry npm run bench:serve
 // Environment: BLIP2_BENCH_DIR, BLIP2_BENCH_CONFIG, BLIP2_BENCH_THREADS (2), BLIP2_BENCH_QUIET_WAIT_S (600),
 // BLIP2_BENCH_SERVE_CLIENTS ("1 4 8"), BLIP2_BENCH_SERVE_REQUESTS (captions per level, at least 6 per client; 24),
 // BLIP2_BENCH_FIX_IMAGES (32), BLIP2_BENCH_OUT (the JSON file).
@@ -23,7 +23,13 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { CHECKPOINT, CONFIG, DRY_RUN, ensureCheckpoint, ensureConverted, featureSummary, loadavg, log, machine, resultFileName, ROOT, runChild, THREADS, tsx, waitForQuiet, WORK } from './bench-common';
+import { CHECKPOINT, CONFIG, ensureCheckpoint, ensureConverted, featureSummary, loadavg, log, machine, resultFileName, ROOT, runChild, tsx, waitForQuiet as waitForQuietMachine, WORK } from './bench-lib';
+
+const THREADS = Number(process.env.BLIP2_BENCH_THREADS ?? 2);
+const QUIET_WAIT_S = Number(process.env.BLIP2_BENCH_QUIET_WAIT_S ?? 600);
+const waitForQuiet = (what: string) => waitForQuietMachine(what, QUIET_WAIT_S);
+/** Another configuration than the real model's: a dry run of the script itself, which reports nothing. */
+const DRY_RUN = CONFIG !== path.join(ROOT, 'test/fixtures/blip2-opt-2.7b-config');
 
 const CLIENTS = (process.env.BLIP2_BENCH_SERVE_CLIENTS ?? '1 4 8').split(/\s+/).filter(Boolean).map(Number);
 const REQUESTS = Number(process.env.BLIP2_BENCH_SERVE_REQUESTS ?? 24);
@@ -219,10 +225,13 @@ async function measureFix(model: string): Promise<{ images: number; batched_ms: 
 
 async function main(): Promise<void> {
   const started = new Date();
-  const m = machine();
+  if (DRY_RUN && !process.env.BLIP2_BENCH_DIR) {
+    throw new Error('A dry run needs a BLIP2_BENCH_DIR of its own, so that the full-size checkpoint and its conversions are left as they are.');
+  }
+  const m = machine(THREADS);
   log(`bench:serve on ${m.cpu} (${featureSummary(m)}), ${m.cores} cores, ${THREADS} threads${DRY_RUN ? `; dry run with ${path.relative(ROOT, CONFIG)}` : ''}`);
   await ensureCheckpoint();
-  const conversion = await ensureConverted('int4');
+  const conversion = await ensureConverted('int4', QUIET_WAIT_S);
   if (!conversion) throw new Error('the int4 conversion failed');
   log(`serve: ${path.relative(ROOT, CHECKPOINT) || CHECKPOINT} as int4, --max-batch ${MAX_BATCH}, ${TOKENS} tokens per caption`);
   const serve = await measureServe(conversion.dir);
@@ -235,7 +244,7 @@ async function main(): Promise<void> {
     fix_sequential_over_batched: fix.sequential_ms / fix.batched_ms,
   };
   log(`\n8 clients over 1: ${summary.eight_over_one_captions_per_minute?.toFixed(2) ?? '-'}x captions per minute; fix batched ${summary.fix_sequential_over_batched.toFixed(2)}x faster than one image after another`);
-  const out = process.env.BLIP2_BENCH_OUT ?? (DRY_RUN ? path.join(WORK, resultFileName(m, started, '-serve')) : path.join(ROOT, 'bench/results', resultFileName(m, started, '-serve')));
+  const out = process.env.BLIP2_BENCH_OUT ?? (DRY_RUN ? path.join(WORK, resultFileName(m, started, 'serve')) : path.join(ROOT, 'bench/results', resultFileName(m, started, 'serve')));
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, JSON.stringify({
     machine: { ...m, loadavg_at_start: loadavg() },

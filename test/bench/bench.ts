@@ -20,40 +20,48 @@
 // BLIP2_BENCH_QUIET_WAIT_S (600), BLIP2_BENCH_OUT (the JSON file).
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { readJson } from '../../server/src/engine/checkpoint/checkpoint';
 import { parseBlip2Config } from '../../server/src/engine/checkpoint/config';
-import { readManifest } from '../../server/src/engine/convert/manifest';
+import { CONVERTER_VERSION, readManifest } from '../../server/src/engine/convert/manifest';
 import { PRECISIONS, type Precision } from '../../server/src/engine/convert/precision';
 import { OPTIMIZED_DIR } from '../../server/src/engine/runtime/blip2-model';
-import {
-  CHECKPOINT,
-  ensureCheckpoint,
-  ensureConverted,
-  featureSummary,
-  loadavg,
-  log,
-  machine,
-  resultFileName,
-  ROOT,
-  runChild,
-  THREADS,
-  tsx,
-  waitForQuiet,
-  WORK,
-  type ChildResult,
-  type Conversion,
-} from './bench-common';
 import { BENCH_QUESTION, defaultCaptionSettings, defaultQuestionSettings, type StageTimes } from './bench-engine';
 import { cosine } from '../helpers/tiny-model';
 import { decoderFlops, decoderMatmulParams, visionFlops } from './work-counts';
+import {
+  CHECKPOINT,
+  ensureCheckpoint,
+  ensureConverted as ensureConvertedIn,
+  featureSummary,
+  log,
+  loadavg,
+  machine as benchMachine,
+  resultFileName,
+  ROOT,
+  runChild,
+  tsx,
+  waitForQuiet as waitForQuietMachine,
+  WORK,
+  type ChildResult,
+  type Conversion,
+  type Machine,
+} from './bench-lib';
 
+const THREADS = Number(process.env.BLIP2_BENCH_THREADS ?? 2);
 const REPEAT = Number(process.env.BLIP2_BENCH_REPEAT ?? 3);
 const CAPTION_TOKENS = 20;
 /** A typical short answer ("a white cat" and the end token); the bench holds answers to this length. */
 const QUESTION_TOKENS = 5;
+const QUIET_WAIT_S = Number(process.env.BLIP2_BENCH_QUIET_WAIT_S ?? 600);
 const IMAGES_DIR = path.join(ROOT, 'test/fixtures/tiny-blip2/reference/images');
 const PEER_MODES = ['float32', 'bfloat16', 'torch-int8'] as const;
+
+const machine = () => benchMachine(THREADS);
+const waitForQuiet = (what: string) => waitForQuietMachine(what, QUIET_WAIT_S);
+const ensureConverted = (p: Precision) => ensureConvertedIn(p, QUIET_WAIT_S);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Measurements

@@ -52,7 +52,7 @@ async function main(): Promise<void> {
         const now = Date.now();
         if (now - lastLine > 10_000 || p.done === p.total) {
           lastLine = now;
-          const done = p.phase === 'hash' ? `${(p.done / 1e9).toFixed(2)}/${(p.total / 1e9).toFixed(2)} GB` : `${p.done}/${p.total}`;
+          const done = `${(p.done / 1e9).toFixed(2)}/${(p.total / 1e9).toFixed(2)} GB`;
           process.stderr.write(`[${((now - started) / 1000).toFixed(0)} s] ${p.phase} ${done} ${currentDetail} rss ${mb(m.rss)} MiB\n`);
         }
       },

@@ -165,7 +165,7 @@ export function copiesFor(form: MatmulForm): number {
 function buildGraph(form: MatmulForm, shape: Shape, copies: number, label: string): GraphBuilder {
   const g = new GraphBuilder(label);
   for (let c = 0; c < copies; c++) {
-    const names = form.inits.map((init) => g.weight(`${init.name}_${c}`, init.dataType, init.dims, async () => rotated(init.data, c)));
+    const names = form.inits.map((init) => g.weight(`${init.name}_${c}`, init.dataType, init.dims, [], async () => rotated(init.data, c)));
     g.withScope(`copy${c}`, () => form.emit(g, 'A', names, `Y${c}`));
     g.outputs.push({ name: `Y${c}`, type: { tensorType: { elemType: DataType.FLOAT, shape: { dim: [{ dimValue: shape.m }, { dimValue: shape.n }] } } } });
   }

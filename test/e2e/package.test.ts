@@ -41,7 +41,7 @@ describe(`packaged VSIX (${target})`, () => {
   });
 
   it('carries the production bundles, the manifest and media, and no sources or source maps', () => {
-    for (const bundle of ['extension', 'server', 'worker', 'parse-worker', 'session-worker', 'cli']) {
+    for (const bundle of ['extension', 'server', 'worker', 'parse-worker', 'session-worker', 'stream-worker', 'cli']) {
       assert.ok(names.includes(`extension/dist/${bundle}.js`), `dist/${bundle}.js missing`);
       const text = fs.readFileSync(path.join(extracted, 'extension', 'dist', `${bundle}.js`), 'utf8');
       assert.doesNotMatch(text, /sourceMappingURL/, `dist/${bundle}.js points at a source map`);
@@ -51,7 +51,7 @@ describe(`packaged VSIX (${target})`, () => {
     const offending = names.filter((n) => /\.(map|ts|tsx|mts|cts)$/.test(n) || /^extension\/(client|server|test|scripts|out|\.ci)\//.test(n));
     assert.deepEqual(offending, []);
     const distFiles = names.filter((n) => n.startsWith('extension/dist/') && !n.startsWith('extension/dist/native/'));
-    assert.deepEqual(distFiles.sort(), ['cli', 'extension', 'parse-worker', 'server', 'session-worker', 'worker'].map((b) => `extension/dist/${b}.js`));
+    assert.deepEqual(distFiles.sort(), ['cli', 'extension', 'parse-worker', 'server', 'session-worker', 'stream-worker', 'worker'].map((b) => `extension/dist/${b}.js`));
     // The native decoder, compiled for this platform when the packaging machine has a C compiler (CI has).
     const native = names.filter((n) => n.startsWith('extension/dist/native/'));
     assert.deepEqual(native, fs.existsSync(path.join(repoRoot, 'dist/native/opt-decoder-linux-x64.so')) ? ['extension/dist/native/opt-decoder-linux-x64.so'] : []);

@@ -1,6 +1,8 @@
 // The native int4 decoder (server/native/opt-decoder.c) against onnxruntime's decoder graph over the same 4-bit
 // weights: a random checkpoint of the tiny fixture's layout with a language model of sizes the kernel tiles
-// (hidden 256, 4 heads, ffn 512), converted at int4. The tiny fixture itself (hidden 40) keeps onnxruntime's decoder.
+// (hidden 256, 4 heads, ffn 512), converted at int4 with both forms of the decoder's weights (a conversion for use
+// stores only the one this machine runs; the last tests check that, and the other form derived from it). The tiny
+// fixture itself (hidden 40) keeps onnxruntime's decoder.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -8,9 +10,12 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { writeRandomCheckpoint } from '../../server/src/engine/checkpoint/random-checkpoint';
 import { convertCheckpoint } from '../../server/src/engine/convert/convert';
+import { onnxDecoderGraph } from '../../server/src/engine/convert/decoder-forms';
 import { readManifest } from '../../server/src/engine/convert/manifest';
+import { DamagedModelError } from '../../server/src/engine/errors';
+import { onnx } from 'onnx-proto';
 import { Blip2Model, type LoadOptions } from '../../server/src/engine/runtime/blip2-model';
-import { NATIVE_KERNELS, nativeKernel } from '../../server/src/engine/runtime/native-decoder';
+import { NATIVE_KERNELS, nativeDecoderAvailable, nativeKernel } from '../../server/src/engine/runtime/native-decoder';
 import { tinyCheckpointDir } from '../helpers/paths';
 import { convertedTiny, cosine, maxAbsDiff } from '../helpers/tiny-model';
 
@@ -54,7 +59,7 @@ describe('native int4 decoder', () => {
     fs.writeFileSync(path.join(configDir, 'config.json'), JSON.stringify(config));
     await writeRandomCheckpoint({ configDir, outDir: path.join(root, 'checkpoint'), seed: 3, dtype: 'F32' });
     dir = path.join(root, 'int4');
-    await convertCheckpoint({ checkpointDir: path.join(root, 'checkpoint'), outDir: dir, precision: 'int4' });
+    await convertCheckpoint({ checkpointDir: path.join(root, 'checkpoint'), outDir: dir, precision: 'int4', decoderForms: ['native', 'onnxruntime'] });
   });
   after(() => fs.rmSync(root, { recursive: true, force: true }));
 
@@ -112,6 +117,47 @@ describe('native int4 decoder', () => {
     assert.equal(kind, 'onnxruntime');
     assert.ok(logits.every((l) => l.every(Number.isFinite)));
     await assert.rejects(run(copy, 'native'), /the native decoder cannot open .*: an offset is outside the file/);
+  });
+
+  const nativeHere = nativeDecoderAvailable() ? false : 'this CPU runs no vector kernel of the native decoder (or the library is not built)';
+
+  it('a conversion for use stores the decoder once, in the native form, and onnxruntime\'s is derived from it byte for byte', { skip: nativeHere }, async () => {
+    const single = path.join(root, 'int4-single');
+    await convertCheckpoint({ checkpointDir: path.join(root, 'checkpoint'), outDir: single, precision: 'int4' });
+    const manifest = readManifest(single);
+    assert.deepEqual(manifest.decoderForms, ['native']);
+    assert.ok(fs.existsSync(path.join(single, manifest.graphs.nativeDecoder!)));
+    assert.equal(fs.existsSync(path.join(single, manifest.graphs.decoder)), false, 'the decoder graph is stored for onnxruntime too');
+    assert.equal(manifest.files!.some((f) => f.name.startsWith('onnx/decoder_model_merged')), false);
+    // The same native weights as the two-form conversion's.
+    assert.ok(fs.readFileSync(path.join(single, manifest.graphs.nativeDecoder!)).equals(fs.readFileSync(path.join(dir, manifest.graphs.nativeDecoder!))));
+
+    const derived = await onnxDecoderGraph(single, manifest);
+    const weights = (graph: string) => {
+      const model = onnx.ModelProto.decode(fs.readFileSync(graph));
+      const data = fs.readFileSync(`${graph}_data`);
+      return new Map(model.graph!.initializer!.map((t) => {
+        const kv = Object.fromEntries((t.externalData ?? []).map((e) => [e.key, e.value]));
+        const bytes = kv.offset !== undefined ? data.subarray(Number(kv.offset), Number(kv.offset) + Number(kv.length)) : Buffer.from(t.rawData!);
+        return [t.name!, bytes] as const;
+      }));
+    };
+    const written = weights(path.join(dir, manifest.graphs.decoder));
+    const fromNative = weights(derived);
+    assert.deepEqual([...fromNative.keys()].sort(), [...written.keys()].sort());
+    for (const [name, bytes] of written) assert.ok(bytes.equals(fromNative.get(name)!), `${name} differs`);
+    // And onnxruntime computes with it what it computes with the converter's.
+    const a = await run(dir, 'onnxruntime');
+    const b = await run(single, 'onnxruntime');
+    for (let i = 0; i < a.logits.length; i++) assert.deepEqual(b.logits[i], a.logits[i]);
+  });
+
+  it('a damaged native weights file that is the only copy is a damaged model, not a fallback', { skip: nativeHere }, async () => {
+    const single = path.join(root, 'int4-damaged-single');
+    fs.cpSync(path.join(root, 'int4-single'), single, { recursive: true });
+    fs.rmSync(path.join(single, 'onnx', 'decoder_model_merged_q4.onnx'), { force: true });
+    fs.truncateSync(path.join(single, readManifest(single).graphs.nativeDecoder!), 4096);
+    await assert.rejects(run(single, 'auto'), (e) => e instanceof DamagedModelError && /decoder_native_q4\.bin/.test(e.message));
   });
 
   it("the tiny fixture's sizes do not suit the kernel: no native weights, onnxruntime's decoder", async () => {

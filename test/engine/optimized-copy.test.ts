@@ -71,9 +71,10 @@ describe('a quantized graph whose optimized copy cannot be made', () => {
       const slow = await runCli(caption, iso.env);
       assert.equal(slow.code, 0, slow.stderr);
       assert.equal(slow.stdout, normal.stdout);
+      // Only onnxruntime's decoder keeps a copy (the vision encoder and the embedding are used as converted).
       const notes = slow.stderr.split('\n').filter((l) => /stays slow/.test(l));
-      assert.equal(notes.length, 3, `one note per graph:\n${slow.stderr}`);
-      for (const line of notes) assert.match(line, /^blip2: Loading \S+\.onnx stays slow .* could not be written/);
+      assert.equal(notes.length, 1, `one note, for the decoder:\n${slow.stderr}`);
+      assert.match(notes[0], /^blip2: Loading decoder_model_merged_q4\.onnx stays slow .* could not be written/);
     } finally {
       iso.cleanup();
     }

@@ -119,8 +119,8 @@ describe('fp32: a question after a caption starts from the image positions the c
 
 describe('int4: a second load opens the optimized copy the first one made', () => {
   const c = manifest.cases[0];
-  const firstStep = async (dir: string) => {
-    const model = await Blip2Model.load(dir, { device: 'cpu', threads: 1 });
+  const firstStep = async (dir: string, visionCopy = true) => {
+    const model = await Blip2Model.load(dir, { device: 'cpu', threads: 1, visionCopy });
     try {
       const enc = await model.encodeImages(readTensor(c.pixel_values), 1);
       const s = model.startDecoding(c.input_ids, c.attention_mask, enc.imageFeatures, { capacity: c.input_ids[0].length });
@@ -139,7 +139,8 @@ describe('int4: a second load opens the optimized copy the first one made', () =
   it('the copies exist after a load, are opened as they are by the next, and compute the same logits', async () => {
     const dir = await convertedTiny('int4');
     const a = await firstStep(dir);
-    for (const g of Object.values(readManifest(dir).graphs)) {
+    const graphs = readManifest(dir).graphs;
+    for (const g of [graphs.visionEncoder, graphs.decoder]) {
       const name = path.basename(g);
       assert.ok(fs.existsSync(path.join(copyDir(dir), `${name}.data`)) || fs.existsSync(path.join(copyDir(dir), `${name}.unusable`)), `no copy of ${name} and no word why`);
     }
@@ -148,6 +149,16 @@ describe('int4: a second load opens the optimized copy the first one made', () =
     assert.equal(fs.statSync(visionCopy(dir)).mtimeMs, stamp, 'the second load rewrote the copy instead of opening it');
     assert.ok(maxAbsDiff(a, b) <= 1e-6, `logits differ by ${maxAbsDiff(a, b)}`);
     assert.ok(cosine(b, readTensor(c.first_step_last_logits)) >= COSINE_BOUNDS.int4);
+  });
+
+  it('by default the vision encoder and the embedding keep no copy: the same disk as converted, logits within the int4 bound', async () => {
+    const dir = await convertedTiny('int4');
+    fs.rmSync(path.join(dir, OPTIMIZED_DIR), { recursive: true, force: true });
+    const logits = await firstStep(dir, false);
+    const graphs = readManifest(dir).graphs;
+    const copies = fs.existsSync(copyDir(dir)) ? fs.readdirSync(copyDir(dir)) : [];
+    for (const g of [graphs.visionEncoder, graphs.embedTokens]) assert.deepEqual(copies.filter((f) => f.startsWith(path.basename(g))), [], `${g} has a copy`);
+    assert.ok(cosine(logits, readTensor(c.first_step_last_logits)) >= COSINE_BOUNDS.int4);
   });
 
   it('a copy whose bytes changed is not used: it is made again from the conversion', async () => {

@@ -43,7 +43,8 @@ function sandbox(t: TestContext, endpoint: string, extra: Record<string, string>
   const hfHome = path.join(root, 'hf');
   const store = path.join(root, 'store');
   const env = { HF_HOME: hfHome, HF_ENDPOINT: endpoint, ...extra };
-  const opts = (more: Partial<ResolveOptions> = {}): ResolveOptions => ({ precision: 'fp32', store, env, ...more });
+  // The download into the Hugging Face cache (--keep-source); streaming into a conversion is hub-stream.test.ts's.
+  const opts = (more: Partial<ResolveOptions> = {}): ResolveOptions => ({ precision: 'fp32', store, env, keepSource: true, ...more });
   return { root, hfHome, hubCache: path.join(hfHome, 'hub'), store, env, opts };
 }
 
@@ -113,7 +114,9 @@ describe('downloads from the Hub into the Hugging Face cache', () => {
     const commit = hub.commitOf(REPO);
     const repoDir = path.join(box.hubCache, 'models--tiny--blip2');
     const snapshot = path.join(repoDir, 'snapshots', commit);
-    assert.deepEqual(r, {
+    assert.ok(r.kind === 'checkpoint' && r.cost.kind === 'download');
+    const { cost: _cost, ...resolved } = r;
+    assert.deepEqual(resolved, {
       kind: 'checkpoint',
       checkpointDir: snapshot,
       source: REPO,
@@ -145,7 +148,9 @@ describe('downloads from the Hub into the Hugging Face cache', () => {
     await hub.close();
     const requests = hub.log.length;
     const again = await resolveModel(REPO, box.opts());
-    assert.deepEqual(again, r);
+    // From the cache now: converting it downloads nothing.
+    assert.ok(again.kind === 'checkpoint' && again.cost.kind === 'convert' && again.cost.downloadBytes === 0);
+    assert.deepEqual({ ...again, cost: undefined }, { ...r, cost: undefined });
     assert.equal(hub.log.length, requests);
   });
 
@@ -164,7 +169,7 @@ describe('downloads from the Hub into the Hugging Face cache', () => {
     for (const spec of ['Salesforce/blip2-opt-2.7b', `Salesforce/blip2-opt-2.7b@${commit}`]) {
       const r = await resolveModel(spec, box.opts());
       assert.equal(r.kind, 'checkpoint');
-      assert.equal(r.kind === 'checkpoint' && r.checkpointDir, path.join(repoDir, 'snapshots', commit));
+      assert.equal(r.kind === 'checkpoint' && r.checkpointDir!, path.join(repoDir, 'snapshots', commit));
       assert.equal(r.revision, commit);
     }
   });
@@ -245,7 +250,7 @@ describe('downloads from the Hub into the Hugging Face cache', () => {
     const gets = hub.contentRequests(REPO, 'model.safetensors');
     assert.deepEqual(gets.map((g) => g.range), [undefined, `bytes=${cut}-`]);
     assert.ok(r.kind === 'checkpoint');
-    assert.ok(fs.readFileSync(path.join(r.checkpointDir, 'model.safetensors')).equals(fixture['model.safetensors']));
+    assert.ok(fs.readFileSync(path.join(r.checkpointDir!, 'model.safetensors')).equals(fixture['model.safetensors']));
   });
 
   test('a cancelled download keeps what arrived, and the next run continues from there', async (t) => {
@@ -276,7 +281,7 @@ describe('downloads from the Hub into the Hugging Face cache', () => {
     const r = await resolveModel(REPO, box.opts());
     assert.equal(hub.contentRequests(REPO, 'model.safetensors').at(-1)?.range, `bytes=${stoppedAt}-`);
     assert.ok(r.kind === 'checkpoint');
-    assert.ok(fs.readFileSync(path.join(r.checkpointDir, 'model.safetensors')).equals(big));
+    assert.ok(fs.readFileSync(path.join(r.checkpointDir!, 'model.safetensors')).equals(big));
     assert.equal(fs.existsSync(partial), false);
   });
 
@@ -291,7 +296,7 @@ describe('downloads from the Hub into the Hugging Face cache', () => {
     const r = await resolveModel(REPO, box.opts());
     assert.deepEqual(hub.contentRequests(REPO, 'model.safetensors').map((g) => g.range), [`bytes=${garbage.length}-`, undefined]);
     assert.ok(r.kind === 'checkpoint');
-    assert.ok(fs.readFileSync(path.join(r.checkpointDir, 'model.safetensors')).equals(fixture['model.safetensors']));
+    assert.ok(fs.readFileSync(path.join(r.checkpointDir!, 'model.safetensors')).equals(fixture['model.safetensors']));
   });
 
   test('a server that ignores Range has its whole answer replace the partial file', async (t) => {
@@ -302,7 +307,7 @@ describe('downloads from the Hub into the Hugging Face cache', () => {
     const r = await resolveModel(REPO, box.opts());
     assert.deepEqual(hub.contentRequests(REPO, 'model.safetensors').map((g) => g.range), [undefined, 'bytes=200000-']);
     assert.ok(r.kind === 'checkpoint');
-    assert.ok(fs.readFileSync(path.join(r.checkpointDir, 'model.safetensors')).equals(fixture['model.safetensors']));
+    assert.ok(fs.readFileSync(path.join(r.checkpointDir!, 'model.safetensors')).equals(fixture['model.safetensors']));
   });
 
   test('a listing without hashes falls back to the etag resolve reports', async (t) => {
@@ -312,8 +317,8 @@ describe('downloads from the Hub into the Hugging Face cache', () => {
     const r = await resolveModel(REPO, box.opts());
     assert.ok(r.kind === 'checkpoint');
     for (const [name, bytes] of Object.entries(fixture)) {
-      assert.equal(fs.readlinkSync(path.join(r.checkpointDir, name)), path.join('..', '..', 'blobs', etagOf(name, bytes)));
-      assert.ok(fs.readFileSync(path.join(r.checkpointDir, name)).equals(bytes));
+      assert.equal(fs.readlinkSync(path.join(r.checkpointDir!, name)), path.join('..', '..', 'blobs', etagOf(name, bytes)));
+      assert.ok(fs.readFileSync(path.join(r.checkpointDir!, name)).equals(bytes));
     }
     assert.ok(hub.log.some((l) => l.range === 'bytes=0-0'), 'the etags came from probing resolve');
   });
@@ -329,13 +334,13 @@ describe('downloads from the Hub into the Hugging Face cache', () => {
 
     const r = await resolveModel('tiny/sharded', box.opts({ onProgress: (p) => events.push(p) }));
     assert.ok(r.kind === 'checkpoint');
-    for (const [name, bytes] of Object.entries(shards)) assert.ok(fs.readFileSync(path.join(r.checkpointDir, name)).equals(bytes));
+    for (const [name, bytes] of Object.entries(shards)) assert.ok(fs.readFileSync(path.join(r.checkpointDir!, name)).equals(bytes));
     const total = Object.values(files).reduce((s, b) => s + b.length, 0);
     assert.ok(events.every((p) => p.total === total && p.bytes <= total), 'the shards are in the total from the first event');
     assert.equal(events.at(-1)?.bytes, total);
 
     // One shard's link gone: the snapshot is incomplete, which offline mode says, and going online repairs from the blob.
-    fs.rmSync(path.join(r.checkpointDir, 'model-00002-of-00002.safetensors'));
+    fs.rmSync(path.join(r.checkpointDir!, 'model-00002-of-00002.safetensors'));
     const e = await userError(resolveModel('tiny/sharded', box.opts({ offline: true })));
     assert.equal(
       e.message,
@@ -343,7 +348,8 @@ describe('downloads from the Hub into the Hugging Face cache', () => {
     );
     const before = hub.contentRequests('tiny/sharded', 'model-00002-of-00002.safetensors').length;
     const again = await resolveModel('tiny/sharded', box.opts());
-    assert.deepEqual(again, r);
+    const withoutCost = (x: object) => ({ ...x, cost: undefined });
+    assert.deepEqual(withoutCost(again), withoutCost(r));
     assert.equal(hub.contentRequests('tiny/sharded', 'model-00002-of-00002.safetensors').length, before, 'relinked, not downloaded');
   });
 
@@ -379,7 +385,7 @@ describe('local folders and the model store', () => {
 
     const r = await resolveModel(dir, box.opts());
     assert.ok(r.kind === 'checkpoint');
-    assert.equal(r.checkpointDir, dir);
+    assert.equal(r.checkpointDir!, dir);
     assert.equal(r.source, dir);
     assert.equal(path.basename(r.convertedDir), 'fp32');
     assert.equal(path.dirname(path.dirname(r.convertedDir)), path.join(box.store, 'local'));

@@ -1,6 +1,6 @@
 import type { CancellationToken } from 'vscode-languageserver-protocol';
 import type { AskOptions, CaptionOptions, ImageSource, InferenceService, SetUpReporter } from '../../server/src/inference/types';
-import type { GenerationResult, InferenceCounters, ModelState, ModelStatus } from '../../server/src/protocol/messages';
+import type { GenerationResult, InferenceCounters, ModelState, ModelStatus, SetUpPlan } from '../../server/src/protocol/messages';
 import type { Blip2Settings } from '../../server/src/protocol/settings';
 
 export interface FakeCall {
@@ -61,6 +61,10 @@ export class FakeInference implements InferenceService {
     const answer = `${question} → ${await this.caption(image, { priority: options.priority }, token).then((r) => r.text)}`;
     options.onPartial?.(answer);
     return { text: answer, alternatives: [], model: 'fake-model', precision: 'fp32', device: 'cpu', durationMs: 1, cached: false };
+  }
+
+  async planSetUp(): Promise<SetUpPlan> {
+    throw new Error('the fake inference service has no model to set up');
   }
 
   async setUp(_model: string | undefined, _reporter: SetUpReporter, _token: CancellationToken): Promise<ModelStatus> {

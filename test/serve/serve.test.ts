@@ -33,7 +33,7 @@ async function serve(store: string, options: Partial<HttpServerOptions> = {}, en
   const logs: string[] = [];
   const log = (line: string) => logs.push(line);
   const engine = await ServeEngine.open({
-    settings: { model: tinyCheckpointDir, precision: 'fp32', device: 'cpu', threads: 1, store, offline: true, repair: false },
+    settings: { model: tinyCheckpointDir, precision: 'fp32', device: 'cpu', threads: 1, store, offline: true, keepSource: false, repair: false },
     maxBatch: 8,
     maxQueued: engineOptions.maxQueued ?? 64,
     log,

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { parsePrecision, type PrecisionChoice } from '../engine/convert/precision';
+import { parsePrecision, type Precision, type PrecisionChoice } from '../engine/convert/precision';
 import { UserError } from '../engine/errors';
 import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
 import type { GenerationSettings } from '../engine/pipeline';
@@ -25,6 +25,11 @@ export const USAGE = `Usage:
   blip2 verify --model M --precision P [--repair]
                                              check every file of a converted model against its checksums
                                              (exit 1 when damaged); --repair converts a damaged one again
+  blip2 publish OWNER/REPO --precision P[,P...] [--model M] [--private]
+                                             upload this machine's conversions of M (default ${DEFAULT_MODEL})
+                                             at those precisions to a Hub repository of yours, with a model
+                                             card; --model OWNER/REPO then downloads one with no conversion
+                                             (needs HF_TOKEN with write access; HF_ENDPOINT for a mirror)
   blip2 check [PATH...] [--format F]         report missing and unhelpful alt text in markdown, HTML, JSX
                                              and TSX files (default: the current folder; .gitignore honoured)
   blip2 fix [PATH...] [--dry-run]            write generated alt text into those files (--dry-run: print a diff)
@@ -62,6 +67,9 @@ Model options:
   --threads N         threads per operator (default: onnxruntime's choice)
   --store DIR         model store for converted models (default: $BLIP2_HOME or the per-user cache)
   --offline           never contact the Hub
+  --keep-source       keep a downloaded checkpoint in the Hugging Face cache and convert it from there
+                      (default: convert it as it downloads, storing only the converted model; what set-up
+                      downloads and needs on disk is printed before it starts)
   --max-image-mb N    the largest image file read, in megabytes (default ${DEFAULT_MAX_IMAGE_FILE_BYTES / (1024 * 1024)})
 
 Generation options:
@@ -80,6 +88,7 @@ export interface ModelArgs {
   threads: number;
   store?: string;
   offline: boolean;
+  keepSource: boolean;
 }
 
 /** A mistake on the command line or in the settings: exit status 2, so scripts tell it from problems found. */
@@ -96,7 +105,7 @@ export interface ServeArgs {
 }
 
 export interface CliArgs {
-  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'check' | 'fix' | 'serve' | 'help';
+  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'publish' | 'check' | 'fix' | 'serve' | 'help';
   positionals: string[];
   model: ModelArgs;
   generation: GenerationSettings;
@@ -118,6 +127,8 @@ export interface CliArgs {
   /** caption, ask, chat, fix: the BLIP-2 server to use instead of the model here. */
   server?: string;
   serve: ServeArgs;
+  /** publish: the precisions to upload (`--precision int4,int8`), and `--private`. */
+  publish?: { precisions: Precision[]; private: boolean };
 }
 
 const OPTIONS = {
@@ -127,6 +138,8 @@ const OPTIONS = {
   threads: { type: 'string' },
   store: { type: 'string' },
   offline: { type: 'boolean' },
+  'keep-source': { type: 'boolean' },
+  private: { type: 'boolean' },
   out: { type: 'string' },
   prompt: { type: 'string' },
   json: { type: 'boolean' },
@@ -183,18 +196,19 @@ export function parseCli(argv: string[]): CliArgs {
       given,
     };
   }
-  if (!['caption', 'ask', 'chat', 'convert', 'verify', 'check', 'fix', 'serve'].includes(command)) {
-    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, verify, check, fix or serve (`blip2 --help`).');
+  if (!['caption', 'ask', 'chat', 'convert', 'verify', 'publish', 'check', 'fix', 'serve'].includes(command)) {
+    throw new UsageError(`Unknown command "${command}".`, 'Use caption, ask, chat, convert, verify, publish, check, fix or serve (`blip2 --help`).');
   }
   if (v.repair && command !== 'verify') throw new UsageError('--repair goes with verify.', 'Example: blip2 verify --model DIR --repair');
   const model: ModelArgs = {
     ...defaults(),
     ...(v.model !== undefined && { model: v.model }),
-    ...(v.precision !== undefined && { precision: asUsage(() => parsePrecision(v.precision!)) }),
+    ...(v.precision !== undefined && command !== 'publish' && { precision: asUsage(() => parsePrecision(v.precision!)) }),
     ...(v.device !== undefined && { device: asUsage(() => parseDevice(v.device!)) }),
     ...(v.threads !== undefined && { threads: int(v.threads, '--threads', 0) }),
     ...(v.store !== undefined && { store: v.store }),
     offline: v.offline ?? false,
+    keepSource: v['keep-source'] ?? false,
   };
   const generation: GenerationSettings = {
     maxNewTokens: v['max-new-tokens'] !== undefined ? int(v['max-new-tokens'], '--max-new-tokens', 1) : DEFAULT_SETTINGS.generation.maxNewTokens,
@@ -235,6 +249,16 @@ export function parseCli(argv: string[]): CliArgs {
       ...(v['request-timeout'] !== undefined && { requestTimeoutS: num(v['request-timeout'], '--request-timeout', 0.001) }),
       ...(v['max-completion-tokens'] !== undefined && { maxCompletionTokens: int(v['max-completion-tokens'], '--max-completion-tokens', 1, NUMBER_LIMITS['generation.maxNewTokens'].max!) }),
     },
+    ...(command === 'publish' && {
+      publish: {
+        precisions: [...new Set((v.precision ?? '').split(',').map((p) => p.trim()).filter(Boolean))].map((p) => {
+          const choice = asUsage(() => parsePrecision(p));
+          if (choice === 'auto') throw new UsageError('publish uploads named precisions, not auto.', 'Example: --precision int4,int8');
+          return choice;
+        }),
+        private: v.private ?? false,
+      },
+    }),
   };
   checkPositionals(args);
   return args;
@@ -246,7 +270,7 @@ function serveDefaults(): ServeArgs {
 
 // HF_HUB_OFFLINE and friends are read where the Hub is reached (store/resolve.ts), not here.
 function defaults(): ModelArgs {
-  return { model: DEFAULT_MODEL, precision: 'auto', device: 'auto', threads: 0, store: undefined, offline: false };
+  return { model: DEFAULT_MODEL, precision: 'auto', device: 'auto', threads: 0, store: undefined, offline: false, keepSource: false };
 }
 
 function checkPositionals(a: CliArgs): void {
@@ -261,6 +285,10 @@ function checkPositionals(a: CliArgs): void {
     case 'chat':
       if (p.length !== 1) throw new UsageError('chat needs exactly one image.', 'Example: blip2 chat photo.jpg');
       break;
+    case 'publish':
+      if (p.length !== 1 || !/^[\w.-]+\/[\w.-]+$/.test(p[0])) throw new UsageError('publish needs the repository to publish to, as OWNER/REPO.', 'Example: blip2 publish my-team/blip2-opt-2.7b-onnx --precision int4,int8');
+      if (!a.given.has('precision')) throw new UsageError('publish needs --precision: the conversions to upload.', 'Example: blip2 publish my-team/blip2-opt-2.7b-onnx --precision int4,int8');
+      break;
     case 'convert':
     case 'verify':
     case 'serve':
@@ -274,7 +302,7 @@ function checkPositionals(a: CliArgs): void {
   }
 }
 
-const MODEL_OPTIONS = ['model', 'precision', 'device', 'threads', 'store', 'offline', 'block-size'];
+const MODEL_OPTIONS = ['model', 'precision', 'device', 'threads', 'store', 'offline', 'keep-source', 'block-size'];
 const GENERATION_OPTIONS = [
   'max-new-tokens', 'min-new-tokens', 'num-beams', 'num-return-sequences', 'length-penalty', 'repetition-penalty',
   'no-repeat-ngram-size', 'temperature', 'top-k', 'top-p', 'seed',
@@ -290,6 +318,7 @@ const COMMAND_OPTIONS: Record<CliArgs['command'], ReadonlySet<string>> = {
   chat: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json', 'server']),
   convert: new Set([...MODEL_OPTIONS, 'out', 'json']),
   verify: new Set([...MODEL_OPTIONS, 'repair', 'json']),
+  publish: new Set(['model', 'precision', 'store', 'private']),
   check: new Set(['format']),
   fix: new Set([
     ...MODEL_OPTIONS.filter((o) => o !== 'block-size'),

@@ -5,7 +5,7 @@ import { readManifest } from '../engine/convert/manifest';
 import { isCancelled, UserError } from '../engine/errors';
 import { ensureConverted, openModel, verifyModel, type OpenedModel } from '../engine/open-model';
 import type { EncodedImage, GenerationSettings, ImageInput } from '../engine/pipeline';
-import { readImageFile } from '../engine/preprocess/image-file';
+import { checkImageFile, readImageFile, type ImageFileLimits } from '../engine/preprocess/image-file';
 import { captionPrompt, fitChatPrompt, promptBudget, questionPrompt, type ChatTurn } from '../engine/preprocess/prompts';
 import { formatBytes } from '../engine/units';
 import { DEFAULT_MAX_BATCH } from '../inference/types';
@@ -14,6 +14,7 @@ import { runCheck } from './check';
 import { runFix } from './fix';
 import { runServe } from './serve';
 import { viaServer } from './via-server';
+import { runPublish } from './publish';
 import { ProgressReporter } from './progress';
 
 // Images per batch: one left-padded generate() call, as the language server batches them.
@@ -30,11 +31,15 @@ async function main(argv: string[]): Promise<number> {
   const progress = new ProgressReporter();
   if (args.command === 'check') return runCheck(args);
   if (args.command === 'fix') return runFix(args, abort.signal);
+  if (args.command === 'publish') return runPublish(args, abort.signal);
   if (args.command === 'serve') return runServe(args, abort.signal);
   if (args.server) return viaServer(args, abort.signal);
   try {
     if (args.command === 'convert') return await convert(args, progress, abort.signal);
     if (args.command === 'verify') return await verify(args, progress, abort.signal);
+    // The images are checked before the model is set up: a mistyped path must not wait for a download.
+    const images = args.command === 'ask' || args.command === 'chat' ? [args.positionals[0]] : args.positionals;
+    for (const image of images) await checkImageFile(image, imageLimits(args));
     const start = performance.now();
     const opened = await openModel({ ...args.model, blockSize: args.blockSize, signal: abort.signal, onProgress: (p) => progress.update(p) });
     progress.stop();
@@ -46,7 +51,6 @@ async function main(argv: string[]): Promise<number> {
       const prompts = args.command === 'ask'
         ? [questionPrompt(args.positionals[1])]
         : [captionPrompt(args.prompt)];
-      const images = args.command === 'ask' ? [args.positionals[0]] : args.positionals;
       for (let i = 0; i < images.length; i += BATCH) {
         await runBatch(args, opened, images.slice(i, i + BATCH), prompts[0], i === 0 ? loadMs : 0, abort.signal);
       }
@@ -146,9 +150,12 @@ async function convert(args: CliArgs, progress: ProgressReporter, signal: AbortS
 }
 
 /** An image file the command line names: only a regular file within --max-image-mb, read once. */
+function imageLimits(args: CliArgs): ImageFileLimits {
+  return { maxBytes: args.maxImageBytes, raiseHint: 'Pass --max-image-mb with a larger limit to caption it.' };
+}
+
 async function readImage(args: CliArgs, file: string): Promise<ImageInput> {
-  const raiseHint = 'Pass --max-image-mb with a larger limit to caption it.';
-  return { bytes: await readImageFile(file, { maxBytes: args.maxImageBytes, raiseHint }), name: file };
+  return { bytes: await readImageFile(file, imageLimits(args)), name: file };
 }
 
 /** `blip2 verify`: exit 0 when every file matches its checksums (or was repaired), 1 when something is damaged. */

@@ -68,6 +68,7 @@ function commandLineSettings(args: CliArgs): Record<string, unknown> {
     ...(has('threads') && { threads: args.model.threads }),
     ...(has('store') && { modelStore: args.model.store }),
     ...(has('offline') && { offline: args.model.offline }),
+    ...(has('keep-source') && { keepSource: args.model.keepSource }),
     ...(args.server && { server: { url: args.server } }),
     generation: {
       ...(has('max-new-tokens') && { maxNewTokens: g.maxNewTokens }),

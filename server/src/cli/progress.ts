@@ -1,13 +1,7 @@
 import { SingleBar } from 'cli-progress';
 import type { ModelProgress } from '../engine/open-model';
+import { describeCost } from '../engine/store/setup-cost';
 
-const PHASES: Record<string, string> = {
-  hash: 'Checksumming',
-  vision_encoder: 'Vision encoder',
-  embed_tokens: 'Token embeddings',
-  decoder_model_merged: 'Language model',
-  native_decoder: 'Language model (native)',
-};
 
 /**
  * Progress bars on stderr for downloads and conversion; silent when stderr is not a terminal,
@@ -20,16 +14,28 @@ export class ProgressReporter {
   constructor(private readonly enabled = process.stderr.isTTY === true) {}
 
   update(p: ModelProgress): void {
+    // What set-up will download (and the disk it needs) is said before it starts, on a terminal or not; a conversion
+    // of a checkpoint already on this machine shows its progress bar only.
+    if (p.stage === 'cost') {
+      if (p.cost.downloadBytes > 0) process.stderr.write(`blip2: ${describeCost(p.cost)}\n`);
+      return;
+    }
     if (!this.enabled) return;
     if (p.stage === 'load') return this.stop();
     const label =
-      p.stage === 'download' ? `Downloading ${p.file}` : p.stage === 'verify' ? 'Checking the model files' : `Converting: ${PHASES[p.phase] ?? p.phase}`;
+      p.stage === 'download'
+        ? `Downloading ${p.file}`
+        : p.stage === 'verify'
+          ? 'Checking the model files'
+          : p.phase === 'download'
+            ? 'Downloading and converting'
+            : 'Converting';
     const [value, total, unit] =
       p.stage === 'download'
         ? [p.bytes, p.total, 'bytes']
         : p.stage === 'verify'
           ? [p.done, p.total, 'bytes']
-          : [p.done, p.total, p.phase === 'hash' ? 'bytes' : 'tensors'];
+          : [p.done, p.total, 'bytes'];
     if (label !== this.label) {
       this.stop();
       this.label = label;
@@ -42,7 +48,7 @@ export class ProgressReporter {
       this.bar.start(total, 0, { shown: '' });
     }
     this.bar!.setTotal(total);
-    this.bar!.update(value, { shown: unit === 'bytes' ? `${mb(value)} / ${mb(total)}` : `${value}/${total} tensors` });
+    this.bar!.update(value, { shown: unit === 'bytes' ? `${mb(value)} / ${mb(total)}` : `${value}/${total}` });
   }
 
   stop(): void {

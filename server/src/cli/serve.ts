@@ -25,7 +25,7 @@ export async function runServe(args: CliArgs, signal: AbortSignal): Promise<numb
   try {
     engine = await ServeEngine.open(
       {
-        settings: { model: m.model, precision: m.precision, device: m.device, threads: m.threads, store: m.store, offline: m.offline, repair: false },
+        settings: { model: m.model, precision: m.precision, device: m.device, threads: m.threads, store: m.store, offline: m.offline, keepSource: m.keepSource, repair: false },
         maxBatch: args.maxBatch,
         maxQueued: s.maxQueue,
         log,

@@ -16,10 +16,13 @@ const DISK_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.139, fp16:
 const RESIDENT_BYTES_PER_PARAMETER: Record<Precision, number> = { fp32: 4.111, fp16: 4.129, int8: 0.859, int4: 0.492 };
 const SMALLEST_FIRST: Precision[] = ['int4', 'int8', 'fp16', 'fp32'];
 
-/** Estimated resident bytes of the model at each precision, from the converted files of one. */
+/**
+ * Estimated resident bytes of the model at each precision: from its parameter count where the manifest records it,
+ * else from its files' sizes (conversions made before it was recorded stored the int4 decoder twice).
+ */
 export function memoryNeeds(manifest: ConvertedManifest): Record<Precision, number> {
   const onDisk = Object.values(manifest.sizes).reduce((a, b) => a + b, 0);
-  const parameters = onDisk / DISK_BYTES_PER_PARAMETER[manifest.precision];
+  const parameters = manifest.parameters ?? onDisk / DISK_BYTES_PER_PARAMETER[manifest.precision];
   return Object.fromEntries(SMALLEST_FIRST.map((p) => [p, parameters * RESIDENT_BYTES_PER_PARAMETER[p]])) as Record<Precision, number>;
 }
 

@@ -8,7 +8,8 @@ import { explainOutOfMemory } from './memory-needs';
 import { Blip2Pipeline } from './pipeline';
 import { resolveDevice, type Device } from './runtime/ort';
 import { cleanStaleTemp, discardDir, storeRoot } from './store/model-store';
-import { resolveModel, type DownloadProgress } from './store/resolve';
+import { planSetUp, resolveModel, type DownloadProgress } from './store/resolve';
+import type { SetUpCost } from './store/setup-cost';
 
 export interface OpenModelOptions {
   /** A Hub repo id, a checkpoint folder or a converted folder. */
@@ -26,9 +27,15 @@ export interface OpenModelOptions {
    * asked for. A converted folder the user named is never deleted.
    */
   repair?: boolean;
+  /** Keep a Hub checkpoint in the Hugging Face cache (downloaded whole, then converted) instead of streaming it. */
+  keepSource?: boolean;
+  /** Told what set-up will cost (download, disk) before any weight moves; it may throw to stop there. */
+  onCost?: (cost: SetUpCost) => void | Promise<void>;
 }
 
 export type ModelProgress =
+  /** What set-up will cost, before any weight moves. */
+  | { stage: 'cost'; cost: SetUpCost }
   | ({ stage: 'download' } & DownloadProgress)
   | ({ stage: 'convert' } & ConvertProgress)
   | ({ stage: 'verify' } & VerifyProgress)
@@ -72,7 +79,13 @@ export async function ensureConverted(opts: OpenModelOptions & { outDir?: string
     offline: opts.offline,
     signal: opts.signal,
     precision: wanted,
+    keepSource: opts.keepSource,
     onProgress: (p) => opts.onProgress?.({ stage: 'download', ...p }),
+    beforeWeights: (cost) => {
+      if (opts.existing) throw new UserError(`${opts.model} has no ${wanted} conversion yet, so there is nothing to check.`, 'Convert it first with `blip2 convert`.');
+      opts.onProgress?.({ stage: 'cost', cost });
+      return opts.onCost?.(cost);
+    },
   });
   if (resolved.kind === 'converted') {
     const held = readManifest(resolved.dir).precision;
@@ -91,6 +104,7 @@ export async function ensureConverted(opts: OpenModelOptions & { outDir?: string
   const dir = opts.outDir ?? resolved.convertedDir;
   await convertCheckpoint({
     checkpointDir: resolved.checkpointDir,
+    source: resolved.stream,
     outDir: dir,
     precision: wanted,
     sourceName: resolved.source,
@@ -100,6 +114,12 @@ export async function ensureConverted(opts: OpenModelOptions & { outDir?: string
     onProgress: (p) => opts.onProgress?.({ stage: 'convert', ...p }),
   });
   return { dir, source: resolved.source, device, fresh: true };
+}
+
+/** What setting the model up would cost now (see planSetUp): read from the Hub's listing, nothing downloaded. */
+export async function planModelSetUp(opts: OpenModelOptions): Promise<SetUpCost> {
+  const device = resolveDevice(opts.device);
+  return planSetUp(opts.model, { store: opts.store, offline: opts.offline, signal: opts.signal, precision: resolvePrecision(opts.precision, device), keepSource: opts.keepSource });
 }
 
 /** A name the user typed, made into a loaded pipeline (downloaded and converted first when needed). */

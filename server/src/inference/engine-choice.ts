@@ -1,5 +1,5 @@
 import type { CancellationToken } from 'vscode-languageserver';
-import type { GenerationResult, InferenceCounters, ModelStatus } from '../protocol/messages';
+import type { GenerationResult, InferenceCounters, ModelStatus, SetUpPlan } from '../protocol/messages';
 import type { Blip2Settings } from '../protocol/settings';
 import type { AskOptions, CaptionOptions, ImageSource, InferenceService, SetUpReporter } from './types';
 
@@ -27,6 +27,10 @@ export class EngineChoice implements InferenceService {
 
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
     return this.current.ask(image, question, options, token);
+  }
+
+  planSetUp(model: string | undefined, token: CancellationToken): Promise<SetUpPlan> {
+    return this.current.planSetUp(model, token);
   }
 
   setUp(model: string | undefined, reporter: SetUpReporter, token: CancellationToken): Promise<ModelStatus> {

@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { DamagedModelError, isCancelled, ModelUnavailableError, UserError } from '../engine/errors';
-import { openModel, type OpenedModel } from '../engine/open-model';
+import { openModel, planModelSetUp, type OpenedModel } from '../engine/open-model';
 import type { PrecisionChoice } from '../engine/convert/precision';
 import type { GenerationSettings } from '../engine/pipeline';
 import { fitChatPrompt, promptBudget } from '../engine/preprocess/prompts';
@@ -63,6 +63,7 @@ async function handle(msg: ToWorker): Promise<void> {
           store: s.store,
           offline: s.offline,
           repair: s.repair,
+          keepSource: s.keepSource,
           signal: controller.signal,
           onProgress: (progress) => send({ type: 'progress', id: msg.id, progress }),
         });
@@ -71,6 +72,12 @@ async function handle(msg: ToWorker): Promise<void> {
           id: msg.id,
           model: { source: model.source, dir: model.dir, precision: model.precision, device: model.device, fallbackReason: model.fallbackReason, loadNotes: model.loadNotes, loadMs: model.loadMs, maxModelLen: model.pipeline.model.config.text.maxPositionEmbeddings },
         });
+        return;
+      }
+      case 'plan': {
+        const s = msg.settings;
+        const cost = await planModelSetUp({ model: s.model, precision: s.precision as PrecisionChoice, device: s.device as Device, threads: s.threads, store: s.store, offline: s.offline, keepSource: s.keepSource, signal: controller.signal });
+        send({ type: 'planned', id: msg.id, cost });
         return;
       }
       case 'encode': {

@@ -1,8 +1,10 @@
 import type { CancellationToken } from 'vscode-languageserver';
 import { CancelledError, isCancelled, UserError } from '../engine/errors';
 import type { ModelProgress } from '../engine/open-model';
+import { setUpPlan } from './setup-plan';
+import { describeCost } from '../engine/store/setup-cost';
 import type { GenerationSettings } from '../engine/pipeline';
-import type { GenerationResult, InferenceCounters, ModelStatus } from '../protocol/messages';
+import type { GenerationResult, InferenceCounters, ModelStatus, SetUpPlan } from '../protocol/messages';
 import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
 import { AnswerRequests, type SharedRun, type StoredAnswer } from './answer-requests';
 import { generationSettingsFor } from './generation-settings';
@@ -77,6 +79,21 @@ class WorkerInferenceService implements InferenceService {
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
     const prompt = { question, history: options.history ?? [] };
     return this.requests.request('answer', image, prompt, generationSettingsFor(this.settings.generation, 'answer'), options.priority, options.onPartial, token);
+  }
+
+  async planSetUp(model: string | undefined, token: CancellationToken): Promise<SetUpPlan> {
+    const controller = new AbortController();
+    const sub = token.onCancellationRequested(() => controller.abort());
+    try {
+      const job = this.engine.host.send({ type: 'plan', settings: { ...this.engineSettings(true), model: model ?? this.settings.model } });
+      const m = await job.done.catch((e: WorkerError) => {
+        throw this.fromWorker(e);
+      });
+      if (m.type !== 'planned') throw new Error(`unexpected ${m.type}`);
+      return setUpPlan(m.cost);
+    } finally {
+      sub.dispose();
+    }
   }
 
   async setUp(model: string | undefined, reporter: SetUpReporter, token: CancellationToken): Promise<ModelStatus> {
@@ -165,15 +182,7 @@ class WorkerInferenceService implements InferenceService {
   private load(opts: { allowDownload: boolean; signal: AbortSignal; reporter?: SetUpReporter }): Promise<LoadedModel> {
     if (this.loaded && this.engine.host.running) return Promise.resolve(this.loaded);
     if (this.loading && !opts.allowDownload) return this.loading;
-    const settings: EngineSettings = {
-      model: this.settings.model,
-      precision: this.settings.precision,
-      device: this.settings.device,
-      threads: this.settings.threads,
-      store: this.settings.modelStore || undefined,
-      offline: this.settings.offline || !opts.allowDownload,
-      repair: opts.allowDownload,
-    };
+    const settings = this.engineSettings(opts.allowDownload);
     this.setState({ state: 'loading', model: settings.model });
     const job = this.engine.host.send({ type: 'load', settings }, { onProgress: (p) => this.onLoadProgress(p, opts.reporter) });
     const cancel = () => this.engine.host.cancel(job.id);
@@ -219,15 +228,33 @@ class WorkerInferenceService implements InferenceService {
     return loading;
   }
 
+  /** What the worker needs to find, download, convert and load the model; only set-up may download. */
+  private engineSettings(allowDownload: boolean): EngineSettings {
+    return {
+      model: this.settings.model,
+      precision: this.settings.precision,
+      device: this.settings.device,
+      threads: this.settings.threads,
+      store: this.settings.modelStore || undefined,
+      offline: this.settings.offline || !allowDownload,
+      repair: allowDownload,
+      keepSource: this.settings.keepSource,
+    };
+  }
+
   private onLoadProgress(p: ModelProgress, reporter?: SetUpReporter): void {
-    if (p.stage === 'download') {
+    if (p.stage === 'cost') {
+      if (p.cost.kind === 'ready') return;
+      this.log(describeCost(p.cost));
+      reporter?.cost?.(setUpPlan(p.cost));
+    } else if (p.stage === 'download') {
       const fraction = p.total ? p.bytes / p.total : undefined;
       this.setState({ ...this.current, state: 'downloading', progress: fraction });
       reporter?.report(`Downloading ${p.file}`, fraction);
     } else if (p.stage === 'convert') {
       const fraction = p.total ? p.done / p.total : undefined;
       this.setState({ ...this.current, state: 'converting', progress: fraction });
-      reporter?.report(p.phase === 'hash' ? 'Checking the checkpoint' : `Converting ${p.phase.replace(/_/g, ' ')}`, fraction);
+      reporter?.report(p.phase === 'download' ? 'Downloading and converting the model' : 'Converting the checkpoint', fraction);
     } else {
       this.setState({ ...this.current, state: 'loading', progress: undefined });
       reporter?.report('Loading the model');

@@ -1,5 +1,5 @@
 import type { CancellationToken } from 'vscode-languageserver';
-import type { ChatTurn, GenerationResult, InferenceCounters, ModelStatus } from '../protocol/messages';
+import type { ChatTurn, GenerationResult, InferenceCounters, ModelStatus, SetUpPlan } from '../protocol/messages';
 import type { Blip2Settings } from '../protocol/settings';
 
 /** An image as the inference service takes it: a file on disk, or bytes already in memory (remote, data: URI). */
@@ -35,6 +35,8 @@ export interface AskOptions {
 export interface SetUpReporter {
   /** A short line and, when known, a 0..1 fraction. */
   report(message: string, fraction?: number): void;
+  /** What set-up will download and use on disk, once known and before any weight moves. */
+  cost?(cost: SetUpPlan): void;
 }
 
 /**
@@ -45,6 +47,8 @@ export interface SetUpReporter {
 export interface InferenceService {
   caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult>;
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult>;
+  /** What setting up the configured model (or `model`) would cost; reads the Hub's listing, downloads no weight. */
+  planSetUp(model: string | undefined, token: CancellationToken): Promise<SetUpPlan>;
   /** Downloads, converts and loads the configured model (or `model`), reporting progress; cancellable. */
   setUp(model: string | undefined, reporter: SetUpReporter, token: CancellationToken): Promise<ModelStatus>;
   status(): ModelStatus;

@@ -2,6 +2,7 @@
 import type { ModelProgress } from '../engine/open-model';
 import type { Answer, GenerationSettings } from '../engine/pipeline';
 import type { ChatTurn } from '../engine/preprocess/prompts';
+import type { SetUpCost } from '../engine/store/setup-cost';
 
 export interface EngineSettings {
   model: string;
@@ -12,6 +13,8 @@ export interface EngineSettings {
   offline: boolean;
   /** Convert a damaged conversion again (set-up) instead of refusing it. */
   repair: boolean;
+  /** Keep a Hub checkpoint in the Hugging Face cache instead of converting it as it streams. */
+  keepSource: boolean;
 }
 
 export interface LoadedModel {
@@ -50,6 +53,7 @@ export type PromptSpec = { text: string } | { question: string; history: ChatTur
 
 export type ToWorker =
   | { type: 'load'; id: number; settings: EngineSettings }
+  | { type: 'plan'; id: number; settings: EngineSettings }
   | { type: 'encode'; id: number; image: ImageBytes }
   | { type: 'generate'; id: number; rows: { features: Float32Array; prompt: PromptSpec }[]; settings: GenerationSettings }
   | { type: 'cancel'; id: number };
@@ -57,6 +61,7 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'progress'; id: number; progress: ModelProgress }
   | { type: 'loaded'; id: number; model: LoadedModel }
+  | { type: 'planned'; id: number; cost: SetUpCost }
   | { type: 'encoded'; id: number; features: Float32Array; preprocessMs: number; visionMs: number }
   | { type: 'token'; id: number; row: number; sequence: number; textSoFar: string }
   /** One row's answer, as soon as the row ends (the job's other rows may go on). */

@@ -51,6 +51,7 @@ import {
   type InitializationOptions,
   type ModelStatus,
   type SetUpModelParams,
+  type SetUpPlan,
 } from '../protocol/messages';
 import type { Blip2Settings } from '../protocol/settings';
 import type { LspClient } from './lsp-client';
@@ -441,7 +442,14 @@ export class Blip2Server {
     try {
       const status = await this.inference.setUp(
         params.model,
-        { report: (message, fraction) => progress.report(fraction === undefined ? 0 : Math.round(fraction * 100), message) },
+        {
+          report: (message, fraction) => progress.report(fraction === undefined ? 0 : Math.round(fraction * 100), message),
+          // Said before anything is downloaded: a client that asked blip2/setUpPlan first has shown it already.
+          cost: (plan) => {
+            if (!params.costShown) this.client.showMessage('info', `BLIP-2: ${plan.message}`);
+            progress.report(0, plan.message);
+          },
+        },
         source.token,
       );
       if (source.token.isCancellationRequested) throw cancelled();
@@ -469,6 +477,15 @@ export class Blip2Server {
     this.serverFailureTold = message;
     if (this.vscodeClient) this.client.serverFailed(message);
     else this.client.showMessage('warning', `BLIP-2: ${message} ${USE_LOCAL_MODEL_HINT}`);
+  }
+
+  async setUpPlan(params: SetUpModelParams, token: CancellationToken): Promise<SetUpPlan> {
+    await this.ready;
+    try {
+      return await this.inference.planSetUp(params.model, token);
+    } catch (e) {
+      throw this.responseError(e, token);
+    }
   }
 
   /** `window/workDoneProgress/cancel` from the client: the user pressed "Cancel" on a progress notification. */

@@ -76,6 +76,37 @@ export const AnswerPartialType = new ProgressType<AnswerPartial>();
 export interface SetUpModelParams extends WorkDoneProgressParams {
   /** Overrides the `blip2.model` setting for this set-up (a folder the user picked, say). */
   model?: string;
+  /**
+   * The client showed the set-up's cost (blip2/setUpPlan) and the user agreed: the server does not announce it
+   * again. Clients that do not ask first get it as a window/showMessage when set-up starts.
+   */
+  costShown?: boolean;
+}
+
+/** What setting the model up will do and cost, before anything is downloaded (blip2/setUpPlan). */
+export interface SetUpPlan {
+  model: string;
+  precision: string;
+  /**
+   * 'ready': nothing to do; 'convert': a checkpoint on this machine converted here; 'stream': a Hub checkpoint
+   * converted as it downloads, not stored; 'download': downloaded into the Hugging Face cache and kept, then converted;
+   * 'converted': a converted model downloaded, nothing converted.
+   */
+  kind: 'ready' | 'convert' | 'stream' | 'download' | 'converted';
+  /** Bytes fetched from the network. */
+  downloadBytes: number;
+  /** Disk used at the peak of set-up and once it is done, on top of what is used now. */
+  peakDiskBytes: number;
+  finalDiskBytes: number;
+  /** Where the model goes, and the free space there. */
+  storeDir: string;
+  freeBytes?: number;
+  /** The checkpoint's storage type when it is not float32 (a half-size download). */
+  sourceDtype?: string;
+  /** The plan in one sentence, sizes and places included. */
+  message: string;
+  /** Why the disk cannot hold it, and what to do, when it cannot; set-up would refuse. */
+  refusal?: { message: string; hint?: string };
 }
 
 /** What the server has done since it started; for "Show Model Status" and for tests. */
@@ -149,6 +180,12 @@ export namespace ModelStatusRequest {
 export namespace SetUpModelRequest {
   export const method = 'blip2/setUpModel';
   export const type = new RequestType<SetUpModelParams, ModelStatus, void>(method);
+}
+
+/** client → server: what set-up would download and use on disk (reads the Hub's listing; downloads no weight). */
+export namespace SetUpPlanRequest {
+  export const method = 'blip2/setUpPlan';
+  export const type = new RequestType<SetUpModelParams, SetUpPlan, void>(method);
 }
 
 /** client → server: the inference counters. */

@@ -10,6 +10,7 @@ import {
   CaptionRequest,
   ServerCommands,
   SetUpModelRequest,
+  SetUpPlanRequest,
   type AltTextCommandArgs,
   type AskParams,
   type CaptionParams,
@@ -32,7 +33,7 @@ const askParams = z.object({
   workDoneToken: progressToken.optional(),
   partialResultToken: progressToken.optional(),
 });
-const setUpModelParams = z.object({ model: z.string().optional(), workDoneToken: progressToken.optional() });
+const setUpModelParams = z.object({ model: z.string().optional(), costShown: z.boolean().optional(), workDoneToken: progressToken.optional() });
 const altTextCommandArgs = z.object({ uri: z.string().optional(), apply: z.boolean().optional() });
 
 /** Fails to compile when a schema and the type messages.ts declares for the same params drift apart. */
@@ -104,6 +105,7 @@ export const REQUEST_PARAMS: Readonly<Record<string, z.ZodType>> = {
   [CaptionRequest.method]: captionParams,
   [AskRequest.method]: askParams,
   [SetUpModelRequest.method]: setUpModelParams,
+  [SetUpPlanRequest.method]: setUpModelParams,
 };
 
 /** Notifications, by method: one that does not match is dropped (there is nobody to answer), with a log line. */

@@ -42,6 +42,8 @@ export interface Blip2Settings {
   modelStore: string;
   /** Never contact the Hugging Face Hub. */
   offline: boolean;
+  /** Keep a downloaded checkpoint in the Hugging Face cache (and convert it from there) instead of converting it as it streams. */
+  keepSource: boolean;
   generation: {
     maxNewTokens: number;
     /** Keeps the end token away until this many tokens exist, for longer captions. */
@@ -94,6 +96,7 @@ export const DEFAULT_SETTINGS: Blip2Settings = {
   threads: 0,
   modelStore: '',
   offline: false,
+  keepSource: false,
   generation: {
     // A hover caption in the time the README's benchmark measures: greedy, and as long as an alt text should be
     // (20 tokens is about 100 characters); the quick fix's alternatives come from beam search only when it runs.

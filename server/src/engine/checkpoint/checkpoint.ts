@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import { UserError } from '../errors';
 import { readImageProcessorConfig } from '../preprocess/image';
 import { parseBlip2Config, type Blip2Config } from './config';
-import { MODEL_CONFIG_FILES, PROCESSOR_FILES, REQUIRED_FILES, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, shardsOfIndex } from './files';
+import { MODEL_CONFIG_FILES, PROCESSOR_FILES, REQUIRED_FILES, SAFETENSORS_INDEX_FILE } from './files';
+import { weightFiles } from './source';
 import { expectedTensors, names } from './layout';
 import { readSafetensorsHeader, readTensorF32, type TensorInfo } from './safetensors';
 
@@ -35,7 +36,11 @@ export function readJson(file: string): unknown {
   }
 }
 
-export function openCheckpoint(dir: string): Checkpoint {
+/**
+ * A checkpoint folder: its configs and tokenizer in `dir`, its tensors from the safetensors headers there, or from
+ * `headers` (the weight files' names with their parsed headers) when the weights are not on disk but streamed.
+ */
+export function openCheckpoint(dir: string, headers?: ReadonlyMap<string, Map<string, TensorInfo>>): Checkpoint {
   if (!fs.existsSync(path.join(dir, 'config.json'))) {
     throw new UserError(`${dir} has no config.json, so it is not a Hugging Face model folder.`);
   }
@@ -47,9 +52,9 @@ export function openCheckpoint(dir: string): Checkpoint {
     throw new UserError(`The checkpoint in ${dir} has neither ${PROCESSOR_FILES.join(' nor ')}.`, 'Download the complete model folder.');
   }
 
-  const shards = weightFiles(dir);
+  const shards = headers ? [...headers.keys()] : weightFiles(dir);
   const tensors = new Map<string, TensorInfo>();
-  for (const shard of shards) for (const [k, v] of readSafetensorsHeader(shard)) tensors.set(k, v);
+  for (const shard of shards) for (const [k, v] of headers?.get(shard) ?? readSafetensorsHeader(shard)) tensors.set(k, v);
 
   const embed = tensors.get(names.text.embedTokens);
   if (!embed) throw missing(dir, names.text.embedTokens);
@@ -88,21 +93,25 @@ export function openCheckpoint(dir: string): Checkpoint {
   };
 }
 
-/** The weight files, by the same rule the resolver checks a folder with (single file first, as transformers does). */
-function weightFiles(dir: string): string[] {
-  const single = path.join(dir, SAFETENSORS_FILE);
-  if (fs.existsSync(single)) return [single];
-  const index = path.join(dir, SAFETENSORS_INDEX_FILE);
-  if (fs.existsSync(index)) {
-    const shards = shardsOfIndex(fs.readFileSync(index, 'utf8'), index).map((f) => path.join(dir, f));
-    for (const s of shards) {
-      if (!fs.existsSync(s)) throw new UserError(`Shard ${path.basename(s)} named by ${SAFETENSORS_INDEX_FILE} is missing.`, 'Download the complete model folder.');
-    }
-    return shards;
-  }
-  throw new UserError(`${dir} has no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX_FILE}.`, 'Only safetensors checkpoints can be converted; use the safetensors files the Hub offers.');
-}
-
 function missing(dir: string, name: string): UserError {
   return new UserError(`The checkpoint in ${dir} has no tensor ${name}, which a BLIP-2 OPT model needs.`, 'Check that this is a complete BLIP-2 OPT checkpoint.');
 }
+
+/**
+ * A checkpoint's shapes from its config alone, without weights or headers: what a conversion will write, and the
+ * decoder graph derived from the native decoder's weights, need the sizes only.
+ */
+export function checkpointShapes(configDir: string, vocabSize?: number): Checkpoint {
+  const file = path.join(configDir, 'config.json');
+  const config = parseBlip2Config(readJson(file), file);
+  const vocab = vocabSize ?? config.text.vocabSize;
+  if (vocab === undefined) throw new UserError(`${file} does not say the vocabulary's size.`, 'Use the config.json of a BLIP-2 OPT checkpoint.');
+  const shapes = new Map<string, TensorInfo>(expectedTensors(config, vocab).map((t) => [t.name, { name: t.name, dtype: 'F32', shape: t.shape, begin: 0, end: 0, file: '' }]));
+  return { ...openCheckpoint(configDir, new Map([['', shapes]])), read: () => Promise.reject(new Error(`${configDir}: shapes only, no weights`)) };
+}
+
+/** Parameters of a checkpoint, from its shapes. */
+export function parameterCount(ckpt: Checkpoint): number {
+  return expectedTensors(ckpt.config, ckpt.vocabSize).reduce((s, t) => s + t.shape.reduce((a, d) => a * d, 1), 0);
+}
+

@@ -23,7 +23,7 @@ const MAX_HEADER_BYTES = 100 * 1024 * 1024;
  * so converting a 15 GB checkpoint never holds more than one tensor in memory.
  */
 export function readSafetensorsHeader(file: string): Map<string, TensorInfo> {
-  const name = file.split(/[\\/]/).pop();
+  const name = file.split(/[\\/]/).pop() ?? file;
   let fd: number;
   try {
     fd = fs.openSync(file, 'r');
@@ -34,48 +34,61 @@ export function readSafetensorsHeader(file: string): Map<string, TensorInfo> {
     const size = fs.fstatSync(fd).size;
     const prefix = Buffer.alloc(8);
     if (size < 8 || fs.readSync(fd, prefix, 0, 8, 0) !== 8) throw corrupt(name, 'it is too short to hold a header');
-    const headerLen = Number(prefix.readBigUInt64LE(0));
-    if (headerLen <= 0 || headerLen > MAX_HEADER_BYTES || 8 + headerLen > size) {
-      throw corrupt(name, 'its header length is invalid');
-    }
+    const headerLen = safetensorsHeaderLength(prefix, size, name);
     const headerBuf = Buffer.alloc(headerLen);
     fs.readSync(fd, headerBuf, 0, headerLen, 8);
-    let header: Record<string, unknown>;
-    try {
-      header = JSON.parse(headerBuf.toString('utf8')) as Record<string, unknown>;
-    } catch {
-      throw corrupt(name, 'its header is not valid JSON');
-    }
-    if (typeof header !== 'object' || header === null || Array.isArray(header)) throw corrupt(name, 'its header is not a JSON object');
-    const dataStart = 8 + headerLen;
-    const dataBytes = size - dataStart;
-    const tensors = new Map<string, TensorInfo>();
-    for (const [key, value] of Object.entries(header)) {
-      if (key === '__metadata__') continue;
-      const v = value as { dtype?: string; shape?: unknown; data_offsets?: unknown };
-      if (!v || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets)) throw corrupt(name, `tensor ${key} has no shape or offsets`);
-      if (v.dtype !== 'F32' && v.dtype !== 'F16' && v.dtype !== 'BF16') {
-        throw new UserError(
-          `Tensor ${key} in ${name} is stored as ${v.dtype}; only F32, F16 and BF16 checkpoints are supported.`,
-          'Use a checkpoint saved in float32, float16 or bfloat16.',
-        );
-      }
-      if (!v.shape.every(isCount)) throw corrupt(name, `tensor ${key} has the shape ${JSON.stringify(v.shape).slice(0, 60)}`);
-      const shape = v.shape as number[];
-      const offsets = v.data_offsets;
-      if (offsets.length !== 2 || !offsets.every(isCount) || offsets[1] < offsets[0]) {
-        throw corrupt(name, `tensor ${key} has the data offsets ${JSON.stringify(offsets).slice(0, 60)}`);
-      }
-      const [b, e] = offsets as [number, number];
-      const numel = shape.reduce((a, d) => a * d, 1);
-      if (e - b !== numel * DTYPE_BYTES[v.dtype]) throw corrupt(name, `tensor ${key} has ${e - b} bytes for shape [${shape}]`);
-      tensors.set(key, { name: key, dtype: v.dtype, shape, begin: dataStart + b, end: dataStart + e, file });
-    }
-    checkLayout(name, [...tensors.values()], dataStart, dataBytes);
-    return tensors;
+    return parseSafetensorsHeader(headerBuf, size, file, name);
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** The header's length from a file's first 8 bytes, checked against the file's size. */
+export function safetensorsHeaderLength(prefix: Uint8Array, fileSize: number, name: string): number {
+  if (prefix.length < 8 || fileSize < 8) throw corrupt(name, 'it is too short to hold a header');
+  const headerLen = Number(Buffer.from(prefix.buffer, prefix.byteOffset, 8).readBigUInt64LE(0));
+  if (headerLen <= 0 || headerLen > MAX_HEADER_BYTES || 8 + headerLen > fileSize) throw corrupt(name, 'its header length is invalid');
+  return headerLen;
+}
+
+/**
+ * The tensors a header describes, their offsets made absolute in a file of `fileSize` bytes. `file` is what
+ * TensorInfo.file records (a path, or the name of a file that is streamed).
+ */
+export function parseSafetensorsHeader(headerBuf: Uint8Array, fileSize: number, file: string, name = file): Map<string, TensorInfo> {
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(Buffer.from(headerBuf.buffer, headerBuf.byteOffset, headerBuf.byteLength).toString('utf8')) as Record<string, unknown>;
+  } catch {
+    throw corrupt(name, 'its header is not valid JSON');
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw corrupt(name, 'its header is not a JSON object');
+  const dataStart = 8 + headerBuf.byteLength;
+  const dataBytes = fileSize - dataStart;
+  const tensors = new Map<string, TensorInfo>();
+  for (const [key, value] of Object.entries(header)) {
+    if (key === '__metadata__') continue;
+    const v = value as { dtype?: string; shape?: unknown; data_offsets?: unknown };
+    if (!v || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets)) throw corrupt(name, `tensor ${key} has no shape or offsets`);
+    if (v.dtype !== 'F32' && v.dtype !== 'F16' && v.dtype !== 'BF16') {
+      throw new UserError(
+        `Tensor ${key} in ${name} is stored as ${v.dtype}; only F32, F16 and BF16 checkpoints are supported.`,
+        'Use a checkpoint saved in float32, float16 or bfloat16.',
+      );
+    }
+    if (!v.shape.every(isCount)) throw corrupt(name, `tensor ${key} has the shape ${JSON.stringify(v.shape).slice(0, 60)}`);
+    const shape = v.shape as number[];
+    const offsets = v.data_offsets;
+    if (offsets.length !== 2 || !offsets.every(isCount) || offsets[1] < offsets[0]) {
+      throw corrupt(name, `tensor ${key} has the data offsets ${JSON.stringify(offsets).slice(0, 60)}`);
+    }
+    const [b, e] = offsets as [number, number];
+    const numel = shape.reduce((a, d) => a * d, 1);
+    if (e - b !== numel * DTYPE_BYTES[v.dtype]) throw corrupt(name, `tensor ${key} has ${e - b} bytes for shape [${shape}]`);
+    tensors.set(key, { name: key, dtype: v.dtype, shape, begin: dataStart + b, end: dataStart + e, file });
+  }
+  checkLayout(name, [...tensors.values()], dataStart, dataBytes);
+  return tensors;
 }
 
 /** A whole number that fits a double exactly: a dimension or a byte offset. */

@@ -28,7 +28,8 @@ export interface ConvertedManifest {
   converterVersion: number;
   precision: Precision;
   quantization: { bits: number; blockSize: number; accuracyLevel: number } | null;
-  source: { model: string; revision?: string; dir: string; files: SourceFile[] };
+  /** `dir`: the folder it was read from, absent for a checkpoint streamed from the Hub. */
+  source: { model: string; revision?: string; dir?: string; files: SourceFile[] };
   createdAt: string;
   vocabSize: number;
   /** Element type of the KV cache the decoder expects: 'float32' or 'float16'. */
@@ -40,8 +41,15 @@ export interface ConvertedManifest {
     /** int4: the decoder's weights for the native kernel (native-weights.ts), where its sizes allow. */
     nativeDecoder?: string;
   };
+  /**
+   * Which forms of the decoder's weights are stored: onnxruntime's (the decoder graph's data) and/or the native
+   * decoder's. Absent in conversions that stored every form they had.
+   */
+  decoderForms?: ('onnxruntime' | 'native')[];
   /** Bytes on disk of each graph with its external data. */
   sizes: Record<string, number>;
+  /** The checkpoint's parameters (absent in conversions made before it was recorded). */
+  parameters?: number;
   /** Every other file of the folder with its checksums; absent in conversions made before they were recorded. */
   files?: ModelFile[];
 }

@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import type { Checkpoint } from '../checkpoint/checkpoint';
 import { names, OPT_POSITION_OFFSET } from '../checkpoint/layout';
-import { throwIfAborted } from '../errors';
 import { kvHeadSize, optLayerLinears } from '../graphs/decoder';
 import { packColumnInterleaved, quantizeBlockwise } from '../graphs/quantize';
 import { fusedLinear, type LinearHeads, type LinearPart } from '../graphs/weights';
@@ -40,6 +39,19 @@ export interface NativeHeader {
   block: number;
 }
 
+/** Where each slot's bytes are in a weights file (its header's offset table); undefined when it is not one of this version. */
+export function readNativeOffsets(file: string, slots: number): bigint[] | undefined {
+  if (!readNativeHeader(file)) return undefined;
+  const table = Buffer.alloc(8 * slots);
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.readSync(fd, table, 0, table.length, 48);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return Array.from({ length: slots }, (_, i) => table.readBigUInt64LE(8 * i));
+}
+
 /** The sizes a weights file was written for; undefined when it is not one of this version. */
 export function readNativeHeader(file: string): NativeHeader | undefined {
   const head = Buffer.alloc(48);
@@ -54,56 +66,95 @@ export function readNativeHeader(file: string): NativeHeader | undefined {
   return { layers, hidden, heads, headDim, headSize, ffn, vocab, positions, block };
 }
 
-/** Writes the file; its bytes. */
-export async function writeNativeDecoder(ckpt: Checkpoint, file: string, blockSize: number, signal?: AbortSignal): Promise<number> {
+/** One output of the weights file: the slots of the header's offset table it fills, and the tensors it is made from. */
+export interface NativePiece {
+  slots: number[];
+  /** A Linear's output and input sizes (its slots: codes, scales, scale × zero points, and the bias if any). */
+  linear?: { n: number; k: number };
+  /** Bytes of each slot. */
+  bytes: number[];
+  sources: readonly string[];
+  label: string;
+  produce: () => Promise<Uint8Array[]>;
+}
+
+export interface NativeDecoderLayout {
+  /** Bytes before the first piece: the header and its offset table, aligned. */
+  headerBytes: number;
+  /** Pieces are placed on multiples of this. */
+  align: number;
+  slots: number;
+  pieces: NativePiece[];
+  /** The header, once every slot's offset is known. */
+  header: (offsets: readonly bigint[]) => Uint8Array;
+}
+
+/**
+ * The file's pieces in the order opt_open reads its offset table (per layer: the attention's norm, q|k|v, the output
+ * projection, the feed-forward norm, fc1, fc2; then the final norm, the vocabulary projection and the positions),
+ * each computed when its tensors are there. The writer places them where it likes and fills the table at the end.
+ */
+export function nativeDecoderPieces(ckpt: Checkpoint, blockSize: number): NativeDecoderLayout {
   const t = ckpt.config.text;
   const dim = t.hiddenSize / t.numHeads;
-  const offsets: bigint[] = [];
-  const header = 8 + 10 * 4 + 8 * (t.numLayers * PER_LAYER + FINAL);
-  let at = Math.ceil(header / ALIGN) * ALIGN;
-  const fd = fs.openSync(file, 'w');
-  try {
-    const put = (bytes: Uint8Array) => {
-      offsets.push(BigInt(at));
-      fs.writeSync(fd, bytes, 0, bytes.length, at);
-      at = Math.ceil((at + bytes.length) / ALIGN) * ALIGN;
-    };
-    const floats = (a: Float32Array) => put(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
-    const norm = async (prefix: string) => {
-      floats(await ckpt.read(`${prefix}.weight`));
-      floats(await ckpt.read(`${prefix}.bias`));
-    };
-    const linear = async (parts: LinearPart[], heads?: LinearHeads, withBias = true) => {
-      const l = fusedLinear(ckpt, parts, heads);
-      const packed = packColumnInterleaved(quantizeBlockwise(await l.weight(), l.n, l.k, 4, blockSize));
-      put(packed.codes);
-      floats(packed.scales);
-      floats(packed.scaledZeros);
-      if (withBias) floats(l.bias ? await l.bias() : new Float32Array(l.n));
-    };
-    for (let i = 0; i < t.numLayers; i++) {
-      throwIfAborted(signal);
-      const p = names.text.layer(i);
-      const l = optLayerLinears(ckpt, i);
-      await norm(`${p}.self_attn_layer_norm`);
-      await linear(l.qkv.parts, l.qkv.heads);
-      await linear(l.out.parts, l.out.heads);
-      await norm(`${p}.final_layer_norm`);
-      await linear(l.fc1.parts, l.fc1.heads);
-      await linear(l.fc2.parts, l.fc2.heads);
-    }
-    await norm(names.text.finalLayerNorm);
-    await linear([{ weight: ckpt.lmHeadName }], undefined, false);
-    floats(await ckpt.read(names.text.embedPositions));
-    const head = Buffer.alloc(header);
-    head.write(NATIVE_MAGIC, 0, 'latin1');
-    const fields = [NATIVE_VERSION, t.numLayers, t.hiddenSize, t.numHeads, dim, kvHeadSize(dim), t.ffnDim, ckpt.info(ckpt.lmHeadName).shape[0], t.maxPositionEmbeddings + OPT_POSITION_OFFSET, blockSize];
-    fields.forEach((v, i) => head.writeUInt32LE(v, 8 + 4 * i));
-    offsets.forEach((o, i) => head.writeBigUInt64LE(o, 8 + 4 * fields.length + 8 * i));
-    fs.writeSync(fd, head, 0, head.length, 0);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+  const pieces: NativePiece[] = [];
+  let slot = 0;
+  const take = (n: number) => Array.from({ length: n }, () => slot++);
+  const bytes = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  const norm = (prefix: string) =>
+    pieces.push({
+      slots: take(2),
+      bytes: [0, 1].map(() => 4 * ckpt.info(`${prefix}.weight`).shape[0]),
+      sources: [`${prefix}.weight`, `${prefix}.bias`],
+      label: prefix,
+      produce: async () => [bytes(await ckpt.read(`${prefix}.weight`)), bytes(await ckpt.read(`${prefix}.bias`))],
+    });
+  const linear = (label: string, parts: LinearPart[], heads?: LinearHeads, withBias = true) => {
+    const l = fusedLinear(ckpt, parts, heads);
+    const blocks = (l.n * l.k) / blockSize;
+    pieces.push({
+      slots: take(withBias ? 4 : 3),
+      linear: { n: l.n, k: l.k },
+      bytes: [(l.n * l.k) / 2, 4 * blocks, 4 * blocks, ...(withBias ? [4 * l.n] : [])],
+      sources: [...l.weightSources, ...(withBias ? l.biasSources : [])],
+      label,
+      produce: async () => {
+        const packed = packColumnInterleaved(quantizeBlockwise(await l.weight(), l.n, l.k, 4, blockSize));
+        const out = [packed.codes, bytes(packed.scales), bytes(packed.scaledZeros)];
+        if (withBias) out.push(bytes(l.bias ? await l.bias() : new Float32Array(l.n)));
+        return out;
+      },
+    });
+  };
+  for (let i = 0; i < t.numLayers; i++) {
+    const p = names.text.layer(i);
+    const l = optLayerLinears(ckpt, i);
+    norm(`${p}.self_attn_layer_norm`);
+    linear(`${p}.self_attn.qkv_proj`, l.qkv.parts, l.qkv.heads);
+    linear(`${p}.self_attn.out_proj`, l.out.parts, l.out.heads);
+    norm(`${p}.final_layer_norm`);
+    linear(`${p}.fc1`, l.fc1.parts, l.fc1.heads);
+    linear(`${p}.fc2`, l.fc2.parts, l.fc2.heads);
   }
-  return fs.statSync(file).size;
+  norm(names.text.finalLayerNorm);
+  linear('lm_head', [{ weight: ckpt.lmHeadName }], undefined, false);
+  const positions = ckpt.info(names.text.embedPositions).shape;
+  pieces.push({ slots: take(1), bytes: [4 * positions[0] * positions[1]], sources: [names.text.embedPositions], label: names.text.embedPositions, produce: async () => [bytes(await ckpt.read(names.text.embedPositions))] });
+  if (slot !== t.numLayers * PER_LAYER + FINAL) throw new Error(`native decoder layout has ${slot} slots`);
+
+  const fields = [NATIVE_VERSION, t.numLayers, t.hiddenSize, t.numHeads, dim, kvHeadSize(dim), t.ffnDim, ckpt.info(ckpt.lmHeadName).shape[0], t.maxPositionEmbeddings + OPT_POSITION_OFFSET, blockSize];
+  const raw = 8 + 4 * fields.length + 8 * slot;
+  return {
+    headerBytes: Math.ceil(raw / ALIGN) * ALIGN,
+    align: ALIGN,
+    slots: slot,
+    pieces,
+    header: (offsets) => {
+      const head = Buffer.alloc(raw);
+      head.write(NATIVE_MAGIC, 0, 'latin1');
+      fields.forEach((v, i) => head.writeUInt32LE(v, 8 + 4 * i));
+      offsets.forEach((o, i) => head.writeBigUInt64LE(o, 8 + 4 * fields.length + 8 * i));
+      return head;
+    },
+  };
 }

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
 import { throwIfAborted } from '../errors';
-import type { GraphBuilder } from './onnx-builder';
+import type { ElemType, GraphBuilder } from './onnx-builder';
 
 // Tensors at or under this size stay inside the .onnx file, as onnx's own external-data converter does.
 const INLINE_LIMIT = 1024;
@@ -21,6 +21,73 @@ export function externalDataPath(onnxPath: string): string {
   return `${onnxPath}_data`;
 }
 
+/** Where one initializer's bytes went, in a form a resumable conversion can save (convert/journal.ts). */
+export interface InitializerRecord {
+  name: string;
+  dataType: ElemType;
+  dims: number[];
+  /** In the external data file. */
+  offset?: number;
+  length?: number;
+  /** Small tensors' bytes, base64, kept in the graph file itself. */
+  raw?: string;
+}
+
+/**
+ * Appends a graph's weights to its `_data` file in the order they are produced, each at a page-aligned offset,
+ * and keeps small ones for the graph file itself. Reopened at `length`, it continues a data file an earlier run
+ * wrote that far (what is past it is cut off).
+ */
+export class ExternalDataWriter {
+  readonly dataPath: string;
+  private readonly fd: number;
+
+  constructor(readonly onnxPath: string, public length = 0) {
+    this.dataPath = externalDataPath(onnxPath);
+    this.fd = fs.openSync(this.dataPath, length > 0 ? 'r+' : 'w');
+    fs.ftruncateSync(this.fd, length);
+  }
+
+  add(init: { name: string; dataType: ElemType; dims: number[] }, bytes: Uint8Array): InitializerRecord {
+    const record = { name: init.name, dataType: init.dataType, dims: [...init.dims] };
+    if (bytes.length <= INLINE_LIMIT) return { ...record, raw: Buffer.from(bytes).toString('base64') };
+    const offset = Math.ceil(this.length / ALIGNMENT) * ALIGNMENT;
+    writeAll(this.fd, bytes, offset);
+    this.length = offset + bytes.length;
+    return { ...record, offset, length: bytes.length };
+  }
+
+  sync(): void {
+    fs.fsyncSync(this.fd);
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+
+  /** Writes the graph file with the recorded initializers; returns the bytes of graph and data together. */
+  writeGraph(graph: GraphBuilder, records: readonly InitializerRecord[], docString: string): number {
+    const dataName = path.basename(this.dataPath);
+    const initializers = records.map((r): onnx.ITensorProto => {
+      if (r.raw !== undefined) return { name: r.name, dataType: r.dataType, dims: r.dims, rawData: Buffer.from(r.raw, 'base64') };
+      return {
+        name: r.name,
+        dataType: r.dataType,
+        dims: r.dims,
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        externalData: [
+          { key: 'location', value: dataName },
+          { key: 'offset', value: String(r.offset) },
+          { key: 'length', value: String(r.length) },
+        ],
+      };
+    });
+    const encoded = onnx.ModelProto.encode(graph.toModel(initializers, docString)).finish();
+    fs.writeFileSync(this.onnxPath, encoded);
+    return this.length + encoded.length;
+  }
+}
+
 /**
  * Writes a graph as `<file>.onnx` plus `<file>.onnx_data`, producing one weight at a time so peak memory is
  * the largest single tensor, not the model.
@@ -31,47 +98,23 @@ export async function writeModel(
   docString: string,
   opts: { onProgress?: (p: WriteProgress) => void; signal?: AbortSignal } = {},
 ): Promise<{ bytes: number }> {
-  const dataPath = externalDataPath(onnxPath);
-  const dataName = path.basename(dataPath);
-  const fd = fs.openSync(dataPath, 'w');
-  const initializers: onnx.ITensorProto[] = [];
-  let offset = 0;
+  const writer = new ExternalDataWriter(onnxPath);
+  const records: InitializerRecord[] = [];
   try {
     for (let i = 0; i < graph.lazy.length; i++) {
       throwIfAborted(opts.signal);
       const init = graph.lazy[i];
-      const bytes = await init.produce();
-      if (bytes.length <= INLINE_LIMIT) {
-        initializers.push({ name: init.name, dataType: init.dataType, dims: init.dims, rawData: bytes });
-      } else {
-        offset = Math.ceil(offset / ALIGNMENT) * ALIGNMENT;
-        writeAll(fd, bytes, offset);
-        initializers.push({
-          name: init.name,
-          dataType: init.dataType,
-          dims: init.dims,
-          dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
-          externalData: [
-            { key: 'location', value: dataName },
-            { key: 'offset', value: String(offset) },
-            { key: 'length', value: String(bytes.length) },
-          ],
-        });
-        offset += bytes.length;
-      }
+      records.push(writer.add(init, await init.produce()));
       opts.onProgress?.({ graph: graph.name, tensor: init.name, done: i + 1, total: graph.lazy.length });
     }
-    fs.fsyncSync(fd);
+    writer.sync();
   } finally {
-    fs.closeSync(fd);
+    writer.close();
   }
-  const model = graph.toModel(initializers, docString);
-  const encoded = onnx.ModelProto.encode(model).finish();
-  fs.writeFileSync(onnxPath, encoded);
-  return { bytes: offset + encoded.length };
+  return { bytes: writer.writeGraph(graph, records, docString) };
 }
 
-function writeAll(fd: number, bytes: Uint8Array, position: number): void {
+export function writeAll(fd: number, bytes: Uint8Array, position: number): void {
   let done = 0;
   while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done, position + done);
 }

@@ -8,6 +8,8 @@ export type ElemType = onnx.TensorProto.DataType;
 export type BytesProducer = () => Promise<Uint8Array>;
 
 export interface LazyInitializer {
+  /** The checkpoint tensors its bytes are computed from: the converter produces it once all of them have arrived. */
+  sources: readonly string[];
   name: string;
   dims: number[];
   dataType: ElemType;
@@ -88,9 +90,9 @@ export class GraphBuilder {
     return outputs;
   }
 
-  /** A weight streamed into external data. */
-  weight(name: string, dataType: ElemType, dims: number[], produce: BytesProducer): string {
-    this.lazy.push({ name, dims, dataType, produce });
+  /** A weight streamed into external data, computed from the checkpoint tensors `sources`. */
+  weight(name: string, dataType: ElemType, dims: number[], sources: readonly string[], produce: BytesProducer): string {
+    this.lazy.push({ name, dims, dataType, sources, produce });
     return name;
   }
 

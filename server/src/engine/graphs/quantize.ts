@@ -166,3 +166,42 @@ export function packColumnInterleaved(q: BlockQuantized): { codes: Uint8Array; s
   }
   return { codes, scales, scaledZeros };
 }
+
+/**
+ * packColumnInterleaved undone: the codes, scales and zero points of the quantization it was given (zero points come
+ * back exactly, as scale × zero point / scale rounds to the integer it was).
+ */
+export function unpackColumnInterleaved(codes: Uint8Array, scales: Float32Array, scaledZeros: Float32Array, rows: number, cols: number, blockSize: number): BlockQuantized {
+  const nb = cols / blockSize;
+  const chunks = blockSize / 8;
+  const out: BlockQuantized = {
+    bits: 4,
+    blockSize,
+    rows,
+    cols,
+    blocksPerRow: nb,
+    codes: new Uint8Array(rows * cols),
+    scales: new Float32Array(rows * nb),
+    zeroPoints: new Uint8Array(rows * nb),
+  };
+  for (let g = 0; g < rows / 16; g++) {
+    for (let b = 0; b < nb; b++) {
+      const base = (g * nb + b) * chunks * 64;
+      for (let c = 0; c < 16; c++) {
+        const row = g * 16 + c;
+        const dst = row * cols + b * blockSize;
+        for (let j = 0; j < chunks; j++) {
+          for (let t = 0; t < 4; t++) {
+            const byte = codes[base + j * 64 + c * 4 + t];
+            out.codes[dst + j * 8 + t] = byte & 15;
+            out.codes[dst + j * 8 + 4 + t] = byte >> 4;
+          }
+        }
+        const s = scales[(g * nb + b) * 16 + c];
+        out.scales[row * nb + b] = s;
+        out.zeroPoints[row * nb + b] = Math.round(scaledZeros[(g * nb + b) * 16 + c] / s);
+      }
+    }
+  }
+  return out;
+}

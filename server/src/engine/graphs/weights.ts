@@ -70,23 +70,36 @@ export interface LinearHeads {
   input?: HeadPadding;
 }
 
+export interface FusedLinear {
+  n: number;
+  k: number;
+  /** The checkpoint tensors of the weight, and of the bias when there is one. */
+  weightSources: string[];
+  biasSources: string[];
+  weight: () => Promise<Float32Array>;
+  bias?: () => Promise<Float32Array>;
+}
+
 /**
  * y = x·Wᵀ + b over the concatenation of `parts` along the output dimension, as every weight format stores it: its
  * size and its float weight [n, k] and bias [n] (when every part has one), read when asked for.
  */
-export function fusedLinear(ckpt: Checkpoint, parts: LinearPart[], heads?: LinearHeads): { n: number; k: number; weight: () => Promise<Float32Array>; bias?: () => Promise<Float32Array> } {
+export function fusedLinear(ckpt: Checkpoint, parts: LinearPart[], heads?: LinearHeads): FusedLinear {
   const widen = (size: number, pad?: HeadPadding) => (pad ? (size / pad.dim) * pad.padded : size);
   const k0 = ckpt.info(parts[0].weight).shape[1];
   const k = widen(k0, heads?.input);
   const n = parts.reduce((s, p) => s + widen(ckpt.info(p.weight).shape[0], heads?.output), 0);
+  const hasBias = parts.every((p) => p.bias);
   return {
     n,
     k,
+    weightSources: parts.map((p) => p.weight),
+    biasSources: hasBias ? parts.map((p) => p.bias!) : [],
     weight: async () => {
       const w = await loadRows(ckpt, parts, (p) => p.weight, n, k0, heads?.output);
       return heads?.input ? padHeadColumns(w, heads.input, n) : w;
     },
-    bias: parts.every((p) => p.bias) ? () => loadRows(ckpt, parts, (p) => p.bias!, n, 1, heads?.output) : undefined,
+    bias: hasBias ? () => loadRows(ckpt, parts, (p) => p.bias!, n, 1, heads?.output) : undefined,
   };
 }
 
@@ -97,6 +110,8 @@ async function loadRows(ckpt: Checkpoint, parts: LinearPart[], pick: (p: LinearP
   for (const p of parts) {
     let data = await ckpt.read(pick(p));
     if (p.scaleRows) {
+      // A copy: what read() returns may be shared with the other outputs made from the same tensor.
+      data = data.slice();
       const end = p.scaleRows.rows * width;
       for (let i = 0; i < end; i++) data[i] *= p.scaleRows.factor;
     }
@@ -131,7 +146,7 @@ export class WeightEmitter {
   tensor(name: string, dims?: number[], transform?: (data: Float32Array) => Float32Array): string {
     const info = this.ckpt.info(name);
     const id = `${name}${this.suffix()}`;
-    return this.g.weight(id, this.floatType, dims ?? info.shape, async () => {
+    return this.g.weight(id, this.floatType, dims ?? info.shape, [name], async () => {
       let data = await this.ckpt.read(name);
       if (transform) data = transform(data);
       return this.floatBytes(data);
@@ -144,16 +159,16 @@ export class WeightEmitter {
 
   /** y = x·Wᵀ + b over the concatenation of `parts` (fusedLinear), in this emitter's format. */
   linear(x: string, parts: LinearPart[], id: string, heads?: LinearHeads): string {
-    const { n, k, weight: load, bias } = fusedLinear(this.ckpt, parts, heads);
+    const { n, k, weight: load, bias, weightSources, biasSources } = fusedLinear(this.ckpt, parts, heads);
     let y: string;
     const quant = this.format.quant;
     if (quant?.kind === 'nbits') {
       const blockSize = blockSizeFor(k, quant.blockSize);
       const shared = shareOnce(async () => quantizeBlockwise(await load(), n, k, quant.bits, blockSize), 3);
       const blocks = Math.ceil(k / blockSize);
-      const B = this.g.weight(`${id}.qweight`, DataType.UINT8, [n, blocks, (blockSize * quant.bits) / 8], async () => packMatMulNBits(await shared()));
-      const scales = this.g.weight(`${id}.scales`, DataType.FLOAT, [n * blocks], async () => bytes((await shared()).scales));
-      const zp = this.g.weight(`${id}.zero_points`, DataType.UINT8, [n * (quant.bits === 4 ? Math.ceil(blocks / 2) : blocks)], async () => packZeroPoints(await shared()));
+      const B = this.g.weight(`${id}.qweight`, DataType.UINT8, [n, blocks, (blockSize * quant.bits) / 8], weightSources, async () => packMatMulNBits(await shared()));
+      const scales = this.g.weight(`${id}.scales`, DataType.FLOAT, [n * blocks], weightSources, async () => bytes((await shared()).scales));
+      const zp = this.g.weight(`${id}.zero_points`, DataType.UINT8, [n * (quant.bits === 4 ? Math.ceil(blocks / 2) : blocks)], weightSources, async () => packZeroPoints(await shared()));
       y = this.g.op('MatMulNBits', [x, B, scales, zp], {
         K: k,
         N: n,
@@ -163,23 +178,23 @@ export class WeightEmitter {
       }, { domain: MS_DOMAIN });
     } else if (quant?.kind === 'int8-dynamic') {
       const shared = shareOnce(async () => quantizePerChannelInt8(await load(), n, k), 2);
-      const B = this.g.weight(`${id}.qweight_t`, DataType.INT8, [k, n], async () => bytes((await shared()).codes));
-      const scales = this.g.weight(`${id}.scales`, DataType.FLOAT, [n], async () => bytes((await shared()).scales));
-      const zp = this.g.weight(`${id}.zero_points`, DataType.INT8, [n], async () => new Uint8Array(n));
+      const B = this.g.weight(`${id}.qweight_t`, DataType.INT8, [k, n], weightSources, async () => bytes((await shared()).codes));
+      const scales = this.g.weight(`${id}.scales`, DataType.FLOAT, [n], weightSources, async () => bytes((await shared()).scales));
+      const zp = this.g.weight(`${id}.zero_points`, DataType.INT8, [n], weightSources, async () => new Uint8Array(n));
       y = this.g.op('DynamicQuantizeMatMul', [x, B, scales, zp], {}, { domain: MS_DOMAIN });
     } else if (this.floatType === DataType.FLOAT) {
       // Float32 weights are used where they are mapped (no prepacking), and MLAS packs a MatMul's second operand at
       // every run: as Gemm's transposed B, one row takes a GEMV kernel that packs nothing, and more rows pack their
       // panels from [N, K] faster (test/bench/int8-matmul.ts, form fp32-tb: 3 beams 18.5 -> 7.8 ms per 100 MB,
       // 33 rows 24.8 -> 15.3, the encoder's shape 30.5 -> 26.8, one row unchanged).
-      const W = this.g.weight(`${id}.weight`, this.floatType, [n, k], async () => this.floatBytes(await load()));
+      const W = this.g.weight(`${id}.weight`, this.floatType, [n, k], weightSources, async () => this.floatBytes(await load()));
       y = this.g.op('FusedMatMul', [x, W], { transB: 1 }, { domain: MS_DOMAIN });
     } else {
-      const wT = this.g.weight(`${id}.weight_t${this.suffix()}`, this.floatType, [k, n], async () => this.floatBytes(transpose(await load(), n, k)));
+      const wT = this.g.weight(`${id}.weight_t${this.suffix()}`, this.floatType, [k, n], weightSources, async () => this.floatBytes(transpose(await load(), n, k)));
       y = this.g.matmul(x, wT);
     }
     if (bias) {
-      const b = this.g.weight(`${id}.bias${this.suffix()}`, this.floatType, [n], async () => this.floatBytes(await bias()));
+      const b = this.g.weight(`${id}.bias${this.suffix()}`, this.floatType, [n], biasSources, async () => this.floatBytes(await bias()));
       y = this.g.add(y, b);
     }
     return y;
@@ -199,9 +214,9 @@ export class WeightEmitter {
     const blockSize = blockSizeFor(cols, quant.blockSize);
     const shared = shareOnce(async () => quantizeBlockwise(await this.ckpt.read(name), rows, cols, quant.bits, blockSize), 3);
     const blocks = Math.ceil(cols / blockSize);
-    const data = this.g.weight(`${name}.qdata`, DataType.UINT8, [rows, (cols * quant.bits) / 8], async () => packGatherData(await shared()));
-    const scales = this.g.weight(`${name}.scales`, DataType.FLOAT, [rows, blocks], async () => bytes((await shared()).scales));
-    const zp = this.g.weight(`${name}.zero_points`, DataType.UINT8, [rows, quant.bits === 4 ? Math.ceil(blocks / 2) : blocks], async () => packZeroPoints(await shared()));
+    const data = this.g.weight(`${name}.qdata`, DataType.UINT8, [rows, (cols * quant.bits) / 8], [name], async () => packGatherData(await shared()));
+    const scales = this.g.weight(`${name}.scales`, DataType.FLOAT, [rows, blocks], [name], async () => bytes((await shared()).scales));
+    const zp = this.g.weight(`${name}.zero_points`, DataType.UINT8, [rows, quant.bits === 4 ? Math.ceil(blocks / 2) : blocks], [name], async () => packZeroPoints(await shared()));
     return this.g.op('GatherBlockQuantized', [data, ids, scales, zp], {
       bits: quant.bits,
       block_size: blockSize,

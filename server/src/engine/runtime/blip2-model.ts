@@ -2,6 +2,8 @@ import * as path from 'node:path';
 import { readJson } from '../checkpoint/checkpoint';
 import { parseBlip2Config, parseGenerationConfig, type Blip2Config, type GenerationDefaults } from '../checkpoint/config';
 import { readManifest, type ConvertedManifest } from '../convert/manifest';
+import { onnxDecoderGraph, storesOnnxDecoder } from '../convert/decoder-forms';
+import { damaged } from '../convert/integrity';
 import { readNativeHeader } from '../convert/native-weights';
 import { isQuantized } from '../convert/precision';
 import { VISION_OUTPUTS } from '../graphs/vision-encoder';
@@ -24,6 +26,13 @@ export interface LoadOptions {
    * fraction of a second instead of copying 14 GB (the benchmark measures both).
    */
   prepack?: boolean;
+  /**
+   * Whether a quantized model's vision encoder is repacked for onnxruntime's int8 kernels from an optimized copy made
+   * at the first load (its weights a second time on disk, about 1 GB for blip2-opt-2.7b), or computed from the
+   * converter's weights as they are, each run packing what it multiplies (default: no copy; the benchmark measures
+   * both, see docs/performance.md).
+   */
+  visionCopy?: boolean;
   /**
    * Who computes the int4 decoder on the CPU: 'auto' (default) the native decoder where the conversion has its
    * weights and the CPU one of its vector kernels (AVX-512 VNNI or AVX2), else onnxruntime; 'native' the native
@@ -88,10 +97,15 @@ export class Blip2Model {
       optimizedDir: quantized ? path.join(dir, OPTIMIZED_DIR) : undefined,
       prepack: opts.prepack ?? quantized,
     };
+    // The vision encoder and the token embedding keep no copy by default: a copy holds onnxruntime's packed weights
+    // beside the converter's, twice the disk, for an encoder whose image of 257 rows amortizes its own packing
+    // (docs/performance.md); the embedding is a lookup with nothing to pack.
+    const unpacked: SessionSettings = quantized ? { ...settings, optimizedDir: undefined, prepack: false } : settings;
+    const visionSettings = quantized && opts.visionCopy ? settings : unpacked;
     // The vision encoder opens in a thread of its own while this one opens the decoder: onnxruntime-node blocks the
     // calling thread while it opens a session, and at int4 each large graph takes 1-2 s of single-threaded
     // repacking, so one after the other they took 2.6-2.9 s and side by side 1.9 s (SessionThread).
-    const visionOpening = SessionThread.open(path.join(dir, manifest.graphs.visionEncoder), { ...settings, arena: false });
+    const visionOpening = SessionThread.open(path.join(dir, manifest.graphs.visionEncoder), { ...visionSettings, arena: false });
     // Awaited below, after the decoder: a failure meanwhile is not an unhandled rejection.
     visionOpening.catch(() => undefined);
     let rest = settings;
@@ -101,12 +115,13 @@ export class Blip2Model {
       const vision = await visionOpening;
       if (vision.info.fallbackReason) rest = { ...settings, device: 'cpu' };
     }
+    const embedSettings = rest.device === 'cpu' && quantized ? { ...rest, optimizedDir: undefined, prepack: false } : rest;
     const opened: OpenedSession[] = [];
     try {
       // A lookup of a few rows: a thread pool of its own would only spin beside the decoder's between steps.
-      opened.push(await openSession(path.join(dir, manifest.graphs.embedTokens), { ...rest, threads: 1 }));
+      opened.push(await openSession(path.join(dir, manifest.graphs.embedTokens), { ...embedSettings, threads: 1 }));
       const native = Blip2Model.nativeDecoder(dir, manifest, config, rest, opts.decoder ?? 'auto');
-      if (!native) opened.push(await openSession(path.join(dir, manifest.graphs.decoder), rest));
+      if (!native) opened.push(await openSession(await onnxDecoderGraph(dir, manifest), rest));
       const vision = await visionOpening;
       return new Blip2Model(dir, manifest, config, generation, tokenizer, vision, opened[0], native ?? opened[1]);
     } catch (e) {
@@ -124,12 +139,17 @@ export class Blip2Model {
     const t = config.text;
     const header = readNativeHeader(file);
     // Written by this converter for this model, or the graph decides: a file for other sizes would be misread.
-    if (!header || header.layers !== t.numLayers || header.hidden !== t.hiddenSize || header.heads !== t.numHeads || header.vocab !== manifest.vocabSize) return undefined;
+    if (!header || header.layers !== t.numLayers || header.hidden !== t.hiddenSize || header.heads !== t.numHeads || header.vocab !== manifest.vocabSize) {
+      if (!storesOnnxDecoder(manifest)) throw damaged(dir, [{ name: manifest.graphs.nativeDecoder, problem: 'is not a native decoder weights file for this model' }]);
+      return undefined;
+    }
     try {
       return NativeDecoder.open(file, settings.threads, choice === 'portable' || choice === 'avx2' ? choice : undefined);
     } catch (e) {
-      // Asked for by name it must open; by default onnxruntime's decoder answers instead.
+      // Asked for by name it must open; by default onnxruntime's decoder answers instead, if the conversion stored its
+      // weights: a native file that is the only copy of the weights and does not open is a damaged model.
       if (choice !== 'auto') throw e;
+      if (!storesOnnxDecoder(manifest)) throw damaged(dir, [{ name: manifest.graphs.nativeDecoder!, problem: `cannot be opened (${(e as Error).message})` }]);
       return undefined;
     }
   }

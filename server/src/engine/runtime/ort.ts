@@ -145,9 +145,13 @@ function freeBytesAt(dir: string): number {
  * twice the graph and its `_data` file as the converter writes them (2.0x measured for blip2-opt-2.7b at int4 and
  * int8), with some margin.
  */
-function copyBytesNeeded(file: string): number {
+export function copyBytesNeeded(graphBytes: number): number {
+  return Math.ceil(2.1 * graphBytes) + 16 * 2 ** 20;
+}
+
+function graphBytes(file: string): number {
   const size = (f: string) => (fs.existsSync(f) ? fs.statSync(f).size : 0);
-  return Math.ceil(2.1 * (size(file) + size(externalDataPath(file)))) + 16 * 2 ** 20;
+  return size(file) + size(externalDataPath(file));
 }
 
 /**
@@ -181,7 +185,7 @@ async function openCached(file: string, options: ort.InferenceSession.SessionOpt
   try {
     fs.rmSync(optimized, { force: true });
     fs.mkdirSync(cacheDir, { recursive: true });
-    const needed = copyBytesNeeded(file);
+    const needed = copyBytesNeeded(graphBytes(file));
     const free = freeBytes(cacheDir);
     // A copy that does not fit would fail only after a full load's work, and leave the disk full for everyone else.
     if (free < needed) return { session: await create(file, options), opened: file, cacheNote: slow(`needs about ${formatBytes(needed)} in ${dir}, and its disk has ${formatBytes(free)} free`, 'Free some space on that disk') };

@@ -94,7 +94,7 @@ const LOCK_STALE_MS = 120_000;
 const LOCK_HEARTBEAT_MS = 20_000;
 
 /** undici reports every failure as `TypeError('fetch failed' | 'terminated')` with the system error as its cause. */
-function errorCode(e: unknown): string | undefined {
+export function errorCode(e: unknown): string | undefined {
   let cur: unknown = e;
   for (let depth = 0; cur && depth < 4; depth++) {
     const code = (cur as { code?: unknown }).code;
@@ -104,7 +104,7 @@ function errorCode(e: unknown): string | undefined {
   return undefined;
 }
 
-function isNetworkError(e: unknown): boolean {
+export function isNetworkError(e: unknown): boolean {
   if (!(e instanceof Error)) return false;
   const code = errorCode(e);
   if (code && TLS_CODES.test(code)) return false;
@@ -126,7 +126,7 @@ function normalizeEtag(etag: string): string {
   return etag.replace(/^W\//, '').replace(/^"|"$/g, '');
 }
 
-function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+export function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(new CancelledError());
     const onAbort = () => {
@@ -150,7 +150,7 @@ async function fileSize(p: string): Promise<number> {
 }
 
 /** What the finished file must hash to: the Hub's LFS sha256, or the git blob sha1 of a small file. */
-interface Expected {
+export interface Expected {
   size: number;
   algorithm?: 'sha256' | 'git-sha1';
   digest?: string;
@@ -195,7 +195,7 @@ class RunningDigest {
  * One download of one revision. It remembers the X-Error-Code of the last failed response, because the library
  * turns responses into HubApiError without it, and that header is what tells a gated repo from a missing one.
  */
-class HubSession {
+export class HubSession {
   readonly endpoint: string;
   private readonly origin: string;
   lastErrorCode: string | undefined;
@@ -299,24 +299,20 @@ class HttpError extends Error {
   }
 }
 
-interface PlannedFile {
-  path: string;
-  size: number;
-  etag: string;
-  expected: Expected;
+/** A revision of a Hub repository as the Hub lists it: its commit and its top-level files. */
+export interface HubRevision {
+  hub: HubSession;
+  commit: string;
+  /** The top level's files and folders, by path. */
+  listing: Map<string, ListFileEntry>;
+  layout: CacheLayout;
 }
 
-/**
- * Downloads what the checkpoint needs (never the whole repository: the Salesforce repos also carry PyTorch
- * weights of the same size) into the cache, and points refs/<revision> at the commit once every file is
- * there, so a half-finished download never looks complete to us or to Python.
- */
-export async function downloadCheckpoint(ref: RepoRef, opts: HubDownloadOptions): Promise<DownloadedCheckpoint> {
+/** Asks the Hub which commit a revision is and what files it has (two requests). */
+export async function openHubRevision(ref: RepoRef, opts: HubDownloadOptions): Promise<HubRevision> {
   const hub = new HubSession(ref, opts);
   const layout = cacheLayout(opts.cacheDir, ref.repo);
   throwIfAborted(opts.signal);
-
-  let commit: string;
   const listing = new Map<string, ListFileEntry>();
   try {
     const info = await modelInfo({
@@ -332,16 +328,40 @@ export async function downloadCheckpoint(ref: RepoRef, opts: HubDownloadOptions)
         'Check HF_ENDPOINT, or pass --model with a local checkpoint folder.',
       );
     }
-    commit = info.sha;
-    // Top level only: every file of a transformers checkpoint lives there, and shard names are checked to be plain names.
-    for await (const entry of listFiles({ repo: ref.repo, revision: commit, hubUrl: hub.endpoint, fetch: hub.fetch })) {
-      if (entry.type === 'file') listing.set(entry.path, entry);
-    }
+    // Top level only: every file of a transformers checkpoint lives there, and shard names are checked to be plain
+    // names; folders are listed too (a repository of conversions has one per precision).
+    for await (const entry of listFiles({ repo: ref.repo, revision: info.sha, hubUrl: hub.endpoint, fetch: hub.fetch })) listing.set(entry.path, entry);
+    return { hub, commit: info.sha, listing, layout };
   } catch (e) {
     if (isNetworkError(e) && !opts.signal?.aborted) throw new HubUnreachableError(hub.endpoint, errorCode(e) ?? String(e));
     throw hub.toUserError(e);
   }
+}
 
+/** A file of the repository as it will be fetched: its size, blob name and checksum. */
+export interface PlannedFile {
+  path: string;
+  size: number;
+  etag: string;
+  expected: Expected;
+}
+
+export interface CheckpointFiles {
+  /** Every file the checkpoint needs, weights last. */
+  planned: PlannedFile[];
+  /** The safetensors files. */
+  weights: PlannedFile[];
+  fetcher: FileFetcher;
+  snapshot: string;
+}
+
+/**
+ * Fetches the small files of the checkpoint (configs, tokenizer, the index) into the cache's snapshot and plans the
+ * weights: a repository that is not BLIP-2 is refused here, before any weight moves.
+ */
+export async function fetchCheckpointConfigs(rev: HubRevision, opts: HubDownloadOptions): Promise<CheckpointFiles> {
+  const { hub, commit, listing, layout } = rev;
+  const ref = hub.ref;
   const snapshot = snapshotDir(layout, commit);
   const names = chooseFiles(ref.repo, listing);
   const planned: PlannedFile[] = [];
@@ -363,20 +383,38 @@ export async function downloadCheckpoint(ref: RepoRef, opts: HubDownloadOptions)
     }
     for (const shard of shards) planned.push(await planFile(hub, commit, listing.get(shard)!));
   }
-
   fetcher.total = planned.reduce((sum, f) => sum + f.size, 0);
-  await fetcher.checkDiskSpace(planned);
-
   // Small files first, so a repository that is not BLIP-2 is refused before gigabytes of weights move.
   const weights = planned.filter((f) => f.path.endsWith('.safetensors'));
   for (const file of planned.filter((f) => !weights.includes(f))) {
     await fetcher.ensure(file);
     if (file.path === CONFIG_FILE) await checkBlip2Config(path.join(snapshot, CONFIG_FILE), ref.repo);
   }
-  for (const file of weights) await fetcher.ensure(file);
+  return { planned, weights, fetcher, snapshot };
+}
 
-  await writeRef(layout, ref.revision, commit);
-  return { commit, dir: snapshot };
+/**
+ * Downloads what the checkpoint needs (never the whole repository: the Salesforce repos also carry PyTorch
+ * weights of the same size) into the cache, and points refs/<revision> at the commit once every file is
+ * there, so a half-finished download never looks complete to us or to Python.
+ */
+export async function downloadCheckpoint(
+  ref: RepoRef,
+  opts: HubDownloadOptions & {
+    /** Called once the configs are in and before any weight is fetched (to state the cost, or to stop there). */
+    beforeWeights?: (rev: HubRevision, files: CheckpointFiles) => Promise<void>;
+    /** The revision, when the caller asked the Hub already. */
+    rev?: HubRevision;
+  },
+): Promise<DownloadedCheckpoint> {
+  const rev = opts.rev ?? (await openHubRevision(ref, opts));
+  const files = await fetchCheckpointConfigs(rev, opts);
+  const { planned, weights, fetcher, snapshot } = files;
+  await opts.beforeWeights?.(rev, files);
+  await fetcher.checkDiskSpace(planned);
+  for (const file of weights) await fetcher.ensure(file);
+  await writeRef(rev.layout, ref.revision, rev.commit);
+  return { commit: rev.commit, dir: snapshot };
 }
 
 /** The repository's files that the checkpoint needs, or the sentence saying why this repository cannot serve. */
@@ -402,7 +440,7 @@ function chooseFiles(repo: string, listing: Map<string, ListFileEntry>): string[
 }
 
 /** Blob name and checksum from the listing; the library's `fileDownloadInfo` supplies an etag when a mirror leaves it out. */
-async function planFile(hub: HubSession, commit: string, entry: ListFileEntry): Promise<PlannedFile> {
+export async function planFile(hub: HubSession, commit: string, entry: ListFileEntry): Promise<PlannedFile> {
   if (entry.lfs) {
     return {
       path: entry.path,
@@ -429,7 +467,7 @@ async function planFile(hub: HubSession, commit: string, entry: ListFileEntry): 
 }
 
 /** Fetches planned files into one snapshot, keeping the overall progress. */
-class FileFetcher {
+export class FileFetcher {
   /** Unknown (0) while the index is fetched to learn the shards; nothing is reported until it is set. */
   total = 0;
   private done = 0;
@@ -496,6 +534,18 @@ class FileFetcher {
       if (code === 'ENOSPC' || code === 'EACCES' || code === 'EPERM' || code === 'EROFS') throw cacheWriteError(e, this.layout.cacheDir);
       throw e;
     }
+    if (this.finished.has(file.path)) return;
+    this.report(file, file.size);
+    this.finished.add(file.path);
+    this.done += file.size;
+  }
+
+  /**
+   * Downloads `file` to `target` itself rather than into the cache (a converted model's files go straight into the
+   * model store): resumed from `<target>.incomplete`, checked against the Hub's checksum, renamed into place.
+   */
+  async fetchInto(file: PlannedFile, target: string): Promise<void> {
+    if (!(await isFile(target))) await this.download(file, target);
     if (this.finished.has(file.path)) return;
     this.report(file, file.size);
     this.finished.add(file.path);
@@ -663,7 +713,7 @@ function cacheWriteError(e: unknown, cacheDir: string): UserError {
  * at once). The lock file holds the owner's pid and is touched while held, so a lock left by a crash, or by a
  * pid since reused, is taken over once it is stale.
  */
-async function withLock<T>(file: string, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(file: string, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
   await fs.mkdir(path.dirname(file), { recursive: true });
   for (;;) {
     throwIfAborted(signal);

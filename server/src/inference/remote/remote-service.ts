@@ -1,7 +1,7 @@
 import type { CancellationToken } from 'vscode-languageserver';
 import { isCancelled, UserError } from '../../engine/errors';
 import type { GenerationSettings } from '../../engine/pipeline';
-import type { GenerationResult, InferenceCounters, ModelStatus } from '../../protocol/messages';
+import type { GenerationResult, InferenceCounters, ModelStatus, SetUpPlan } from '../../protocol/messages';
 import { BLIP2_SERVE_OWNER, type ModelCard } from '../../protocol/openai-chat';
 import type { Blip2Settings } from '../../protocol/settings';
 import { AnswerRequests, type SharedRun, type StoredAnswer } from '../answer-requests';
@@ -74,6 +74,21 @@ export class RemoteInferenceService implements InferenceService {
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
     const prompt = { question, history: options.history ?? [] };
     return this.requests.request('answer', image, prompt, generationSettingsFor(this.settings.generation, 'answer'), options.priority, options.onPartial, token);
+  }
+
+  /** Nothing is downloaded or stored here: the server has the model. */
+  async planSetUp(): Promise<SetUpPlan> {
+    const model = await this.servedModel().then((card) => card.id, () => this.current.model);
+    return {
+      model,
+      precision: '',
+      kind: 'ready',
+      downloadBytes: 0,
+      peakDiskBytes: 0,
+      finalDiskBytes: 0,
+      storeDir: '',
+      message: `The BLIP-2 server at ${this.origin} computes: nothing is downloaded or stored on this machine.`,
+    };
   }
 
   /** Nothing to download or convert: set-up asks the server again which model it serves. */

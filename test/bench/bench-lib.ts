@@ -1,5 +1,5 @@
-// What the benchmarks share: the machine they run on, waiting for it to be quiet, child processes with their peak
-// RSS, and the random-weight checkpoint of the real model with its conversions (cached in $BLIP2_BENCH_DIR).
+// What the benchmarks share: the machine's description, waiting for a quiet machine, child processes timed with
+// their peak resident memory (GNU time), and the random-weight checkpoint of the real model with its conversions.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -9,14 +9,6 @@ import { CONVERTER_VERSION } from '../../server/src/engine/convert/manifest';
 import type { Precision } from '../../server/src/engine/convert/precision';
 
 export const ROOT = path.resolve(__dirname, '../..');
-// The real model's configuration; BLIP2_BENCH_CONFIG=test/fixtures/tiny-blip2 makes a dry run of the bench itself.
-export const CONFIG = path.resolve(ROOT, process.env.BLIP2_BENCH_CONFIG ?? 'test/fixtures/blip2-opt-2.7b-config');
-/** Another configuration than the real model's is a dry run: unless told where, it works beside the real one's files, never over them. */
-export const DRY_RUN = CONFIG !== path.join(ROOT, 'test/fixtures/blip2-opt-2.7b-config');
-export const WORK = process.env.BLIP2_BENCH_DIR ?? path.join(os.homedir(), '.cache', 'blip2-bench', ...(DRY_RUN ? [`dry-${path.basename(CONFIG)}`] : []));
-export const CHECKPOINT = path.join(WORK, 'checkpoint-F32-seed0');
-export const THREADS = Number(process.env.BLIP2_BENCH_THREADS ?? 2);
-export const QUIET_WAIT_S = Number(process.env.BLIP2_BENCH_QUIET_WAIT_S ?? 600);
 
 export function log(line: string): void {
   process.stderr.write(line + '\n');
@@ -36,7 +28,7 @@ export interface Machine {
   threads: number;
 }
 
-export function machine(): Machine {
+export function machine(threads: number): Machine {
   const info = fs.readFileSync('/proc/cpuinfo', 'utf8');
   const flags = new Set((/^flags\s*:(.*)$/m.exec(info)?.[1] ?? '').trim().split(/\s+/));
   return {
@@ -53,7 +45,7 @@ export function machine(): Machine {
     node: process.version,
     onnxruntime: ort.env.versions.common,
     os: `${os.type()} ${os.release()}`,
-    threads: THREADS,
+    threads,
   };
 }
 
@@ -63,10 +55,10 @@ export function featureSummary(m: Machine): string {
 }
 
 /** bench/results/<date>-<avx512|avx2|cpu>[-vnni][-amx].json: one file per host kind and day, so hosts do not overwrite each other. */
-export function resultFileName(m: Machine, started: Date, suffix = ''): string {
+export function resultFileName(m: Machine, started: Date, kind = ''): string {
   const isa = m.features.avx512f ? 'avx512' : m.features.avx2 ? 'avx2' : 'cpu';
   const vnni = m.features.avx512_vnni || m.features.avx_vnni ? '-vnni' : '';
-  return `${started.toISOString().slice(0, 10)}-${isa}${vnni}${m.features.amx ? '-amx' : ''}${suffix}.json`;
+  return `${started.toISOString().slice(0, 10)}-${isa}${vnni}${m.features.amx ? '-amx' : ''}${kind ? `-${kind}` : ''}.json`;
 }
 
 export function loadavg(): number[] {
@@ -86,17 +78,17 @@ export async function busyShare(ms = 2000): Promise<number> {
   return 1 - (b.idle - a.idle) / Math.max(1, b.total - a.total);
 }
 
-/** Waits until other processes leave the cores alone (under 10% busy), for up to QUIET_WAIT_S; says so if not. */
-export async function waitForQuiet(what: string): Promise<{ busy: number; waitedS: number; loadavg: number[] }> {
+/** Waits until other processes leave the cores alone (under 10% busy), for up to quietWaitS; says so if not. */
+export async function waitForQuiet(what: string, quietWaitS: number): Promise<{ busy: number; waitedS: number; loadavg: number[] }> {
   const start = Date.now();
   let busy = await busyShare();
   let told = false;
-  while (busy > 0.1 && (Date.now() - start) / 1000 < QUIET_WAIT_S) {
+  while (busy > 0.1 && (Date.now() - start) / 1000 < quietWaitS) {
     if (!told) log(`  waiting for a quiet machine before ${what} (others use ${(busy * 100).toFixed(0)}% of the cores) ...`);
     told = true;
     busy = await busyShare(5000);
   }
-  if (busy > 0.1) log(`  still ${(busy * 100).toFixed(0)}% busy after ${QUIET_WAIT_S} s; measuring ${what} anyway`);
+  if (busy > 0.1) log(`  still ${(busy * 100).toFixed(0)}% busy after ${quietWaitS} s; measuring ${what} anyway`);
   return { busy, waitedS: (Date.now() - start) / 1000, loadavg: loadavg() };
 }
 
@@ -152,6 +144,11 @@ export function runChild<T>(cmd: string, args: string[], opts: { env?: NodeJS.Pr
 
 export const tsx = (script: string, ...args: string[]): [string, string[]] => [process.execPath, ['--import', 'tsx', path.join(ROOT, script), ...args]];
 
+export const WORK = process.env.BLIP2_BENCH_DIR ?? path.join(os.homedir(), '.cache', 'blip2-bench');
+// The real model's configuration; BLIP2_BENCH_CONFIG=test/fixtures/tiny-blip2 (with its own BLIP2_BENCH_DIR) makes a dry run.
+export const CONFIG = path.resolve(ROOT, process.env.BLIP2_BENCH_CONFIG ?? 'test/fixtures/blip2-opt-2.7b-config');
+export const CHECKPOINT = path.join(WORK, 'checkpoint-F32-seed0');
+
 // ---------------------------------------------------------------------------------------------------------------
 // Checkpoint and conversions
 
@@ -176,7 +173,7 @@ export interface Conversion {
   cached: boolean;
 }
 
-export async function ensureConverted(p: Precision): Promise<Conversion | undefined> {
+export async function ensureConverted(p: Precision, quietWaitS: number): Promise<Conversion | undefined> {
   const dir = path.join(WORK, `converted-v${CONVERTER_VERSION}-${p}`);
   const record = `${dir}.conversion.json`;
   if (fs.existsSync(record) && fs.existsSync(path.join(dir, 'blip2-onnx.json'))) {
@@ -184,7 +181,7 @@ export async function ensureConverted(p: Precision): Promise<Conversion | undefi
   }
   fs.rmSync(dir, { recursive: true, force: true });
   log(`${p}: converting ...`);
-  await waitForQuiet(`converting ${p}`);
+  await waitForQuiet(`converting ${p}`, quietWaitS);
   const r = await runChild<{ seconds: number }>(...tsx('test/bench/convert-checkpoint.ts', CHECKPOINT, dir, p));
   if (!r.ok) {
     log(`${p}: conversion failed: ${r.error}`);
