@@ -15,7 +15,7 @@ import { CodeServer } from './lib/code-server';
 import { e2eTools, referenceImagesDir, resultsDir } from './lib/env';
 import { EngineOracle, type Expected } from './lib/expected';
 import { packagedVsix } from './lib/vsix';
-import { closeCodeServer, openInCodeServer, QUIET_WINDOW_SETTINGS, squash, Steps, type Workbench } from './lib/workbench';
+import { closeCodeServer, openInCodeServer, poll, QUIET_WINDOW_SETTINGS, squash, Steps, type Workbench } from './lib/workbench';
 
 const outDir = path.join(resultsDir, 'e2e-server');
 const IMAGES = ['astronaut.png', 'rocket.jpg', 'cat.png'];
@@ -181,12 +181,3 @@ describe('BLIP-2 in VS Code with a BLIP-2 server (blip2 serve on loopback)', { t
       await wb.screenshot('local-model-again');
     }));
 });
-
-async function poll(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check().catch(() => false)) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}

@@ -5,9 +5,10 @@ import type { GenerationSettings } from '../engine/pipeline';
 import { readImageFile } from '../engine/preprocess/image-file';
 import { chatPrompt } from '../engine/preprocess/prompts';
 import type { GenerationResult } from '../protocol/messages';
-import type { GenerationKind } from './generation-settings';
+import type { Blip2Settings } from '../protocol/settings';
+import { generationSettingsFor, type GenerationKind } from './generation-settings';
 import { cacheKey, type ResultCache } from './result-cache';
-import type { ImageSource, Priority } from './types';
+import type { AskOptions, CaptionOptions, ImageSource, Priority } from './types';
 import type { ImageBytes, PromptSpec } from './worker-protocol';
 
 /** A caption or an answer as the cache keeps it. */
@@ -57,6 +58,18 @@ export class AnswerRequests {
   /** Runs under way. */
   get running(): number {
     return this.inflight.size;
+  }
+
+  /** A caption with the user's generation settings (the alternatives too when asked), or the prompt given. */
+  caption(g: Blip2Settings['generation'], image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult> {
+    const kind = options.alternatives ? 'alternatives' : 'caption';
+    return this.request(kind, image, { text: options.prompt ?? g.captionPrompt }, generationSettingsFor(g, kind), options.priority, undefined, token);
+  }
+
+  /** An answer to a question about the image, after the chat's earlier turns. */
+  ask(g: Blip2Settings['generation'], image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
+    const prompt = { question, history: options.history ?? [] };
+    return this.request('answer', image, prompt, generationSettingsFor(g, 'answer'), options.priority, options.onPartial, token);
   }
 
   async request(

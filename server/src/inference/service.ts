@@ -7,7 +7,6 @@ import type { GenerationSettings } from '../engine/pipeline';
 import type { GenerationResult, InferenceCounters, ModelStatus, SetUpPlan } from '../protocol/messages';
 import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
 import { AnswerRequests, type SharedRun, type StoredAnswer } from './answer-requests';
-import { generationSettingsFor } from './generation-settings';
 import { cacheKey, ResultCache } from './result-cache';
 import { EngineChoice } from './engine-choice';
 import { InferenceEngine } from './engine';
@@ -71,15 +70,13 @@ class WorkerInferenceService implements InferenceService {
   // ---- InferenceService ----
 
   caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult> {
-    const prompt = options.prompt ?? this.settings.generation.captionPrompt;
-    const kind = options.alternatives ? 'alternatives' : 'caption';
-    return this.requests.request(kind, image, { text: prompt }, generationSettingsFor(this.settings.generation, kind), options.priority, undefined, token);
+    return this.requests.caption(this.settings.generation, image, options, token);
   }
 
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
-    const prompt = { question, history: options.history ?? [] };
-    return this.requests.request('answer', image, prompt, generationSettingsFor(this.settings.generation, 'answer'), options.priority, options.onPartial, token);
+    return this.requests.ask(this.settings.generation, image, question, options, token);
   }
+
 
   async planSetUp(model: string | undefined, token: CancellationToken): Promise<SetUpPlan> {
     const controller = new AbortController();

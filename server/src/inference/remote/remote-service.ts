@@ -5,7 +5,6 @@ import type { GenerationResult, InferenceCounters, ModelStatus, SetUpPlan } from
 import { BLIP2_SERVE_OWNER, type ModelCard } from '../../protocol/openai-chat';
 import type { Blip2Settings } from '../../protocol/settings';
 import { AnswerRequests, type SharedRun, type StoredAnswer } from '../answer-requests';
-import { generationSettingsFor } from '../generation-settings';
 import { ResultCache } from '../result-cache';
 import type { AskOptions, CaptionOptions, ImageSource, InferenceService, SetUpReporter } from '../types';
 import type { ImageBytes, PromptSpec } from '../worker-protocol';
@@ -66,15 +65,13 @@ export class RemoteInferenceService implements InferenceService {
   }
 
   caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult> {
-    const prompt = options.prompt ?? this.settings.generation.captionPrompt;
-    const kind = options.alternatives ? 'alternatives' : 'caption';
-    return this.requests.request(kind, image, { text: prompt }, generationSettingsFor(this.settings.generation, kind), options.priority, undefined, token);
+    return this.requests.caption(this.settings.generation, image, options, token);
   }
 
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
-    const prompt = { question, history: options.history ?? [] };
-    return this.requests.request('answer', image, prompt, generationSettingsFor(this.settings.generation, 'answer'), options.priority, options.onPartial, token);
+    return this.requests.ask(this.settings.generation, image, question, options, token);
   }
+
 
   /** Nothing is downloaded or stored here: the server has the model. */
   async planSetUp(): Promise<SetUpPlan> {
