@@ -6,8 +6,9 @@
 //   npm run package -- --out some/dir        where the .vsix goes (default: out/)
 //
 // .vscodeignore is an allowlist written for linux-x64; for another target this script rewrites its platform
-// lines into out/vscodeignore-<target> and hands that to vsce. Prints the VSIX's path on stdout (all else on
-// stderr).
+// lines into out/vscodeignore-<target> and hands that to vsce. The VSIX's readme (its Details page on the
+// Marketplace) is media/marketplace/README.md, a page for users; the repository's README.md is for developers.
+// Prints the VSIX's path on stdout (all else on stderr).
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -16,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
+/** The Details page: what the extension does and needs, for someone deciding whether to install it. */
+const MARKETPLACE_README = 'media/marketplace/README.md';
 const BUNDLES = ['dist/extension.js', 'dist/server.js', 'dist/worker.js', 'dist/parse-worker.js', 'dist/session-worker.js', 'dist/stream-worker.js', 'dist/cli.js'];
 
 function fail(message) {
@@ -81,10 +84,13 @@ function ignoreFileFor(target, layout, outDir) {
   return file;
 }
 
-function run(cmd, args) {
+/** Runs a tool with its output on stderr; returns that output when `capture` is set (it is still shown). */
+function run(cmd, args, { capture = false } = {}) {
   // The tools' own output goes to stderr: stdout carries only the VSIX's path, for scripts.
-  const r = spawnSync(cmd, args, { cwd: root, stdio: ['ignore', 2, 2] });
+  const r = spawnSync(cmd, args, { cwd: root, stdio: ['ignore', capture ? 'pipe' : 2, capture ? 'pipe' : 2], encoding: 'utf8' });
+  if (capture) process.stderr.write(`${r.stdout ?? ''}${r.stderr ?? ''}`);
   if (r.status !== 0) fail(`${path.basename(cmd)} ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`})`);
+  return capture ? `${r.stdout}${r.stderr}` : '';
 }
 
 const args = parseArgs(process.argv.slice(2));
@@ -106,14 +112,21 @@ if (stale.length) fail(`the build did not write ${stale.join(', ')} (is its sour
 //    dependencies, and the allowlist keeps only the native runtime pieces of them.
 const ignoreFile = ignoreFileFor(target, layout, args.out);
 const vsix = path.join(args.out, `${manifest.name}-${manifest.version}-${target}.vsix`);
-const vsceArgs = ['package', '--target', target, '--out', vsix, '--ignoreFile', ignoreFile, '--no-rewrite-relative-links'];
-if (!manifest.repository) vsceArgs.push('--allow-missing-repository');
+const vsceArgs = ['package', '--target', target, '--out', vsix, '--ignoreFile', ignoreFile, '--readme-path', MARKETPLACE_README];
+// With a repository vsce points the changelog's relative links at it, and checks that the readme's images are https.
+if (!manifest.repository) vsceArgs.push('--allow-missing-repository', '--no-rewrite-relative-links');
 if (!['LICENSE', 'LICENSE.md', 'LICENSE.txt'].some((f) => fs.existsSync(path.join(root, f)))) {
   console.warn('package: warning: no LICENSE file; packaging without one');
   vsceArgs.push('--skip-license');
 }
 const vsceBin = path.join(path.dirname(require.resolve('@vscode/vsce/package.json')), 'vsce');
-run(process.execPath, [vsceBin, ...vsceArgs]);
+const vsceOutput = run(process.execPath, [vsceBin, ...vsceArgs], { capture: true });
+// A vsce warning (" WARNING ", or "::warning::" under GitHub Actions) names something the Marketplace would show
+// wrongly or a user would pay for: fix its cause rather than ship with it.
+if (/\bWARNING\b|::warning::/.test(vsceOutput)) {
+  fs.rmSync(vsix, { force: true });
+  fail('vsce printed a warning (above); fix its cause rather than package with it');
+}
 
 const bytes = fs.statSync(vsix).size;
 console.error(`package: ${target}: ${(bytes / 1024 / 1024).toFixed(1)} MB`);

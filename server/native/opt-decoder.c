@@ -1,14 +1,17 @@
-// OPT's decoder on the CPU over 4-bit weights, for the int4 precision: onnxruntime 1.30's 4-bit kernel reads a
-// decoding step's weights at about half the memory's speed on some CPUs (README, "Kernels beyond onnxruntime
-// 1.30"), and this one at nearly all of it. Loaded through koffi by server/src/engine/runtime/native-decoder.ts;
-// the weights file is written by server/src/engine/convert/native-weights.ts, whose layout this mirrors.
+// OPT's decoder on the CPU over 4-bit or 8-bit weights, for the int4 and int8 precisions: onnxruntime 1.30's 4-bit
+// kernel reads a decoding step's weights at about half the memory's speed on some CPUs (README, "Kernels beyond
+// onnxruntime 1.30"), and this one at nearly all of it. Loaded through koffi by
+// server/src/engine/runtime/native-decoder.ts; the weights file is written by
+// server/src/engine/convert/native-weights.ts, whose layout this mirrors.
 //
-// Layout of a 4-bit linear y = x·Wᵀ + b, W [N, K]: columns in groups of 16, K in blocks of `block` values.
-// Per group and block, block/8 chunks of 64 bytes: for each of the 16 columns 4 bytes, byte t holding value t
-// (low nibble) and value t + 4 (high nibble) of the chunk's 8. One 32-bit lane of a VNNI dot product is then one
-// column, and the 4 activations it multiplies are one broadcast. Then per group and block the 16 scales, and the
-// 16 scale × zero point products. Activations are quantized to int8 per block, symmetric, as onnxruntime's
-// MatMulNBits accuracy level 4 does.
+// Layout of a linear y = x·Wᵀ + b, W [N, K]: columns in groups of 16, K in blocks of `block` values, each block in
+// chunks of 8 values. 4 bits: a chunk is 64 bytes, for each of the 16 columns 4 bytes, byte t holding value t (low
+// nibble) and value t + 4 (high nibble). 8 bits: a chunk is 128 bytes, values 0-3 of the 16 columns (4 bytes each)
+// and then their values 4-7. Either way one 32-bit lane of a VNNI dot product is one column, the 4 activations it
+// multiplies are one broadcast, and the two widths differ only in how a chunk becomes its two vectors of codes.
+// Then per group and block the 16 scales, and the 16 scale × zero point products. Codes are unsigned with a zero
+// point per block (MatMulNBits' quantization). Activations are quantized to int8 per block, symmetric, as
+// onnxruntime's MatMulNBits accuracy level 4 does.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -28,7 +31,8 @@
 #endif
 
 #define MAGIC "BLIP2OPT"
-#define VERSION 1u
+// Version 2 names the weights' bits; version 1 (converter version 6's int4 files) had no such field and 4 bits.
+#define VERSION 2u
 #define COLS 16
 #define PER_LAYER 20
 #define FINAL 6
@@ -39,7 +43,7 @@
 #define KERNEL_AVX512_VNNI 2
 
 typedef struct {
-  int n, k, block;
+  int n, k, block, bits;
   const uint8_t *w;
   const float *s, *zs, *bias;
 } Linear;
@@ -49,10 +53,13 @@ typedef struct {
   Linear qkv, out, fc1, fc2;
 } Layer;
 
-// One row's activations for a linear: int8 codes, and per block the scale and the scale × sum of the codes.
+// One row's activations for a linear: int8 codes, and per block the scale and the sum of the codes. The codes are
+// -127..127 (the 8-bit AVX2 kernel relies on it), but for a block whose scale is denormal, whose inverse overflows:
+// whatever they are there, that scale (under 1e-38) makes them nothing.
 typedef struct {
   int8_t *a;
-  float *sa, *sasum;
+  float *sa;
+  int32_t *sum;
 } Quantized;
 
 typedef struct Pool Pool;
@@ -169,7 +176,7 @@ static void pool_stop(Pool *p) {
 }
 
 // --------------------------------------------------------------------------------------------------------------
-// 4-bit linears.
+// Linears.
 
 static void quantize(const float *x, int k, int block, Quantized *q) {
   for (int b = 0; b < k / block; b++) {
@@ -184,7 +191,7 @@ static void quantize(const float *x, int k, int block, Quantized *q) {
       sum += c;
     }
     q->sa[b] = scale;
-    q->sasum[b] = scale * (float)sum;
+    q->sum[b] = sum;
   }
 }
 
@@ -214,10 +221,26 @@ static __attribute__((target("avx2,fma"))) void quantize_avx2(const float *x, in
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
     q->sa[b] = scale;
-    q->sasum[b] = scale * (float)_mm_cvtsi128_si32(t);
+    q->sum[b] = _mm_cvtsi128_si32(t);
   }
 }
 #endif
+
+// A chunk (8 values of K for 16 columns) is 64 bytes at 4 bits and 128 at 8.
+#define CHUNK_BYTES(bits) (COLS * (bits))
+
+// The chunks of group g (16 columns) and block b.
+static inline const uint8_t *weights_at(const Linear *l, int g, int b) {
+  const int nb = l->k / l->block;
+  return l->w + ((size_t)g * nb + b) * (size_t)(l->block / 8) * CHUNK_BYTES(l->bits);
+}
+
+// Column c's code for value t (0-7) of the chunk at w.
+static inline int code_at(const uint8_t *w, int bits, int c, int t) {
+  if (bits == 8) return w[(t >> 2) * 64 + c * 4 + (t & 3)];
+  const uint8_t byte = w[c * 4 + (t & 3)];
+  return t < 4 ? byte & 15 : byte >> 4;
+}
 
 // Portable: any CPU, and the reference the vector kernels are tested against.
 static void linear_groups_scalar(const Linear *l, const Quantized *q, int rows, float *y, int g0, int g1) {
@@ -227,41 +250,52 @@ static void linear_groups_scalar(const Linear *l, const Quantized *q, int rows, 
       float acc[COLS] = {0};
       for (int b = 0; b < nb; b++) {
         int32_t d[COLS] = {0};
-        const uint8_t *w = l->w + ((size_t)g * nb + b) * chunks * 64;
+        const uint8_t *w = weights_at(l, g, b);
         const int8_t *a = q[r].a + b * l->block;
         for (int j = 0; j < chunks; j++)
           for (int c = 0; c < COLS; c++)
-            for (int t = 0; t < 4; t++) {
-              const uint8_t byte = w[j * 64 + c * 4 + t];
-              d[c] += (byte & 15) * a[j * 8 + t] + (byte >> 4) * a[j * 8 + 4 + t];
-            }
+            for (int t = 0; t < 8; t++) d[c] += code_at(w + j * CHUNK_BYTES(l->bits), l->bits, c, t) * a[j * 8 + t];
         const float *s = l->s + ((size_t)g * nb + b) * COLS, *zs = l->zs + ((size_t)g * nb + b) * COLS;
-        for (int c = 0; c < COLS; c++) acc[c] += (float)d[c] * s[c] * q[r].sa[b] - zs[c] * q[r].sasum[b];
+        const float sasum = q[r].sa[b] * (float)q[r].sum[b];
+        for (int c = 0; c < COLS; c++) acc[c] += (float)d[c] * s[c] * q[r].sa[b] - zs[c] * sasum;
       }
       for (int c = 0; c < COLS; c++) y[(size_t)r * l->n + g * COLS + c] = acc[c] + (l->bias ? l->bias[g * COLS + c] : 0.f);
     }
 }
 
+typedef void (*Tile)(const Linear *l, const Quantized *q, float *y, int g);
+
 #if defined(__x86_64__)
-// Two groups (32 columns) by R rows at a time: each 64-byte chunk is loaded and split into nibbles once for the R
-// rows, and 2 x R x 2 independent accumulators hide the dot products' latency.
-#define TILE(R)                                                                                                    \
-  static __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile##R(const Linear *l, const Quantized *q,  \
-                                                                              float *y, int g) {                    \
+// A chunk of 16 columns as two vectors of unsigned codes: values 0-3 and 4-7, 4 bytes per column.
+static inline __attribute__((target("avx512f,avx512bw"), always_inline)) void chunk512(const uint8_t *w, int bits, __m512i *lo, __m512i *hi) {
+  if (bits == 8) {
+    *lo = _mm512_loadu_si512(w);
+    *hi = _mm512_loadu_si512(w + 64);
+    return;
+  }
+  const __m512i x = _mm512_loadu_si512(w), lo4 = _mm512_set1_epi8(0x0F);
+  *lo = _mm512_and_si512(x, lo4);
+  *hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), lo4);
+}
+
+// Two groups (32 columns) by R rows at a time: each chunk is loaded (and at 4 bits split into nibbles) once for the R
+// rows, and 2 x R x 2 independent accumulators hide the dot products' latency. vpdpbusd adds its four u8 × s8
+// products into 32 bits without saturating, so 8-bit codes need nothing more than 4-bit ones.
+#define TILE(BITS, R)                                                                                               \
+  static __attribute__((target("avx512f,avx512bw,avx512vnni"))) void tile##BITS##_##R(                             \
+      const Linear *l, const Quantized *q, float *y, int g) {                                                       \
     const int nb = l->k / l->block, chunks = l->block / 8;                                                          \
     const int two = (g + 1) * COLS < l->n;                                                                          \
-    const __m512i lo4 = _mm512_set1_epi8(0x0F);                                                                     \
     __m512 acc[2][R];                                                                                               \
     for (int r = 0; r < R; r++) acc[0][r] = acc[1][r] = _mm512_setzero_ps();                                        \
     for (int b = 0; b < nb; b++) {                                                                                  \
-      const uint8_t *w0 = l->w + ((size_t)g * nb + b) * chunks * 64, *w1 = w0 + (size_t)nb * chunks * 64;          \
+      const uint8_t *w0 = weights_at(l, g, b), *w1 = two ? weights_at(l, g + 1, b) : w0;                            \
       __m512i lo[2][R], hi[2][R];                                                                                   \
       for (int r = 0; r < R; r++) lo[0][r] = hi[0][r] = lo[1][r] = hi[1][r] = _mm512_setzero_si512();               \
       for (int j = 0; j < chunks; j++) {                                                                            \
-        const __m512i x0 = _mm512_loadu_si512(w0 + j * 64);                                                         \
-        const __m512i x0l = _mm512_and_si512(x0, lo4), x0h = _mm512_and_si512(_mm512_srli_epi16(x0, 4), lo4);       \
-        const __m512i x1 = two ? _mm512_loadu_si512(w1 + j * 64) : x0;                                              \
-        const __m512i x1l = _mm512_and_si512(x1, lo4), x1h = _mm512_and_si512(_mm512_srli_epi16(x1, 4), lo4);       \
+        __m512i x0l, x0h, x1l, x1h;                                                                                 \
+        chunk512(w0 + j * CHUNK_BYTES(BITS), BITS, &x0l, &x0h);                                                     \
+        chunk512(w1 + j * CHUNK_BYTES(BITS), BITS, &x1l, &x1h);                                                     \
         for (int r = 0; r < R; r++) {                                                                               \
           const int8_t *a = q[r].a + b * l->block + j * 8;                                                          \
           int32_t alo, ahi;                                                                                         \
@@ -275,12 +309,12 @@ static void linear_groups_scalar(const Linear *l, const Quantized *q, int rows, 
         }                                                                                                           \
       }                                                                                                             \
       for (int h = 0; h < 2; h++) {                                                                                 \
-        const size_t o = ((size_t)(g + h) * nb + b) * COLS;                                                        \
+        const size_t o = ((size_t)(g + h) * nb + b) * COLS;                                                         \
         const __m512 s = _mm512_loadu_ps(l->s + o), zs = _mm512_loadu_ps(l->zs + o);                                \
         for (int r = 0; r < R; r++) {                                                                               \
           const __m512 d = _mm512_cvtepi32_ps(_mm512_add_epi32(lo[h][r], hi[h][r]));                                \
           acc[h][r] = _mm512_fmadd_ps(d, _mm512_mul_ps(s, _mm512_set1_ps(q[r].sa[b])), acc[h][r]);                  \
-          acc[h][r] = _mm512_fnmadd_ps(zs, _mm512_set1_ps(q[r].sasum[b]), acc[h][r]);                               \
+          acc[h][r] = _mm512_fnmadd_ps(zs, _mm512_set1_ps(q[r].sa[b] * (float)q[r].sum[b]), acc[h][r]);             \
         }                                                                                                           \
         if (!two) break;                                                                                            \
       }                                                                                                             \
@@ -290,64 +324,92 @@ static void linear_groups_scalar(const Linear *l, const Quantized *q, int rows, 
       for (int r = 0; r < R; r++) _mm512_storeu_ps(y + (size_t)r * l->n + (g + h) * COLS, _mm512_add_ps(acc[h][r], bias)); \
     }                                                                                                               \
   }
-TILE(1)
-TILE(2)
-TILE(3)
-TILE(4)
+TILE(4, 1)
+TILE(4, 2)
+TILE(4, 3)
+TILE(4, 4)
+TILE(8, 1)
+TILE(8, 2)
+TILE(8, 3)
+TILE(8, 4)
+static const Tile tiles_vnni[2][4] = {{tile4_1, tile4_2, tile4_3, tile4_4}, {tile8_1, tile8_2, tile8_3, tile8_4}};
 
-// Groups outside, rows inside: a pair of groups' weights (K/4 bytes each) is read from memory once and from the
-// cache for every further tile of 4 rows, so a 33-row prefill streams the weights once, not 9 times.
+// Groups outside, rows inside: a pair of groups' weights (8K bytes each at 4 bits, 16K at 8) is read from memory once
+// and from the cache for every further tile of 4 rows, so a 33-row prefill streams the weights once, not 9 times.
 static void linear_groups_vnni(const Linear *l, const Quantized *q, int rows, float *y, int g0, int g1) {
-  for (int g = g0; g < g1; g += 2) {
-    for (int r = 0; r < rows; r += 4) {
-      float *yr = y + (size_t)r * l->n;
-      switch (rows - r < 4 ? rows - r : 4) {
-        case 1: tile1(l, q + r, yr, g); break;
-        case 2: tile2(l, q + r, yr, g); break;
-        case 3: tile3(l, q + r, yr, g); break;
-        default: tile4(l, q + r, yr, g); break;
-      }
-    }
-  }
+  const Tile *tile = tiles_vnni[l->bits == 8];
+  for (int g = g0; g < g1; g += 2)
+    for (int r = 0; r < rows; r += 4) tile[(rows - r < 4 ? rows - r : 4) - 1](l, q + r, y + (size_t)r * l->n, g);
 }
 
-// AVX2 without VNNI (most laptops): one group of 16 columns, as two vectors of 8, by R rows. vpmaddubsw multiplies
-// the unsigned nibbles by the signed activations into 16-bit pairs (at most 2 x 15 x 127, and the low and high
-// nibbles' sum 7620: no saturation), vpmaddwd by ones widens them to one 32-bit sum per column.
-#define TILE_AVX2(R)                                                                                               \
-  static __attribute__((target("avx2,fma"))) void tile_avx2_##R(const Linear *l, const Quantized *q, float *y,       \
-                                                                 int g) {                                           \
+// One half (8 columns) of a chunk for AVX2, ready for vpmaddubsw's unsigned operand: values 0-3 and 4-7. At 8 bits
+// also the codes minus 128 as signed bytes (see chunk_dot_avx2), and the magnitudes.
+typedef struct {
+  __m256i lo, hi, slo, shi;
+} Half;
+
+static inline __attribute__((target("avx2"), always_inline)) Half half256(const uint8_t *w, int bits, int h) {
+  Half x;
+  if (bits == 8) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    x.slo = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + 32 * h)), flip);
+    x.shi = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + 64 + 32 * h)), flip);
+    x.lo = _mm256_abs_epi8(x.slo);
+    x.hi = _mm256_abs_epi8(x.shi);
+    return x;
+  }
+  const __m256i v = _mm256_loadu_si256((const __m256i *)(w + 32 * h)), lo4 = _mm256_set1_epi8(0x0F);
+  x.lo = _mm256_and_si256(v, lo4);
+  x.hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+  x.slo = x.shi = _mm256_setzero_si256();
+  return x;
+}
+
+// Each column's sum over the chunk of code × activation, vl and vh broadcasting activations 0-3 and 4-7. vpmaddubsw
+// adds two u8 × s8 products into a saturating int16. Nibbles cannot reach its limit (2 x 15 x 127, and the low and
+// high halves' sum 7620). 8-bit codes could (2 x 255 x 127 = 64770), so they go in as codes - 128, a signed byte c:
+// |c| (at most 128) times the activation with c's sign (vpsignb; activations are -127..127, so that never
+// overflows) is c × a, and two of them at most 2 x 128 x 127 = 32512. The kernel adds the 128 × Σa back per block.
+static inline __attribute__((target("avx2"), always_inline)) __m256i chunk_dot_avx2(int bits, Half x, __m256i vl, __m256i vh) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if (bits == 8) {
+    const __m256i pl = _mm256_maddubs_epi16(x.lo, _mm256_sign_epi8(vl, x.slo));
+    const __m256i ph = _mm256_maddubs_epi16(x.hi, _mm256_sign_epi8(vh, x.shi));
+    return _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones));
+  }
+  return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(x.lo, vl), _mm256_maddubs_epi16(x.hi, vh)), ones);
+}
+
+// AVX2 without VNNI (most laptops): one group of 16 columns, as two vectors of 8, by R rows.
+#define TILE_AVX2(BITS, R)                                                                                          \
+  static __attribute__((target("avx2,fma"))) void tile_avx2_##BITS##_##R(const Linear *l, const Quantized *q,      \
+                                                                          float *y, int g) {                       \
     const int nb = l->k / l->block, chunks = l->block / 8;                                                          \
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);                                        \
     __m256 acc[2][R];                                                                                               \
     for (int r = 0; r < R; r++) acc[0][r] = acc[1][r] = _mm256_setzero_ps();                                        \
     for (int b = 0; b < nb; b++) {                                                                                  \
-      const uint8_t *w = l->w + ((size_t)g * nb + b) * chunks * 64;                                                 \
+      const uint8_t *w = weights_at(l, g, b);                                                                       \
       __m256i d[2][R];                                                                                              \
       for (int r = 0; r < R; r++) d[0][r] = d[1][r] = _mm256_setzero_si256();                                       \
       for (int j = 0; j < chunks; j++) {                                                                            \
-        const __m256i xa = _mm256_loadu_si256((const __m256i *)(w + j * 64));                                       \
-        const __m256i xb = _mm256_loadu_si256((const __m256i *)(w + j * 64 + 32));                                  \
-        const __m256i al = _mm256_and_si256(xa, lo4), ah = _mm256_and_si256(_mm256_srli_epi16(xa, 4), lo4);         \
-        const __m256i bl = _mm256_and_si256(xb, lo4), bh = _mm256_and_si256(_mm256_srli_epi16(xb, 4), lo4);         \
+        const Half xa = half256(w + j * CHUNK_BYTES(BITS), BITS, 0), xb = half256(w + j * CHUNK_BYTES(BITS), BITS, 1); \
         for (int r = 0; r < R; r++) {                                                                               \
           const int8_t *a = q[r].a + b * l->block + j * 8;                                                          \
           int32_t alo, ahi;                                                                                         \
           memcpy(&alo, a, 4);                                                                                       \
           memcpy(&ahi, a + 4, 4);                                                                                   \
           const __m256i vl = _mm256_set1_epi32(alo), vh = _mm256_set1_epi32(ahi);                                   \
-          const __m256i pa = _mm256_add_epi16(_mm256_maddubs_epi16(al, vl), _mm256_maddubs_epi16(ah, vh));         \
-          const __m256i pb = _mm256_add_epi16(_mm256_maddubs_epi16(bl, vl), _mm256_maddubs_epi16(bh, vh));         \
-          d[0][r] = _mm256_add_epi32(d[0][r], _mm256_madd_epi16(pa, ones));                                         \
-          d[1][r] = _mm256_add_epi32(d[1][r], _mm256_madd_epi16(pb, ones));                                         \
+          d[0][r] = _mm256_add_epi32(d[0][r], chunk_dot_avx2(BITS, xa, vl, vh));                                    \
+          d[1][r] = _mm256_add_epi32(d[1][r], chunk_dot_avx2(BITS, xb, vl, vh));                                    \
         }                                                                                                           \
       }                                                                                                             \
       const size_t o = ((size_t)g * nb + b) * COLS;                                                                 \
       for (int h = 0; h < 2; h++) {                                                                                 \
         const __m256 s = _mm256_loadu_ps(l->s + o + h * 8), zs = _mm256_loadu_ps(l->zs + o + h * 8);                \
         for (int r = 0; r < R; r++) {                                                                               \
+          if (BITS == 8) d[h][r] = _mm256_add_epi32(d[h][r], _mm256_set1_epi32(128 * q[r].sum[b]));                 \
           acc[h][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[h][r]), _mm256_mul_ps(s, _mm256_set1_ps(q[r].sa[b])), acc[h][r]); \
-          acc[h][r] = _mm256_fnmadd_ps(zs, _mm256_set1_ps(q[r].sasum[b]), acc[h][r]);                               \
+          acc[h][r] = _mm256_fnmadd_ps(zs, _mm256_set1_ps(q[r].sa[b] * (float)q[r].sum[b]), acc[h][r]);             \
         }                                                                                                           \
       }                                                                                                             \
     }                                                                                                               \
@@ -356,21 +418,18 @@ static void linear_groups_vnni(const Linear *l, const Quantized *q, int rows, fl
       for (int r = 0; r < R; r++) _mm256_storeu_ps(y + (size_t)r * l->n + g * COLS + h * 8, _mm256_add_ps(acc[h][r], bias)); \
     }                                                                                                               \
   }
-TILE_AVX2(1)
-TILE_AVX2(2)
-TILE_AVX2(3)
+TILE_AVX2(4, 1)
+TILE_AVX2(4, 2)
+TILE_AVX2(4, 3)
+TILE_AVX2(8, 1)
+TILE_AVX2(8, 2)
+TILE_AVX2(8, 3)
+static const Tile tiles_avx2[2][3] = {{tile_avx2_4_1, tile_avx2_4_2, tile_avx2_4_3}, {tile_avx2_8_1, tile_avx2_8_2, tile_avx2_8_3}};
 
 static void linear_groups_avx2(const Linear *l, const Quantized *q, int rows, float *y, int g0, int g1) {
-  for (int g = g0; g < g1; g++) {
-    for (int r = 0; r < rows; r += 3) {
-      float *yr = y + (size_t)r * l->n;
-      switch (rows - r < 3 ? rows - r : 3) {
-        case 1: tile_avx2_1(l, q + r, yr, g); break;
-        case 2: tile_avx2_2(l, q + r, yr, g); break;
-        default: tile_avx2_3(l, q + r, yr, g); break;
-      }
-    }
-  }
+  const Tile *tile = tiles_avx2[l->bits == 8];
+  for (int g = g0; g < g1; g++)
+    for (int r = 0; r < rows; r += 3) tile[(rows - r < 3 ? rows - r : 3) - 1](l, q + r, y + (size_t)r * l->n, g);
 }
 #endif
 
@@ -399,6 +458,18 @@ static void linear_part(void *arg, int part, int parts) {
   }
 #endif
   linear_groups_scalar(j->l, j->q, j->rows, j->y, g0, g1);
+}
+
+// Room for `rows` quantized rows of up to k values in blocks of `block`, in one allocation (free() releases it).
+static Quantized *quantized_rows(int rows, int k, int block) {
+  const size_t nb = (size_t)k / block;
+  Quantized *q = malloc((sizeof(Quantized) + nb * (sizeof(float) + sizeof(int32_t)) + (size_t)k) * rows);
+  if (!q) return NULL;
+  float *sa = (float *)(q + rows);
+  int32_t *sum = (int32_t *)(sa + nb * rows);
+  int8_t *a = (int8_t *)(sum + nb * rows);
+  for (int i = 0; i < rows; i++) q[i] = (Quantized){a + (size_t)i * k, sa + nb * i, sum + nb * i};
+  return q;
 }
 
 // x [rows, k] -> y [rows, n]; q has room for rows quantized rows of the largest k.
@@ -517,6 +588,12 @@ static int simd_available(void) {
 /** The widest kernel this CPU runs: 2 AVX-512 VNNI, 1 AVX2, 0 the portable one. */
 int opt_simd(void) { return simd_available(); }
 
+// The widest kernel both this CPU and the caller allow.
+static int kernel_for(int widest) {
+  const int best = simd_available();
+  return widest < best ? (widest < 0 ? 0 : widest) : best;
+}
+
 /**
  * Maps a weights file and starts `threads` threads; NULL with a sentence in err when the file is not one. `widest`:
  * the widest kernel to use (as opt_simd numbers them; tests compare the narrower ones with it).
@@ -530,10 +607,13 @@ void *opt_open(const char *path, int threads, int widest, char *err, int err_len
   close(fd);
   if (map == MAP_FAILED) { fail(err, err_len, strerror(errno)); return NULL; }
   const uint8_t *base = map;
-  uint32_t head[10];
+  // Version 2: version, the 9 sizes, bits, and a zero that keeps the offsets after it 8-byte aligned. Version 1: no
+  // bits (4) and no padding.
+  uint32_t head[12];
   memcpy(head, base + 8, sizeof head);
+  const uint32_t bits = head[0] == 1 ? 4 : head[10];
   Opt *m = calloc(1, sizeof *m);
-  if (!m || memcmp(base, MAGIC, 8) || head[0] != VERSION) {
+  if (!m || memcmp(base, MAGIC, 8) || (head[0] != 1 && head[0] != VERSION) || (bits != 4 && bits != 8)) {
     free(m);
     munmap(map, (size_t)st.st_size);
     fail(err, err_len, "not a weights file of this version");
@@ -544,7 +624,7 @@ void *opt_open(const char *path, int threads, int widest, char *err, int err_len
   m->layers = head[1]; m->hidden = head[2]; m->heads = head[3]; m->head_dim = head[4]; m->head_size = head[5];
   m->ffn = head[6]; m->vocab = head[7]; m->positions = head[8]; m->block = head[9];
   const size_t count = (size_t)m->layers * PER_LAYER + FINAL;
-  const size_t header = 8 + sizeof head;
+  const size_t header = 8 + 4 * (head[0] == 1 ? 10 : 12);
   if (header + count * 8 > m->map_bytes) { munmap(map, m->map_bytes); free(m); fail(err, err_len, "the file is truncated"); return NULL; }
   const uint64_t *offsets = (const uint64_t *)(base + header);
   for (size_t i = 0; i < count; i++)
@@ -555,25 +635,24 @@ void *opt_open(const char *path, int threads, int widest, char *err, int err_len
     munmap(map, m->map_bytes); free(m); fail(err, err_len, "the model's sizes do not suit this kernel"); return NULL;
   }
 #define AT(i) ((const void *)(base + offsets[i]))
-  const int width = (int)width_, blk = (int)m->block;
+  const int width = (int)width_, blk = (int)m->block, nbits = (int)bits;
   m->layer = calloc(m->layers, sizeof(Layer));
   for (uint32_t i = 0; i < m->layers; i++) {
     const size_t o = (size_t)i * PER_LAYER;
     Layer *L = &m->layer[i];
     L->ln1g = AT(o + 0); L->ln1b = AT(o + 1);
-    L->qkv = (Linear){3 * width, (int)m->hidden, blk, AT(o + 2), AT(o + 3), AT(o + 4), AT(o + 5)};
-    L->out = (Linear){(int)m->hidden, width, blk, AT(o + 6), AT(o + 7), AT(o + 8), AT(o + 9)};
+    L->qkv = (Linear){3 * width, (int)m->hidden, blk, nbits, AT(o + 2), AT(o + 3), AT(o + 4), AT(o + 5)};
+    L->out = (Linear){(int)m->hidden, width, blk, nbits, AT(o + 6), AT(o + 7), AT(o + 8), AT(o + 9)};
     L->ln2g = AT(o + 10); L->ln2b = AT(o + 11);
-    L->fc1 = (Linear){(int)m->ffn, (int)m->hidden, blk, AT(o + 12), AT(o + 13), AT(o + 14), AT(o + 15)};
-    L->fc2 = (Linear){(int)m->hidden, (int)m->ffn, blk, AT(o + 16), AT(o + 17), AT(o + 18), AT(o + 19)};
+    L->fc1 = (Linear){(int)m->ffn, (int)m->hidden, blk, nbits, AT(o + 12), AT(o + 13), AT(o + 14), AT(o + 15)};
+    L->fc2 = (Linear){(int)m->hidden, (int)m->ffn, blk, nbits, AT(o + 16), AT(o + 17), AT(o + 18), AT(o + 19)};
   }
   const size_t f = (size_t)m->layers * PER_LAYER;
   m->lnfg = AT(f + 0); m->lnfb = AT(f + 1);
-  m->lm = (Linear){(int)m->vocab, (int)m->hidden, blk, AT(f + 2), AT(f + 3), AT(f + 4), NULL};
+  m->lm = (Linear){(int)m->vocab, (int)m->hidden, blk, nbits, AT(f + 2), AT(f + 3), AT(f + 4), NULL};
   m->pos = AT(f + 5);
 #undef AT
-  const int best = simd_available();
-  m->kernel = widest < best ? (widest < 0 ? 0 : widest) : best;
+  m->kernel = kernel_for(widest);
   pool_start(&m->pool, threads);
   return m;
 }
@@ -606,16 +685,9 @@ int opt_run(void *m_, int rows, int len, int total, int capacity, const float *e
   float *big = malloc(sizeof(float) * (size_t)n * widest), *att = malloc(sizeof(float) * (size_t)n * width);
   float *scores = malloc(sizeof(float) * (size_t)m->pool.threads * total);
   const int kmax = (int)(m->ffn > m->hidden ? m->ffn : m->hidden) > width ? (int)(m->ffn > m->hidden ? m->ffn : m->hidden) : width;
-  Quantized *q = calloc((size_t)n, sizeof(Quantized));
-  int8_t *codes = malloc((size_t)n * kmax);
-  float *qs = malloc(sizeof(float) * (size_t)n * 2 * (kmax / m->block + 1));
+  Quantized *q = quantized_rows(n, kmax, (int)m->block);
   int rc = 0;
-  if (!x || !h || !big || !att || !scores || !q || !codes || !qs) { rc = fail(err, err_len, "out of memory"); goto done; }
-  for (int i = 0; i < n; i++) {
-    q[i].a = codes + (size_t)i * kmax;
-    q[i].sa = qs + (size_t)i * 2 * (kmax / m->block + 1);
-    q[i].sasum = q[i].sa + kmax / m->block + 1;
-  }
+  if (!x || !h || !big || !att || !scores || !q) { rc = fail(err, err_len, "out of memory"); goto done; }
   for (int i = 0; i < n; i++) {
     const float *p = m->pos + ((size_t)positions[i] + 2) * hidden;
     for (int d = 0; d < hidden; d++) x[(size_t)i * hidden + d] = embeds[(size_t)i * hidden + d] + p[d];
@@ -650,6 +722,28 @@ int opt_run(void *m_, int rows, int len, int total, int capacity, const float *e
   for (int r = 0; r < rows; r++) layer_norm(x + ((size_t)r * len + len - 1) * hidden, m->lnfg, m->lnfb, hidden, h + (size_t)r * hidden);
   linear(m, &m->lm, h, rows, q, logits);
 done:
-  free(x); free(h); free(big); free(att); free(scores); free(q); free(codes); free(qs);
+  free(x); free(h); free(big); free(att); free(scores); free(q);
   return rc;
+}
+
+/**
+ * One linear, y [rows, n] = x [rows, k] · Wᵀ + bias, over weights in the file's layout (4 or 8 bits; w, s and zs as
+ * native-weights.ts packs them; bias may be NULL), with the kernel `widest` (or this CPU's widest, if narrower) on
+ * `threads` threads: the kernels' tests give it chosen codes and activations. 0, or -1 with a sentence in err.
+ */
+int opt_linear(int bits, int widest, int threads, int n, int k, int block, const uint8_t *w, const float *s,
+               const float *zs, const float *bias, int rows, const float *x, float *y, char *err, int err_len) {
+  if ((bits != 4 && bits != 8) || n < COLS || n % COLS || block < 8 || block % 8 || k < block || k % block || rows < 1)
+    return fail(err, err_len, "bad linear shape");
+  Opt m = {.kernel = kernel_for(widest)};
+  const Linear l = {n, k, block, bits, w, s, zs, bias};
+  Quantized *q = quantized_rows(rows, k, block);
+  if (!q || pool_start(&m.pool, threads)) {
+    free(q);
+    return fail(err, err_len, "out of memory");
+  }
+  linear(&m, &l, x, rows, q, y);
+  pool_stop(&m.pool);
+  free(q);
+  return 0;
 }

@@ -6,8 +6,8 @@
 //   node --import tsx test/bench/bench-engine.ts default --model DIR --images A,B,... [--threads 2] [--question-tokens 5]
 //
 // --prepack on|off overrides whether onnxruntime repacks the weights at load (by default only quantized models are).
-// --decoder auto|onnxruntime|native|avx2|portable picks who computes the int4 decoder (LoadOptions.decoder; auto by
-// default).
+// --decoder auto|onnxruntime|native|avx2|portable picks who computes the int4 or int8 decoder (LoadOptions.decoder;
+// auto by default).
 //
 // load: opens the model as the extension does (Blip2Pipeline.load) and closes it.
 // greedy: a warm-up caption of the first image, then one 20-token caption (min = max, so random weights decode as

@@ -1,5 +1,5 @@
 // Where one graph of a converted model spends its time, by operator type, from onnxruntime's own profiler: the
-// measurement behind the lever table in the README.
+// measurement behind the levers in docs/performance.md.
 //
 //   node --import tsx test/bench/profile-graph.ts vision|decoder MODEL_DIR_OR_ONNX_FILE [--runs 5] [--past 40] [--tokens 1] [--threads 2]
 //

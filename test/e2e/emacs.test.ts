@@ -1,5 +1,5 @@
 // Emacs as a real client: Debian's emacs-nox with eglot 1.9 (no codeAction/resolve, workspace/configuration
-// answered from eglot-workspace-configuration), configured with the README's recipe (test/e2e/emacs/blip2-eglot.el);
+// answered from eglot-workspace-configuration), configured with the recipe in docs/editors.md (test/e2e/emacs/blip2-eglot.el);
 // drive.el shows the hover, runs M-x eglot-code-actions and picks the quick fix, and records what Emacs showed.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -26,7 +26,7 @@ interface EmacsResult {
 
 const unescape = (text: string) => text.replace(/\\(.)/g, '$1');
 
-describe('Emacs with eglot 1.9, configured as the README says', { timeout: 5 * 60_000 }, () => {
+describe('Emacs with eglot 1.9, configured as docs/editors.md says', { timeout: 5 * 60_000 }, () => {
   let root: string;
   let result: EmacsResult;
   let doc: string;

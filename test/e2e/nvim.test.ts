@@ -1,5 +1,5 @@
 // Neovim as a real client: its built-in LSP client (Debian's 0.7, headless) runs the server over stdio,
-// configured as the README says, once with its module (test/e2e/nvim/blip2-lsp.lua) and once with its
+// configured as docs/editors.md says, once with its module (test/e2e/nvim/blip2-lsp.lua) and once with its
 // nvim-lspconfig recipe (test/e2e/nvim/lspconfig-init.lua, run by nvim-lspconfig v0.1.6); drive.lua hovers, picks
 // the quick fix from the code-action menu and records what Neovim showed.
 import assert from 'node:assert/strict';
@@ -32,7 +32,7 @@ const WARN = 3;
 /** vim.diagnostic.severity */
 const SEVERITY = { ERROR: 1, WARN: 2 };
 
-describe('Neovim 0.7 built-in LSP client, configured as the README says', { timeout: 6 * 60_000 }, () => {
+describe('Neovim 0.7 built-in LSP client, configured as docs/editors.md says', { timeout: 6 * 60_000 }, () => {
   let root: string;
   let server: string;
   let expected: Map<string, Expected>;
@@ -92,7 +92,7 @@ describe('Neovim 0.7 built-in LSP client, configured as the README says', { time
   }
 
   for (const setup of ['module', 'lspconfig'] as const) {
-    describe(setup === 'module' ? 'with the README\'s module (vim.lsp.start_client)' : 'with the README\'s nvim-lspconfig recipe', () => {
+    describe(setup === 'module' ? 'with the module docs/editors.md shows (vim.lsp.start_client)' : 'with the nvim-lspconfig recipe docs/editors.md shows', () => {
       let result: NvimResult;
       before(() => {
         result = drive(setup);

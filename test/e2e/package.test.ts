@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { headings, parseDoc } from '../helpers/markdown';
 import { referenceImagesDir, repoRoot, tinyModelDir } from './lib/env';
 import { listZip, packagedVsix, type ZipEntry } from './lib/vsix';
 
@@ -55,6 +56,25 @@ describe(`packaged VSIX (${target})`, () => {
     // The native decoder, compiled for this platform when the packaging machine has a C compiler (CI has).
     const native = names.filter((n) => n.startsWith('extension/dist/native/'));
     assert.deepEqual(native, fs.existsSync(path.join(repoRoot, 'dist/native/opt-decoder-linux-x64.so')) ? ['extension/dist/native/opt-decoder-linux-x64.so'] : []);
+  });
+
+  it('has a Details page for users: what the extension does and needs first, no build commands', () => {
+    // One readme, the Marketplace page (vsce's --readme-path), not the repository's developer README beside it.
+    assert.deepEqual(names.filter((n) => /^extension\/readme\.md$/i.test(n) || n.startsWith('extension/media/marketplace/')), ['extension/readme.md']);
+    const vsixManifest = fs.readFileSync(path.join(extracted, 'extension.vsixmanifest'), 'utf8');
+    assert.match(vsixManifest, /<Asset Type="Microsoft\.VisualStudio\.Services\.Content\.Details" Path="extension\/readme\.md"/);
+    const text = fs.readFileSync(path.join(extracted, 'extension', 'readme.md'), 'utf8');
+    assert.equal(text, fs.readFileSync(path.join(repoRoot, 'media', 'marketplace', 'README.md'), 'utf8'));
+    const page = parseDoc('extension/readme.md', text);
+    const [title, firstSection] = [headings(page)[0], headings(page).find((h) => h.depth === 2)];
+    assert.deepEqual(title, { depth: 1, text: manifest.displayName });
+    const intro = text.slice(text.indexOf('\n'), text.indexOf('\n## ')).toLowerCase();
+    assert.ok(intro.includes('caption') && intro.includes('alt text'), intro);
+    assert.equal(firstSection?.text, 'Requirements');
+    assert.doesNotMatch(text, /\bnpm (ci|test|run)\b/);
+    // Images the Marketplace can show: https, never relative to a VSIX it does not unpack.
+    for (const image of text.matchAll(/!\[[^\]]*\]\(([^)]+)\)/g)) assert.match(image[1], /^https:\/\//);
+    assert.ok(names.includes('extension/changelog.md'), 'the changelog ships for its Marketplace tab');
   });
 
   it('carries only the native runtime packages, for this platform only', () => {

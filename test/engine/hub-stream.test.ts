@@ -13,22 +13,12 @@ import { UserError, isCancelled } from '../../server/src/engine/errors';
 import { dirSize } from '../../server/src/engine/store/model-store';
 import { planSetUp, resolveModel, type ResolveOptions, type ResolvedModel } from '../../server/src/engine/store/resolve';
 import { checkSpace, describeCost } from '../../server/src/engine/store/setup-cost';
-import { FakeHub, readFolderFiles, type FakeRepo } from '../helpers/fake-hub';
-import { tinyCheckpointDir } from '../helpers/paths';
+import { readFolderFiles, startHub, type FakeRepo } from '../helpers/fake-hub';
+import { testDir, tinyCheckpointDir } from '../helpers/paths';
 
 const REPO = 'tiny/blip2';
 
-function tmpDir(t: TestContext): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-stream-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-async function startHub(t: TestContext, repos: FakeRepo[]): Promise<FakeHub> {
-  const hub = await FakeHub.start(repos);
-  t.after(() => hub.close());
-  return hub;
-}
+const tmpDir = (t: TestContext) => testDir(t, 'blip2-stream-');
 
 /** A sharded random checkpoint of the tiny fixture's layout (so several files and groups stream), written once. */
 let sharded: Promise<string> | undefined;
@@ -76,6 +66,14 @@ function conversionFiles(dir: string): Map<string, Buffer> {
   return out;
 }
 
+/** The streamed conversion `r` made is byte for byte what a conversion of the checkpoint folder `ckpt` makes. */
+async function assertSameAsFolder(ckpt: string, r: ResolvedModel, root: string): Promise<void> {
+  const local = path.join(root, 'from-folder');
+  await convertCheckpoint({ checkpointDir: ckpt, outDir: local, precision: 'int4' });
+  assert.ok(r.kind === 'checkpoint');
+  assertSameConversion(local, r.convertedDir);
+}
+
 function assertSameConversion(a: string, b: string): void {
   const x = conversionFiles(a);
   const y = conversionFiles(b);
@@ -93,10 +91,7 @@ describe('a Hub checkpoint converted as it streams', () => {
     const r = await resolveModel(REPO, box.opts());
     await streamed(r);
 
-    const local = path.join(box.root, 'from-folder');
-    await convertCheckpoint({ checkpointDir: ckpt, outDir: local, precision: 'int4' });
-    assert.ok(r.kind === 'checkpoint');
-    assertSameConversion(local, r.convertedDir);
+    await assertSameAsFolder(ckpt, r, box.root);
 
     const weights = Object.keys(files).filter((n) => n.endsWith('.safetensors'));
     assert.ok(weights.length >= 3, 'the checkpoint is sharded');
@@ -105,6 +100,7 @@ describe('a Hub checkpoint converted as it streams', () => {
     const headers = weights.reduce((s, n) => s + 8 + Number(files[n].readBigUInt64LE(0)), 0);
     assert.equal(hub.bytesSent((l) => l.host === 'cdn'), source + headers);
     // The weights are not in the Hugging Face cache, nor anywhere in the store but as the conversion.
+    assert.ok(r.kind === 'checkpoint');
     const cache = path.join(box.hfHome, 'hub', 'models--tiny--blip2');
     assert.equal(fs.readdirSync(path.join(cache, 'blobs')).filter((b) => !b.endsWith('.incomplete')).length, Object.keys(files).length - weights.length);
     const small = Object.entries(files).filter(([n]) => !n.endsWith('.safetensors')).reduce((s, [, b]) => s + b.length, 0);
@@ -128,10 +124,7 @@ describe('a Hub checkpoint converted as it streams', () => {
     await streamed(r, { groupBytes: 32 << 10 });
     const refused = hub.log.filter((l) => l.host === 'cdn' && l.status === 403);
     assert.ok(refused.length > 0, 'the CDN refused expired signatures');
-    const local = path.join(box.root, 'from-folder');
-    await convertCheckpoint({ checkpointDir: ckpt, outDir: local, precision: 'int4' });
-    assert.ok(r.kind === 'checkpoint');
-    assertSameConversion(local, r.convertedDir);
+    await assertSameAsFolder(ckpt, r, box.root);
   });
 
   test('a cancel keeps what was converted, and the next run resumes from the last finished group', async (t) => {
@@ -163,9 +156,7 @@ describe('a Hub checkpoint converted as it streams', () => {
     // The second run fetched the rest and at most the group that was in flight when the cancel came.
     assert.ok(total - before < source - before / 2, `resumed run sent ${total - before} of ${source}`);
     assert.ok(total <= source * 1.1 + (64 << 10) * 2, `${total} bytes in all for ${source}`);
-    const local = path.join(box.root, 'from-folder');
-    await convertCheckpoint({ checkpointDir: ckpt, outDir: local, precision: 'int4' });
-    assertSameConversion(local, r.convertedDir);
+    await assertSameAsFolder(ckpt, r, box.root);
   });
 
   test('a checksum that does not match the Hub\'s discards the conversion with one sentence', async (t) => {
@@ -251,10 +242,7 @@ describe('a Hub checkpoint converted as it streams', () => {
     assert.ok(Math.abs(cost.sourceBytes / f32.sourceBytes - 0.5) < 0.02, `${cost.sourceBytes} against ${f32.sourceBytes}`);
     const r = await resolveModel(REPO, box.opts());
     await streamed(r);
-    const local = path.join(root, 'from-folder');
-    await convertCheckpoint({ checkpointDir: ckpt, outDir: local, precision: 'int4' });
-    assert.ok(r.kind === 'checkpoint');
-    assertSameConversion(local, r.convertedDir);
+    await assertSameAsFolder(ckpt, r, root);
   });
 
   test('a disk that cannot hold the model is refused before anything is downloaded, with what it needs and where', async (t) => {
@@ -299,9 +287,6 @@ describe('a Hub checkpoint converted as it streams', () => {
     assert.equal(e.hint, 'Check the connection and set up again; it resumes where it stopped.');
     hub.failures = undefined;
     await streamed(await resolveModel(REPO, box.opts()));
-    const local = path.join(box.root, 'from-folder');
-    await convertCheckpoint({ checkpointDir: ckpt, outDir: local, precision: 'int4' });
-    assert.ok(r.kind === 'checkpoint');
-    assertSameConversion(local, r.convertedDir);
+    await assertSameAsFolder(ckpt, r, box.root);
   });
 });

@@ -183,7 +183,7 @@ function mapInf(a: Float32Array): Float32Array {
   return a.map((v) => (v === -Infinity ? -1e30 : v));
 }
 
-// Bounds measured on these cases (lowest cosine per precision, see README) with margin.
+// Bounds measured on these cases (lowest cosine per precision, see docs/reliability.md) with margin.
 const COSINE_BOUNDS = { fp16: 0.9999, int8: 0.999, int4: 0.97 } as const;
 
 for (const precision of ['fp16', 'int8', 'int4'] as const) {

@@ -18,24 +18,14 @@ import {
   tempDirFor,
 } from '../../server/src/engine/store/model-store';
 import { resolveModel, type DownloadProgress, type ResolveOptions } from '../../server/src/engine/store/resolve';
-import { FakeHub, gitBlobSha1, readFolderFiles, sha256, type FakeRepo } from '../helpers/fake-hub';
-import { tinyCheckpointDir } from '../helpers/paths';
+import { FakeHub, gitBlobSha1, readFolderFiles, sha256, startHub, type FakeRepo } from '../helpers/fake-hub';
+import { testDir, tinyCheckpointDir } from '../helpers/paths';
 import { CONVERTER_VERSION, MANIFEST_FORMAT } from '../../server/src/engine/convert/manifest';
 
 const fixture = readFolderFiles(tinyCheckpointDir);
 const REPO = 'tiny/blip2';
 
-function tmpDir(t: TestContext): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blip2-store-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-async function startHub(t: TestContext, repos: FakeRepo[]): Promise<FakeHub> {
-  const hub = await FakeHub.start(repos);
-  t.after(() => hub.close());
-  return hub;
-}
+const tmpDir = (t: TestContext) => testDir(t, 'blip2-store-');
 
 /** A home for the Hugging Face cache and a store, and the environment pointing at them and at `endpoint`. */
 function sandbox(t: TestContext, endpoint: string, extra: Record<string, string> = {}) {

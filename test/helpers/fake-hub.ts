@@ -480,3 +480,10 @@ export class FakeHub {
     }
   }
 }
+
+/** A loopback Hub for one test, closed when the test ends. */
+export async function startHub(t: { after(fn: () => unknown): void }, repos: FakeRepo[]): Promise<FakeHub> {
+  const hub = await FakeHub.start(repos);
+  t.after(() => hub.close());
+  return hub;
+}

@@ -98,7 +98,7 @@ export const DEFAULT_SETTINGS: Blip2Settings = {
   offline: false,
   keepSource: false,
   generation: {
-    // A hover caption in the time the README's benchmark measures: greedy, and as long as an alt text should be
+    // A hover caption in the time benchmark measures (docs/performance.md): greedy, and as long as an alt text should be
     // (20 tokens is about 100 characters); the quick fix's alternatives come from beam search only when it runs.
     maxNewTokens: 20,
     minNewTokens: 0,

@@ -1,7 +1,7 @@
 // The same decoding-step volume as q4-gemv.c through ggml (llama.cpp's tensor library, as node-llama-cpp ships it
 // prebuilt per CPU kind): weights quantized by ggml itself and placed in the CPU backend's buffer type for them
 // (AMX, or the repacked interleaved layouts, or plain), multiplied by `rows` rows of activations on 2 threads.
-// A measurement for the README's kernel notes, not part of the product. Built and run by run.sh:
+// A measurement for the kernel notes in docs/performance.md, not part of the product. Built and run by run.sh:
 //   ggml-gemv TYPE ROWS REPS   (TYPE q4_0 | q4_k | q8_0; BUFT=AMX|CPU_REPACK picks the buffer type, PLAIN=1 none)
 #include <stdio.h>
 #include <stdlib.h>

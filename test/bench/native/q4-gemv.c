@@ -4,7 +4,7 @@
 // block, as quantize.ts writes them), mapped from a file as onnxruntime maps a model's weights, and multiplied by
 // one row of activations quantized to int8 per block (as MatMulNBits' accuracy level 4 does), with AVX-512 VNNI
 // dot products on 2 threads. It also times a plain read of the same mapping: the memory's own limit.
-// A measurement for the README's kernel notes, not part of the product. Built and run by run.sh.
+// A measurement for the kernel notes in docs/performance.md, not part of the product. Built and run by run.sh.
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <immintrin.h>

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and runs the kernel measurements of this folder (see the README's "Kernels beyond onnxruntime 1.30"):
+# Builds and runs the kernel measurements of this folder (see docs/performance.md, "Kernels beyond onnxruntime 1.30"):
 #   bash test/bench/native/run.sh
 # needs gcc on x86-64 with AVX-512 VNNI (q4-gemv.c is written for it); fetches node-llama-cpp's prebuilt ggml
 # (npm registry) and writes a 1.4 GB weight file, both under ~/.cache/blip2-bench/native. Run it on a quiet

@@ -1,5 +1,5 @@
 ;;; drive.el --- drives eglot against the BLIP-2 server as a person would  -*- lexical-binding: t -*-
-;; Loads blip2-eglot.el (the README's recipe) with this machine's paths where the README has placeholders, opens
+;; Loads blip2-eglot.el (the recipe in docs/editors.md) with this machine's paths where it has placeholders, opens
 ;; a markdown file, shows the hover of an image link through eldoc's hover function, runs M-x eglot-code-actions
 ;; on the image without alt text and picks "Generate alt text with BLIP-2" (answering eglot's "Server wants to
 ;; edit" question with yes), saves, and writes what it saw to $BLIP2_EMACS_OUT as JSON with everything

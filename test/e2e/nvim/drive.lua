@@ -1,8 +1,8 @@
--- Drives the BLIP-2 server through Neovim's own LSP client as a person would, configured as the README says:
+-- Drives the BLIP-2 server through Neovim's own LSP client as a person would, configured as docs/editors.md says:
 -- opens a markdown file, hovers an image link (K, the hover float), and on the image without alt text runs
 -- :lua vim.lsp.buf.code_action(), picking "Generate alt text with BLIP-2" from the menu; then saves. Writes what
 -- it saw to $BLIP2_NVIM_OUT as JSON, with every message Neovim showed. Run: nvim --headless --clean -c 'luafile drive.lua'.
--- Environment: BLIP2_NVIM_OUT; BLIP2_NVIM_SETUP ('module': the README's blip2-lsp.lua; 'lspconfig': the README's
+-- Environment: BLIP2_NVIM_OUT; BLIP2_NVIM_SETUP ('module': docs/editors.md's blip2-lsp.lua; 'lspconfig': its
 -- nvim-lspconfig recipe, lspconfig-init.lua, with the user's paths filled in); BLIP2_NODE, BLIP2_SERVER,
 -- BLIP2_MODEL, BLIP2_STORE; BLIP2_DOC (the markdown file); BLIP2_HOVER_LINE / BLIP2_HOVER_CHAR (0-based position
 -- of the image link to hover); BLIP2_ACTION_LINE (0-based line of the image without alt text).
@@ -62,7 +62,7 @@ local function setup()
       settings = { model = os.getenv('BLIP2_MODEL'), precision = 'fp32', modelStore = os.getenv('BLIP2_STORE') },
     })
   elseif mode == 'lspconfig' then
-    -- The recipe as the README prints it, with this machine's paths where the README has placeholders.
+    -- The recipe as docs/editors.md prints it, with this machine's paths where it has placeholders.
     local recipe = table.concat(vim.fn.readfile(here .. '/lspconfig-init.lua'), '\n')
     local function fill(placeholder, value)
       local filled, count = recipe:gsub(vim.pesc(placeholder), (value:gsub('%%', '%%%%')))

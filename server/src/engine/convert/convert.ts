@@ -61,13 +61,13 @@ const READ_AHEAD_BYTES = 768 << 20;
 const RETRIES = 5;
 
 /**
- * The forms of the decoder a conversion stores: the native decoder's where it computes the int4 decoder on this
- * machine (a Linux x64 CPU with AVX2 and the library built), else onnxruntime's. Never both: a machine runs one, and
+ * The forms of the decoder a conversion stores: the native decoder's where it computes the int4 or int8 decoder on
+ * this machine (a Linux x64 CPU with AVX2 and the library built), else onnxruntime's. Never both: a machine runs one, and
  * the other can be derived from it should it ever be needed (decoder-forms.ts).
  */
 export function decoderFormsFor(ckpt: Checkpoint, precision: Precision, blockSize = DEFAULT_BLOCK_SIZE): DecoderForm[] {
   const quant = moduleFormats(precision, blockSize).decoder.quant;
-  const native = quant?.kind === 'nbits' && quant.bits === 4 && nativeDecoderFits(ckpt, quant.blockSize) && nativeDecoderAvailable();
+  const native = quant?.kind === 'nbits' && nativeDecoderFits(ckpt, quant.blockSize) && nativeDecoderAvailable();
   return [native ? 'native' : 'onnxruntime'];
 }
 

@@ -42,7 +42,8 @@ async function deriveOnnxDecoder(dir: string, manifest: ConvertedManifest, targe
   }
   // The shapes come from the config: the decoder graph needs the checkpoint's sizes, not its values.
   const ckpt = checkpointShapes(dir, manifest.vocabSize);
-  const layout = nativeDecoderPieces(ckpt, blockSize);
+  const bits = manifest.quantization!.bits as 4 | 8;
+  const layout = nativeDecoderPieces(ckpt, bits, blockSize);
   const offsets = readNativeOffsets(nativeFile, layout.slots);
   if (!offsets) throw new DamagedModelError(`${nativeFile} is not a native decoder weights file.`, 'Convert the model again.');
   const fd = fs.openSync(nativeFile, 'r');
@@ -59,7 +60,7 @@ async function deriveOnnxDecoder(dir: string, manifest: ConvertedManifest, targe
       if (piece.linear) {
         const { n, k } = piece.linear;
         const nb = k / blockSize;
-        const quantized = () => unpackColumnInterleaved(slot(piece.slots[0], (n * k) / 2), floats(piece.slots[1], n * nb), floats(piece.slots[2], n * nb), n, k, blockSize);
+        const quantized = () => unpackColumnInterleaved(slot(piece.slots[0], piece.bytes[0]), floats(piece.slots[1], n * nb), floats(piece.slots[2], n * nb), n, k, bits, blockSize);
         producers.set(`${piece.label}.qweight`, () => packMatMulNBits(quantized()));
         producers.set(`${piece.label}.scales`, () => new Uint8Array(quantized().scales.buffer));
         producers.set(`${piece.label}.zero_points`, () => packZeroPoints(quantized()));

@@ -38,7 +38,7 @@ export interface ConvertedManifest {
     visionEncoder: string;
     embedTokens: string;
     decoder: string;
-    /** int4: the decoder's weights for the native kernel (native-weights.ts), where its sizes allow. */
+    /** int4 and int8: the decoder's weights for the native kernel (native-weights.ts), where its sizes allow. */
     nativeDecoder?: string;
   };
   /**

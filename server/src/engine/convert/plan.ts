@@ -66,7 +66,7 @@ export function planConversion(ckpt: Checkpoint, precision: Precision, decoderFo
   const quant = formats.decoder.quant;
   if (decoderForms.includes('native')) {
     if (quant?.kind !== 'nbits') throw new Error(`no native decoder weights at ${precision}`);
-    const layout = nativeDecoderPieces(ckpt, quant.blockSize);
+    const layout = nativeDecoderPieces(ckpt, quant.bits, quant.blockSize);
     native = { ...layout, file: `onnx/decoder_native${PRECISION_SUFFIX[precision]}.bin` };
     for (const piece of layout.pieces) outputs.push({ kind: 'native', ...piece });
   }

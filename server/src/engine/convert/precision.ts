@@ -9,7 +9,7 @@ export type PrecisionChoice = Precision | 'auto';
 /** File suffixes as transformers.js names its dtypes. */
 export const PRECISION_SUFFIX: Record<Precision, string> = { fp32: '', fp16: '_fp16', int8: '_int8', int4: '_q4' };
 
-/** The preferred MatMulNBits block (smaller only where it does not divide K). Measured in the README's lever table. */
+/** The preferred MatMulNBits block (smaller only where it does not divide K). Measured in docs/performance.md's levers. */
 export const DEFAULT_BLOCK_SIZE = 256;
 
 export function parsePrecision(value: string): PrecisionChoice {
@@ -37,7 +37,7 @@ export interface ModuleFormats {
 }
 
 /**
- * How each part of BLIP-2 is stored at a precision (see the README's lever table for the measurements):
+ * How each part of BLIP-2 is stored at a precision (see the levers in docs/performance.md for the measurements):
  *  - the vision encoder, the Q-Former and the projection are compute-bound (534 GFLOP per image): per-channel int8
  *    weights with DynamicQuantizeMatMul run them twice as fast as 4-bit MatMulNBits on CPUs with int8 dot products;
  *  - the decoder is memory-bound (every weight is read once per token): the smallest weights, block-wise.

@@ -128,7 +128,7 @@ export function buildDecoder(ckpt: Checkpoint, format: WeightFormat): GraphBuild
       for (const name of [DECODER_IO.newKey(i), DECODER_IO.newValue(i)]) g.outputs.push(valueInfo(name, ft, ['batch_size', heads, 'sequence_length', padding.padded]));
       // Attention over the whole cache buffer (masked past its filled part) and the run's own positions, as plain
       // MatMul/Softmax: on CPU, onnxruntime's GroupQueryAttention took 3x as long per step (it copies the past into
-      // a present buffer of its own and runs two small GEMMs per head; see the README's lever table).
+      // a present buffer of its own and runs two small GEMMs per head; see the levers in docs/performance.md).
       // The 1/sqrt(head_dim) scale is folded into q_proj at conversion.
       let scores = g.concat([g.matmul(q, g.transpose(past[i].key, [0, 1, 3, 2])), g.matmul(q, g.transpose(k, [0, 1, 3, 2]))], 3);
       if (ft !== DataType.FLOAT) scores = g.cast(scores, DataType.FLOAT);

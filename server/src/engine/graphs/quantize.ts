@@ -136,27 +136,39 @@ export function quantizePerChannelInt8(w: Float32Array, n: number, k: number): C
 }
 
 /**
- * 4-bit codes in the native decoder's layout (server/native/opt-decoder.c): columns (rows of W) in groups of 16,
- * per group and block `blockSize / 8` chunks of 64 bytes, 4 bytes per column, byte t = code t | code t + 4 << 4;
- * then per group and block the 16 scales and the 16 scale × zero point products. Rows must be a multiple of 16 and
- * cols of blockSize.
+ * Codes in the native decoder's layout (server/native/opt-decoder.c): columns (rows of W) in groups of 16, per group
+ * and block `blockSize / 8` chunks of 8 values each. 4 bits: a chunk is 64 bytes, 4 per column, byte t = code t |
+ * code t + 4 << 4. 8 bits: a chunk is 128 bytes, codes 0-3 of each column (4 bytes a column), then codes 4-7. Then
+ * per group and block the 16 scales and the 16 scale × zero point products. Rows must be a multiple of 16 and cols
+ * of blockSize.
  */
 export function packColumnInterleaved(q: BlockQuantized): { codes: Uint8Array; scales: Float32Array; scaledZeros: Float32Array } {
-  if (q.bits !== 4 || q.rows % 16 || q.cols % q.blockSize || q.blockSize % 8) throw new Error(`no interleaved layout for ${q.rows}x${q.cols} in ${q.bits}-bit blocks of ${q.blockSize}`);
+  if (q.rows % 16 || q.cols % q.blockSize || q.blockSize % 8) throw new Error(`no interleaved layout for ${q.rows}x${q.cols} in ${q.bits}-bit blocks of ${q.blockSize}`);
   const groups = q.rows / 16;
   const nb = q.blocksPerRow;
   const chunks = q.blockSize / 8;
-  const codes = new Uint8Array((q.rows * q.cols) / 2);
+  const chunkBytes = 16 * q.bits;
+  const codes = new Uint8Array((q.rows * q.cols * q.bits) / 8);
   const scales = new Float32Array(q.rows * nb);
   const scaledZeros = new Float32Array(q.rows * nb);
   for (let g = 0; g < groups; g++) {
     for (let b = 0; b < nb; b++) {
-      const base = (g * nb + b) * chunks * 64;
+      const base = (g * nb + b) * chunks * chunkBytes;
       for (let c = 0; c < 16; c++) {
         const row = g * 16 + c;
         const src = row * q.cols + b * q.blockSize;
         for (let j = 0; j < chunks; j++) {
-          for (let t = 0; t < 4; t++) codes[base + j * 64 + c * 4 + t] = q.codes[src + j * 8 + t] | (q.codes[src + j * 8 + 4 + t] << 4);
+          const at = base + j * chunkBytes + c * 4;
+          for (let t = 0; t < 4; t++) {
+            const lo = q.codes[src + j * 8 + t];
+            const hi = q.codes[src + j * 8 + 4 + t];
+            if (q.bits === 4) {
+              codes[at + t] = lo | (hi << 4);
+            } else {
+              codes[at + t] = lo;
+              codes[at + 64 + t] = hi;
+            }
+          }
         }
         const s = q.scales[row * nb + b];
         scales[(g * nb + b) * 16 + c] = s;
@@ -171,11 +183,12 @@ export function packColumnInterleaved(q: BlockQuantized): { codes: Uint8Array; s
  * packColumnInterleaved undone: the codes, scales and zero points of the quantization it was given (zero points come
  * back exactly, as scale × zero point / scale rounds to the integer it was).
  */
-export function unpackColumnInterleaved(codes: Uint8Array, scales: Float32Array, scaledZeros: Float32Array, rows: number, cols: number, blockSize: number): BlockQuantized {
+export function unpackColumnInterleaved(codes: Uint8Array, scales: Float32Array, scaledZeros: Float32Array, rows: number, cols: number, bits: 4 | 8, blockSize: number): BlockQuantized {
   const nb = cols / blockSize;
   const chunks = blockSize / 8;
+  const chunkBytes = 16 * bits;
   const out: BlockQuantized = {
-    bits: 4,
+    bits,
     blockSize,
     rows,
     cols,
@@ -186,15 +199,15 @@ export function unpackColumnInterleaved(codes: Uint8Array, scales: Float32Array,
   };
   for (let g = 0; g < rows / 16; g++) {
     for (let b = 0; b < nb; b++) {
-      const base = (g * nb + b) * chunks * 64;
+      const base = (g * nb + b) * chunks * chunkBytes;
       for (let c = 0; c < 16; c++) {
         const row = g * 16 + c;
         const dst = row * cols + b * blockSize;
         for (let j = 0; j < chunks; j++) {
+          const at = base + j * chunkBytes + c * 4;
           for (let t = 0; t < 4; t++) {
-            const byte = codes[base + j * 64 + c * 4 + t];
-            out.codes[dst + j * 8 + t] = byte & 15;
-            out.codes[dst + j * 8 + 4 + t] = byte >> 4;
+            out.codes[dst + j * 8 + t] = bits === 4 ? codes[at + t] & 15 : codes[at + t];
+            out.codes[dst + j * 8 + 4 + t] = bits === 4 ? codes[at + t] >> 4 : codes[at + 64 + t];
           }
         }
         const s = scales[(g * nb + b) * 16 + c];

@@ -34,8 +34,8 @@ export interface LoadOptions {
    */
   visionCopy?: boolean;
   /**
-   * Who computes the int4 decoder on the CPU: 'auto' (default) the native decoder where the conversion has its
-   * weights and the CPU one of its vector kernels (AVX-512 VNNI or AVX2), else onnxruntime; 'native' the native
+   * Who computes the int4 or int8 decoder on the CPU: 'auto' (default) the native decoder where the conversion has
+   * its weights and the CPU one of its vector kernels (AVX-512 VNNI or AVX2), else onnxruntime; 'native' the native
    * decoder's widest kernel for this CPU; 'avx2' and 'portable' its AVX2 and scalar kernels even where a wider one
    * runs (tests compare them, the benchmark measures them).
    */

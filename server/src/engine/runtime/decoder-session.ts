@@ -32,8 +32,8 @@ export interface DecoderOptions {
  * which are written after the filled ones (onnxruntime-node copies whatever a run returns into new buffers, so the
  * cache itself never goes out). Beam reordering moves rows.
  * Positions follow transformers: cumsum(mask) - 1, so left padding does not shift a row's positions.
- * With the native decoder (int4 on CPUs with AVX-512 VNNI or AVX2) the same cache is one buffer, every layer's a view of
- * it, which the native code reads and writes in place.
+ * With the native decoder (int4 and int8 on CPUs with AVX-512 VNNI or AVX2) the same cache is one buffer, every
+ * layer's a view of it, which the native code reads and writes in place.
  */
 export class DecoderSession implements LanguageModelSession {
   readonly vocabSize: number;

@@ -1,6 +1,6 @@
-// The int4 decoder computed by server/native/opt-decoder.c instead of onnxruntime, on CPUs where that kernel is
-// the faster one (README, "Kernels beyond onnxruntime 1.30"). Loaded through koffi, as mapped-weights.ts calls
-// madvise; the library is built by scripts/build-native.mjs into dist/native/.
+// The int4 and int8 decoders computed by server/native/opt-decoder.c instead of onnxruntime, on CPUs where that
+// kernel is the faster one (docs/performance.md, "Kernels beyond onnxruntime 1.30"). Loaded through koffi, as
+// mapped-weights.ts calls madvise; the library is built by scripts/build-native.mjs into dist/native/.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -15,6 +15,11 @@ interface Library {
     logits: Float32Array, err: Buffer, errLen: number,
   ) => number;
   close: (m: unknown) => void;
+  linear: (
+    bits: number, widest: number, threads: number, n: number, k: number, block: number,
+    w: Uint8Array, s: Float32Array, zs: Float32Array, bias: Float32Array | null, rows: number, x: Float32Array, y: Float32Array,
+    err: Buffer, errLen: number,
+  ) => number;
 }
 
 let library: Library | null | undefined;
@@ -44,6 +49,9 @@ function load(): Library | null {
         'int opt_run(Opt *m, int rows, int len, int total, int capacity, const float *embeds, const int32_t *positions, const uint8_t *mask, float *keys, float *values, _Out_ float *logits, _Out_ uint8_t *err, int err_len)',
       ) as Library['run'],
       close: lib.func('void opt_close(Opt *m)') as Library['close'],
+      linear: lib.func(
+        'int opt_linear(int bits, int widest, int threads, int n, int k, int block, const uint8_t *w, const float *s, const float *zs, const float *bias, int rows, const float *x, _Out_ float *y, _Out_ uint8_t *err, int err_len)',
+      ) as Library['linear'],
     };
   } catch {
     // No prebuilt koffi for this platform, or a library that does not load: onnxruntime's decoder is used.
@@ -66,6 +74,37 @@ export function nativeDecoderAvailable(): boolean {
 function message(err: Buffer): string {
   const end = err.indexOf(0);
   return err.subarray(0, end < 0 ? err.length : end).toString('utf8');
+}
+
+/** Weights of one linear in the native layout (quantize.ts's packColumnInterleaved): W [n, k] in blocks of `block`. */
+export interface NativeLinearWeights {
+  bits: 4 | 8;
+  n: number;
+  k: number;
+  block: number;
+  codes: Uint8Array;
+  scales: Float32Array;
+  scaledZeros: Float32Array;
+  bias?: Float32Array;
+}
+
+/**
+ * y [rows, n] = x [rows, k] · Wᵀ + bias computed by one kernel of the native decoder (or this CPU's widest, if
+ * narrower): the kernels' tests give it chosen codes and activations.
+ */
+export function nativeLinear(weights: NativeLinearWeights, x: Float32Array, rows: number, kernel: NativeKernel, threads = 2): Float32Array {
+  const lib = load();
+  if (!lib) throw new Error(`the native decoder library (${LIBRARY}) is not built`);
+  const { bits, n, k, block } = weights;
+  // The C side trusts the sizes: a short array would be read past its end.
+  if (weights.codes.length !== (n * k * bits) / 8 || weights.scales.length !== (n * k) / block || weights.scaledZeros.length !== (n * k) / block || (weights.bias && weights.bias.length !== n) || x.length !== rows * k) {
+    throw new Error(`the native linear's arrays do not match ${n}x${k} in ${bits}-bit blocks of ${block} and ${rows} rows`);
+  }
+  const y = new Float32Array(rows * n);
+  const err = Buffer.alloc(256);
+  const rc = lib.linear(bits, NATIVE_KERNELS.indexOf(kernel), threads, n, k, block, weights.codes, weights.scales, weights.scaledZeros, weights.bias ?? null, rows, x, y, err, err.length);
+  if (rc !== 0) throw new Error(`the native linear failed: ${message(err)}`);
+  return y;
 }
 
 /** An opened weights file (convert/native-weights.ts) and its threads. */
