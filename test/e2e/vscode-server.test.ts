@@ -84,8 +84,9 @@ describe('BLIP-2 in VS Code with a BLIP-2 server (blip2 serve on loopback)', { t
     try {
       await closeCodeServer(browser, server, path.join(outDir, 'logs'), steps.failed);
     } finally {
-      await oracle?.dispose();
-      await serve?.stop();
+      // Each let go whatever the one before it did.
+      await serve?.stop().catch(() => undefined);
+      await oracle?.dispose().catch(() => undefined);
       iso?.cleanup();
       if (root) fs.rmSync(root, { recursive: true, force: true });
     }
