@@ -22,10 +22,14 @@ export async function showServerFailure(message: string): Promise<void> {
   }
 }
 
-/** Clears the user's blip2.server.url: the language server switches to the model here when it sees the change. */
+/**
+ * Empties the user's blip2.server.url: the language server switches to the model here when it sees the change.
+ * Empty rather than removed: in a remote window VS Code writes a machine-scoped setting into the remote machine's
+ * settings, where an empty value overrides one in the local user settings and a removed one would not.
+ */
 export async function useLocalModel(): Promise<void> {
   const configuration = vscode.workspace.getConfiguration(SECTION);
   if (!configuration.inspect<string>('server.url')?.globalValue) return;
-  await configuration.update('server.url', undefined, vscode.ConfigurationTarget.Global);
+  await configuration.update('server.url', '', vscode.ConfigurationTarget.Global);
   void vscode.window.showInformationMessage('BLIP-2: captions and answers are computed on this machine again (blip2.server.url cleared).');
 }
