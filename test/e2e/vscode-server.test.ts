@@ -103,9 +103,9 @@ describe('BLIP-2 in VS Code with a BLIP-2 server (blip2 serve on loopback)', { t
   it('takes the API key through "Set Server API Key…" and shows the server and its model in the status bar', () =>
     step('api-key', async () => {
       await wb.runCommand('BLIP-2: Set Server API Key…');
-      const input = wb.page.locator('.quick-input-widget .quick-input-box input');
+      // The palette's own input gives way to the key's, which hides what is typed.
+      const input = wb.page.locator('.quick-input-widget .quick-input-box input[type="password"]');
       await input.waitFor();
-      assert.equal(await input.getAttribute('type'), 'password');
       await input.fill(KEY);
       await wb.page.keyboard.press('Enter');
       const host = new URL(serve.url).host;
