@@ -7,7 +7,7 @@ import { pathToFileURL } from 'node:url';
 const watch = process.argv.includes('--watch');
 const production = process.argv.includes('--production');
 
-const common = {
+export const common = {
   bundle: true,
   platform: 'node',
   target: 'node20',
@@ -17,6 +17,8 @@ const common = {
   // tsx is only resolved when the server runs from source (startWorkerThread's fallback), never from a bundle.
   external: ['vscode', 'onnxruntime-node', 'onnxruntime-common', 'sharp', 'koffi', 'tsx'],
   logLevel: 'warning',
+  // jsonc-parser's main build is UMD, whose relative requires esbuild cannot follow; its ES module build bundles.
+  alias: { 'jsonc-parser': 'jsonc-parser/lib/esm/main.js' },
   // Some ESM-only dependencies read import.meta.url; in a CommonJS bundle it is the file's own URL.
   define: { 'import.meta.url': 'importMetaUrl' },
   banner: { js: "const importMetaUrl = require('url').pathToFileURL(__filename).href;" },

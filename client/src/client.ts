@@ -13,8 +13,9 @@ import {
   type LanguageClientOptions,
   type ServerOptions,
 } from 'vscode-languageclient/node';
-import { HOVER_COMMANDS, ModelStatusNotification, ModelStatusRequest, type ModelStatus } from '../../server/src/protocol/messages';
-import { explicitSettings, SECTION } from './config';
+import { HOVER_COMMANDS, ModelStatusNotification, ModelStatusRequest, ServerFailureNotification, type ModelStatus } from '../../server/src/protocol/messages';
+import { API_KEY_SECRET, explicitSettings, SECTION } from './config';
+import { showServerFailure } from './server-failure';
 import type { ServerState } from './status-text';
 
 /**
@@ -64,9 +65,13 @@ export class ServerConnection implements vscode.Disposable {
   async start(): Promise<void> {
     if (this.client) return;
     const serverModule = this.context.asAbsolutePath('dist/server.js');
+    // The server's key lives in VS Code's secret storage and reaches the server process in its environment only:
+    // never in a setting, the initialize request or a log.
+    const apiKey = await this.context.secrets.get(API_KEY_SECRET);
+    const env = apiKey ? { ...process.env, BLIP2_API_KEY: apiKey } : process.env;
     const serverOptions: ServerOptions = {
-      run: { module: serverModule, transport: TransportKind.ipc },
-      debug: { module: serverModule, transport: TransportKind.ipc, options: { execArgv: ['--nolazy', '--inspect=6019'] } },
+      run: { module: serverModule, transport: TransportKind.ipc, options: { env } },
+      debug: { module: serverModule, transport: TransportKind.ipc, options: { env, execArgv: ['--nolazy', '--inspect=6019'] } },
     };
     const cacheDir = this.context.globalStorageUri.fsPath;
     await mkdir(cacheDir, { recursive: true }).catch(() => undefined);
@@ -121,6 +126,7 @@ export class ServerConnection implements vscode.Disposable {
       client.onDidChangeState(({ newState }) => this.clientStateChanged(client, newState)),
       // Registered once; the client installs its handlers again on every restart of the process.
       client.onNotification(ModelStatusNotification.type, (status) => this.modelChanged(status)),
+      client.onNotification(ServerFailureNotification.type, ({ message }) => void showServerFailure(message)),
     );
     this.setState({ kind: 'starting' });
     try {
@@ -144,6 +150,13 @@ export class ServerConnection implements vscode.Disposable {
     }
     for (const disposable of disposables) disposable.dispose();
     this.setState({ kind: 'stopped', reason: 'The BLIP-2 server was stopped.' });
+  }
+
+  /** Stores (or, undefined, removes) the BLIP-2 server's API key and restarts the server, which reads it at start. */
+  async setServerApiKey(key: string | undefined): Promise<void> {
+    if (key) await this.context.secrets.store(API_KEY_SECRET, key);
+    else await this.context.secrets.delete(API_KEY_SECRET);
+    await this.restart();
   }
 
   async restart(): Promise<void> {

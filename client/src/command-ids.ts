@@ -14,6 +14,8 @@ export const COMMANDS = {
   showOutput: 'blip2.showOutput',
   useAsAltText: ClientCommands.useAsAltText,
   chooseAltText: ClientCommands.chooseAltText,
+  useLocalModel: ClientCommands.useLocalModel,
+  setServerApiKey: 'blip2.setServerApiKey',
 } as const;
 
 export type CommandKey = keyof typeof COMMANDS;

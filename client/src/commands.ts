@@ -22,6 +22,7 @@ import { resolveImageTarget, type ImageTarget } from './image-target';
 import { imageMarkup, imageMarkupLanguage } from './insert-text';
 import type { ModelSetup } from './model-setup';
 import { describeRequestError } from './request-errors';
+import { useLocalModel } from './server-failure';
 import { generationFacts, modelStatusDetail } from './status-text';
 
 type Handler = (...args: unknown[]) => unknown;
@@ -63,6 +64,17 @@ export function registerCommands(context: CommandContext): vscode.Disposable {
       vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'Restarting the BLIP-2 server…' }, () => connection.restart()),
     showOutput: () => connection.output.show(),
     useAsAltText: (uri, range, text) => setAltTextAt(uri, range, text),
+    useLocalModel: () => useLocalModel(),
+    setServerApiKey: async () => {
+      const key = await vscode.window.showInputBox({
+        title: 'BLIP-2: API key of the BLIP-2 server',
+        prompt: 'Kept in VS Code\'s secret storage and sent only to blip2.server.url, as "Authorization: Bearer". Leave empty to remove it.',
+        password: true,
+        ignoreFocusOut: true,
+      });
+      if (key === undefined) return;
+      await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'Restarting the BLIP-2 server with the key…' }, () => connection.setServerApiKey(key.trim() || undefined));
+    },
     chooseAltText: (uri, range, alternatives) => chooseAltText(uri, range, alternatives),
   };
   return vscode.Disposable.from(

@@ -6,6 +6,7 @@ import { SetUpModelRequest, type ModelStatus } from '../../server/src/protocol/m
 import { settingGetter, type ServerConnection } from './client';
 import { EXTENSION_ID, readSettings, SECTION } from './config';
 import { describeRequestError, type RequestFailure } from './request-errors';
+import { showServerFailure } from './server-failure';
 import { downloadOffer, SETUP_CANCELLED_MESSAGE, setUpPickerTitle } from './setup-text';
 import { reportWorkDone } from './work-done';
 
@@ -57,6 +58,7 @@ export class ModelSetup implements vscode.Disposable {
   async afterFailure(failure: RequestFailure, action: string): Promise<void> {
     if (failure.kind === 'cancelled') return;
     if (failure.kind === 'noModel') return this.offer(undefined, false, failure.message);
+    if (failure.kind === 'serverFailed') return showServerFailure(failure.message);
     const status = await this.connection.refreshModelStatus();
     if (status?.state === 'noModel') return this.offer(status, false);
     const choice = await vscode.window.showErrorMessage(`BLIP-2 could not ${action}: ${failure.message}`, 'Show Output');

@@ -8,6 +8,7 @@ const CANCELLED_CODES = new Set([-32800 /* RequestCancelled */, -32802 /* Server
 export type RequestFailure =
   | { kind: 'cancelled' }
   | { kind: 'noModel'; message: string }
+  | { kind: 'serverFailed'; message: string }
   | { kind: 'failed'; message: string };
 
 export function describeRequestError(error: unknown): RequestFailure {
@@ -15,5 +16,6 @@ export function describeRequestError(error: unknown): RequestFailure {
   const text = typeof message === 'string' && message.trim() ? message.trim() : String(error);
   if (typeof code === 'number' && CANCELLED_CODES.has(code)) return { kind: 'cancelled' };
   if (code === Blip2ErrorCodes.NoModel) return { kind: 'noModel', message: text };
+  if (code === Blip2ErrorCodes.ServerFailed) return { kind: 'serverFailed', message: text };
   return { kind: 'failed', message: text };
 }

@@ -39,6 +39,7 @@ export function statusBarView(state: ServerState): StatusBarView {
 
 function modelView(status: ModelStatus): StatusBarView {
   const facts = modelFacts(status);
+  if (status.server) return serverView(status, facts);
   // A note says why every load stays slow and what to do about it: worth a colour while that model is loaded, not
   // only a tooltip line.
   const whileLoaded = status.notes?.length ? 'warning' : 'normal';
@@ -68,13 +69,36 @@ function modelView(status: ModelStatus): StatusBarView {
   }
 }
 
+/** A BLIP-2 server computes: the item names it, the tooltip its model. */
+function serverView(status: ModelStatus, facts: string[]): StatusBarView {
+  const host = hostOf(status.server!);
+  switch (status.state) {
+    case 'ready':
+      return view(`$(check) BLIP-2 ready · ${host}`, `BLIP-2 server ${host} ready`, ['The BLIP-2 server answers.', ...facts]);
+    case 'busy':
+      return view(`$(loading~spin) BLIP-2 busy · ${host}`, `BLIP-2 server ${host} busy`, [`Waiting on the server for ${status.queued} request${status.queued === 1 ? '' : 's'}.`, ...facts]);
+    case 'error':
+      return view(`$(error) BLIP-2 server error`, `BLIP-2 server ${host} failed`, [status.message ?? 'The server failed.', 'Click for details; "BLIP-2: Use the Local Model" computes here instead.', ...facts], 'error');
+    default:
+      return view(`$(sync~spin) BLIP-2 · ${host}`, `BLIP-2 connecting to ${host}`, [status.message ?? `Connecting to ${status.server}…`, ...facts]);
+  }
+}
+
+function hostOf(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
+}
+
 function view(text: string, accessibilityLabel: string, lines: string[], severity: StatusBarView['severity'] = 'normal'): StatusBarView {
   return { text, tooltip: lines.join('\n'), accessibilityLabel, severity };
 }
 
 /** Model, precision, device and fallback, one a line; only what the server reported. */
 function modelFacts(status: ModelStatus): string[] {
-  const lines = [`Model: ${status.model}`];
+  const lines = status.server ? [`Server: ${status.server}`, `Model: ${status.model || 'not known yet'}`] : [`Model: ${status.model}`];
   if (status.precision) lines.push(`Precision: ${status.precision}`);
   if (status.device) lines.push(`Device: ${status.device}${status.fallbackReason ? ` (${status.fallbackReason})` : ''}`);
   lines.push(...(status.notes ?? []));
@@ -97,7 +121,7 @@ export function modelStatusDetail(state: ServerState, counters?: InferenceCounte
     lines.push(
       '',
       `Since the server started: ${counters.generations} generation${counters.generations === 1 ? '' : 's'} ` +
-        `(${counters.tokensGenerated} tokens, ${counters.cancelledGenerations} cancelled), ` +
+        `(${counters.tokensGenerated} tokens, ${counters.cancelledGenerations} cancelled, in ${counters.batches} batch${counters.batches === 1 ? '' : 'es'}), ` +
         `${counters.visionRuns} image encoding${counters.visionRuns === 1 ? '' : 's'}, ` +
         `${counters.captionCacheHits} caption${counters.captionCacheHits === 1 ? '' : 's'} and ${counters.visionCacheHits} encoding${counters.visionCacheHits === 1 ? '' : 's'} from the cache, ` +
         `${counters.sharedRequests} duplicate request${counters.sharedRequests === 1 ? '' : 's'} shared.`,

@@ -1,10 +1,12 @@
-// What the benchmarks share: the machine's description, waiting for a quiet machine, and child processes timed with
-// their peak resident memory (GNU time).
+// What the benchmarks share: the machine's description, waiting for a quiet machine, child processes timed with
+// their peak resident memory (GNU time), and the random-weight checkpoint of the real model with its conversions.
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { CONVERTER_VERSION } from '../../server/src/engine/convert/manifest';
+import type { Precision } from '../../server/src/engine/convert/precision';
 
 export const ROOT = path.resolve(__dirname, '../..');
 
@@ -142,3 +144,59 @@ export function runChild<T>(cmd: string, args: string[], opts: { env?: NodeJS.Pr
 
 export const tsx = (script: string, ...args: string[]): [string, string[]] => [process.execPath, ['--import', 'tsx', path.join(ROOT, script), ...args]];
 
+export const WORK = process.env.BLIP2_BENCH_DIR ?? path.join(os.homedir(), '.cache', 'blip2-bench');
+// The real model's configuration; BLIP2_BENCH_CONFIG=test/fixtures/tiny-blip2 (with its own BLIP2_BENCH_DIR) makes a dry run.
+export const CONFIG = path.resolve(ROOT, process.env.BLIP2_BENCH_CONFIG ?? 'test/fixtures/blip2-opt-2.7b-config');
+export const CHECKPOINT = path.join(WORK, 'checkpoint-F32-seed0');
+
+// ---------------------------------------------------------------------------------------------------------------
+// Checkpoint and conversions
+
+export const hasCheckpoint = () => ['model.safetensors.index.json', 'model.safetensors'].some((f) => fs.existsSync(path.join(CHECKPOINT, f)));
+
+export async function ensureCheckpoint(): Promise<void> {
+  if (hasCheckpoint()) {
+    log(`checkpoint: reusing ${CHECKPOINT}`);
+    return;
+  }
+  log(`checkpoint: writing a random float32 checkpoint of ${path.relative(ROOT, CONFIG)} to ${CHECKPOINT} (15 GB for the real model) ...`);
+  const r = await runChild(...tsx('server/src/tools/random-checkpoint.ts', '--config', CONFIG, '--out', CHECKPOINT, '--seed', '0', '--dtype', 'F32', '--force'));
+  if (!hasCheckpoint()) throw new Error(`writing the checkpoint failed: ${r.error}`);
+}
+
+export interface Conversion {
+  dir: string;
+  seconds: number;
+  peakRssMB: number;
+  bytesOnDisk: number;
+  /** Measured when the conversion was made (an earlier bench run), not in this run. */
+  cached: boolean;
+}
+
+export async function ensureConverted(p: Precision, quietWaitS: number): Promise<Conversion | undefined> {
+  const dir = path.join(WORK, `converted-v${CONVERTER_VERSION}-${p}`);
+  const record = `${dir}.conversion.json`;
+  if (fs.existsSync(record) && fs.existsSync(path.join(dir, 'blip2-onnx.json'))) {
+    return { ...(JSON.parse(fs.readFileSync(record, 'utf8')) as Conversion), dir, cached: true };
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+  log(`${p}: converting ...`);
+  await waitForQuiet(`converting ${p}`, quietWaitS);
+  const r = await runChild<{ seconds: number }>(...tsx('test/bench/convert-checkpoint.ts', CHECKPOINT, dir, p));
+  if (!r.ok) {
+    log(`${p}: conversion failed: ${r.error}`);
+    return undefined;
+  }
+  const conversion: Conversion = { dir, seconds: r.value!.seconds, peakRssMB: r.peakRssMB ?? NaN, bytesOnDisk: folderBytes(dir), cached: false };
+  fs.writeFileSync(record, JSON.stringify(conversion, null, 2));
+  return conversion;
+}
+
+export function folderBytes(dir: string): number {
+  let total = 0;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    total += e.isDirectory() ? folderBytes(p) : fs.statSync(p).size;
+  }
+  return total;
+}

@@ -31,13 +31,25 @@ import { OPTIMIZED_DIR } from '../../server/src/engine/runtime/blip2-model';
 import { BENCH_QUESTION, defaultCaptionSettings, defaultQuestionSettings, type StageTimes } from './bench-engine';
 import { cosine } from '../helpers/tiny-model';
 import { decoderFlops, decoderMatmulParams, visionFlops } from './work-counts';
-import { featureSummary, log, loadavg, machine as benchMachine, resultFileName, runChild, tsx, waitForQuiet as waitForQuietMachine, type ChildResult, type Machine } from './bench-lib';
+import {
+  CHECKPOINT,
+  ensureCheckpoint,
+  ensureConverted as ensureConvertedIn,
+  featureSummary,
+  log,
+  loadavg,
+  machine as benchMachine,
+  resultFileName,
+  ROOT,
+  runChild,
+  tsx,
+  waitForQuiet as waitForQuietMachine,
+  WORK,
+  type ChildResult,
+  type Conversion,
+  type Machine,
+} from './bench-lib';
 
-const ROOT = path.resolve(__dirname, '../..');
-const WORK = process.env.BLIP2_BENCH_DIR ?? path.join(os.homedir(), '.cache', 'blip2-bench');
-// The real model's configuration; BLIP2_BENCH_CONFIG=test/fixtures/tiny-blip2 makes a dry run of the bench itself.
-const CONFIG = path.resolve(ROOT, process.env.BLIP2_BENCH_CONFIG ?? 'test/fixtures/blip2-opt-2.7b-config');
-const CHECKPOINT = path.join(WORK, 'checkpoint-F32-seed0');
 const THREADS = Number(process.env.BLIP2_BENCH_THREADS ?? 2);
 const REPEAT = Number(process.env.BLIP2_BENCH_REPEAT ?? 3);
 const CAPTION_TOKENS = 20;
@@ -49,58 +61,7 @@ const PEER_MODES = ['float32', 'bfloat16', 'torch-int8'] as const;
 
 const machine = () => benchMachine(THREADS);
 const waitForQuiet = (what: string) => waitForQuietMachine(what, QUIET_WAIT_S);
-
-// ---------------------------------------------------------------------------------------------------------------
-// Checkpoint and conversions
-
-const hasCheckpoint = () => ['model.safetensors.index.json', 'model.safetensors'].some((f) => fs.existsSync(path.join(CHECKPOINT, f)));
-
-async function ensureCheckpoint(): Promise<void> {
-  if (hasCheckpoint()) {
-    log(`checkpoint: reusing ${CHECKPOINT}`);
-    return;
-  }
-  log(`checkpoint: writing a random float32 checkpoint of ${path.relative(ROOT, CONFIG)} to ${CHECKPOINT} (15 GB for the real model) ...`);
-  const r = await runChild(...tsx('server/src/tools/random-checkpoint.ts', '--config', CONFIG, '--out', CHECKPOINT, '--seed', '0', '--dtype', 'F32', '--force'));
-  if (!hasCheckpoint()) throw new Error(`writing the checkpoint failed: ${r.error}`);
-}
-
-interface Conversion {
-  dir: string;
-  seconds: number;
-  peakRssMB: number;
-  bytesOnDisk: number;
-  /** Measured when the conversion was made (an earlier bench run), not in this run. */
-  cached: boolean;
-}
-
-async function ensureConverted(p: Precision): Promise<Conversion | undefined> {
-  const dir = path.join(WORK, `converted-v${CONVERTER_VERSION}-${p}`);
-  const record = `${dir}.conversion.json`;
-  if (fs.existsSync(record) && fs.existsSync(path.join(dir, 'blip2-onnx.json'))) {
-    return { ...(JSON.parse(fs.readFileSync(record, 'utf8')) as Conversion), dir, cached: true };
-  }
-  fs.rmSync(dir, { recursive: true, force: true });
-  log(`${p}: converting ...`);
-  await waitForQuiet(`converting ${p}`);
-  const r = await runChild<{ seconds: number }>(...tsx('test/bench/convert-checkpoint.ts', CHECKPOINT, dir, p));
-  if (!r.ok) {
-    log(`${p}: conversion failed: ${r.error}`);
-    return undefined;
-  }
-  const conversion: Conversion = { dir, seconds: r.value!.seconds, peakRssMB: r.peakRssMB ?? NaN, bytesOnDisk: folderBytes(dir), cached: false };
-  fs.writeFileSync(record, JSON.stringify(conversion, null, 2));
-  return conversion;
-}
-
-function folderBytes(dir: string): number {
-  let total = 0;
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name);
-    total += e.isDirectory() ? folderBytes(p) : fs.statSync(p).size;
-  }
-  return total;
-}
+const ensureConverted = (p: Precision) => ensureConvertedIn(p, QUIET_WAIT_S);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Measurements

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { changedReloadSettings, EXTENSION_ID, explicitSettings, isLocalModel, readSettings } from '../../client/src/config';
+import { changedReloadSettings, EXTENSION_ID, explicitSettings, isLocalModel, readSettings, userOnlySettingsIn } from '../../client/src/config';
 import { ALT_RULES } from '../../server/src/features/alt-text/rules';
 import {
   ALT_RULE_IDS,
@@ -174,6 +174,30 @@ describe('explicitSettings', () => {
       generation: { numBeams: 2 },
       altText: { rules: { 'missing-alt': 'error', 'alt-too-long': 'off' } },
     });
+  });
+});
+
+describe('the server setting, which only the user sets', () => {
+  it('is machine-scoped, so VS Code applies no workspace value', () => {
+    assert.equal(properties['blip2.server.url'].scope, 'machine');
+  });
+
+  it('is sent from the user\'s settings only, whatever a workspace says', () => {
+    const sent = explicitSettings(
+      (key) => (key === 'server.url' ? { globalValue: 'http://mine:8000', workspaceValue: 'http://theirs:8000', workspaceFolderValue: 'http://theirs:8000' } : undefined),
+      (key) => (key === 'server.url' ? 'http://theirs:8000' : undefined),
+    );
+    assert.deepEqual(sent, { server: { url: 'http://mine:8000' } });
+    const onlyWorkspace = explicitSettings((key) => (key === 'server.url' ? { workspaceValue: 'http://theirs:8000' } : undefined), () => 'http://theirs:8000');
+    assert.deepEqual(onlyWorkspace, {});
+  });
+
+  it("is found in a workspace's settings files, so the user is told it was ignored", () => {
+    assert.deepEqual(userOnlySettingsIn('{\n  // team server\n  "blip2.server.url": "http://theirs:8000",\n}'), ['blip2.server.url']);
+    assert.deepEqual(userOnlySettingsIn('{ "folders": [], "settings": { "blip2.server.url": "http://x" } }', true), ['blip2.server.url']);
+    assert.deepEqual(userOnlySettingsIn('{ "blip2": { "server": { "url": "http://x" } } }'), ['blip2.server.url']);
+    assert.deepEqual(userOnlySettingsIn('{ "blip2.model": "x" }'), []);
+    assert.deepEqual(userOnlySettingsIn('not json'), []);
   });
 });
 

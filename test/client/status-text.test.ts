@@ -71,10 +71,30 @@ describe('status bar', () => {
   });
 });
 
+describe('status bar with a BLIP-2 server', () => {
+  const server = { server: 'http://gpu-box:8000' };
+
+  it('names the server in the item and the model it serves in the tooltip', () => {
+    const ready = statusBarView(running(status('ready', server)));
+    assert.equal(ready.text, '$(check) BLIP-2 ready · gpu-box:8000');
+    assert.match(ready.tooltip, /^The BLIP-2 server answers\.\nServer: http:\/\/gpu-box:8000\nModel: Salesforce\/blip2-opt-2\.7b$/);
+    assert.equal(ready.severity, 'normal');
+    assert.match(statusBarView(running(status('busy', { ...server, queued: 3 }))).text, /busy · gpu-box:8000/);
+    assert.match(statusBarView(running(status('loading', { ...server, model: '' }))).tooltip, /Model: not known yet/);
+  });
+
+  it('shows a failing server as an error, with its sentence and the way back', () => {
+    const failed = statusBarView(running(status('error', { ...server, message: 'The BLIP-2 server at http://gpu-box:8000 is busy (429).' })));
+    assert.equal(failed.severity, 'error');
+    assert.match(failed.tooltip, /is busy \(429\)\.\n.*Use the Local Model/);
+  });
+});
+
 describe('model status details', () => {
   const counters: InferenceCounters = {
     visionRuns: 2,
     generations: 5,
+    batches: 3,
     tokensGenerated: 60,
     cancelledGenerations: 1,
     captionCacheHits: 3,
@@ -95,7 +115,7 @@ describe('model status details', () => {
       'Server memory: 2.5 GiB',
       'Cache: 12 entries, 3.0 MiB',
       'Cache folder: /home/u/.cache/blip2',
-      '5 generations (60 tokens, 1 cancelled)',
+      '5 generations (60 tokens, 1 cancelled, in 3 batches)',
       '3 captions and 1 encoding from the cache',
     ]) {
       assert.ok(detail.includes(expected), `${expected}\n---\n${detail}`);

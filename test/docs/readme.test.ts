@@ -15,7 +15,7 @@ import { checkAlts } from '../../server/src/features/alt-text/rules';
 import { pendingHoverMarkdown } from '../../server/src/features/hover/hover-markdown';
 import { findImageElements } from '../../server/src/features/images/find-images';
 import { failureReason } from '../../server/src/features/inference-failure';
-import { DEFAULT_MAX_QUEUED } from '../../server/src/inference/service';
+import { DEFAULT_MAX_QUEUED } from '../../server/src/inference/types';
 import { Scheduler } from '../../server/src/inference/scheduler';
 import { configurationProperties, manifest } from '../client/manifest';
 import { headings, readDoc, sectionOf, tableRows } from '../helpers/markdown';

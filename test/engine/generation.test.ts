@@ -463,6 +463,81 @@ function exhaustive(
   return out.sort((a, b) => b.score - a.score);
 }
 
+describe('rows that finish independently (onSequenceDone)', () => {
+  const vocab = 7;
+  const eos = 6;
+  const prompts = [
+    [1, 2],
+    [3, 4],
+    [5, 1],
+    [2, 2],
+  ];
+  // Each row's end token wins at a different step: the row's first prompt id decides when.
+  const fn: LogitsFn = (h) => {
+    const out = Array.from(hashLogits(vocab, 3)(h));
+    if (h.length - 2 >= 1 + h[0]!) out[eos] = 10;
+    return out;
+  };
+
+  it('gives every row the sequence it gets alone, reports it the step it ends and drops it from the session', async () => {
+    const session = new FunctionSession(vocab, prompts, fn);
+    const done: { row: number; tokens: number[]; finish: string; at: number }[] = [];
+    const result = await generate(session, { inputIds: prompts }, options({ maxNewTokens: 8, eosTokenIds: [eos] }), {
+      onSequenceDone: (row, sequence, s, finish) => {
+        assert.equal(sequence, 0);
+        done.push({ row, tokens: [...s.tokenIds], finish, at: session.nextCalls.length });
+      },
+    });
+    for (let p = 0; p < prompts.length; p++) {
+      const alone = await generate(new FunctionSession(vocab, [prompts[p]!], fn), { inputIds: [prompts[p]!] }, options({ maxNewTokens: 8, eosTokenIds: [eos] }));
+      assert.deepEqual(result.sequences[p]![0]!.tokenIds, alone.sequences[0]![0]!.tokenIds);
+      const reported = done.find((d) => d.row === p)!;
+      assert.deepEqual(reported.tokens, alone.sequences[0]![0]!.tokenIds);
+      assert.equal(reported.finish, 'stop');
+      // Reported at the step it ended: as many steps after the first pass as it has tokens, less one.
+      assert.equal(reported.at, reported.tokens.length - 1);
+    }
+    // Step k feeds only the rows that have more than k tokens: each row leaves the session the step after it ends.
+    const lengths = done.map((d) => d.tokens.length);
+    assert.ok(new Set(lengths).size > 2, `the rows end at different steps (${lengths})`);
+    assert.deepEqual(
+      session.nextCalls.map((t) => t.length),
+      Array.from({ length: Math.max(...lengths) - 1 }, (_, k) => lengths.filter((n) => n > k + 1).length),
+    );
+    assert.ok(session.nextCalls.every((tokens) => !tokens.includes(eos)), 'an ended row is never fed again');
+  });
+
+  it("ends a row the step isStopped says so, and the rows left carry on as they would have", async () => {
+    const stopAfter = new Map([[1, 2]]);
+    const seen = new Map<number, number>();
+    const done = new Map<number, { tokens: number[]; finish: string }>();
+    const result = await generate(new FunctionSession(vocab, prompts, fn), { inputIds: prompts }, options({ maxNewTokens: 8, eosTokenIds: [eos] }), {
+      onToken: (row) => seen.set(row, (seen.get(row) ?? 0) + 1),
+      onSequenceDone: (row, _sequence, s, finish) => done.set(row, { tokens: [...s.tokenIds], finish }),
+      isStopped: (row) => (seen.get(row) ?? 0) >= (stopAfter.get(row) ?? Infinity),
+    });
+    assert.equal(done.get(1)!.finish, 'stopped');
+    assert.equal(done.get(1)!.tokens.length, 2);
+    const together = await generate(new FunctionSession(vocab, prompts, fn), { inputIds: prompts }, options({ maxNewTokens: 8, eosTokenIds: [eos] }));
+    for (const p of [0, 2, 3]) assert.deepEqual(result.sequences[p]![0]!.tokenIds, together.sequences[p]![0]!.tokenIds);
+    assert.deepEqual(done.get(1)!.tokens, together.sequences[1]![0]!.tokenIds.slice(0, 2));
+  });
+
+  it("reports 'length' for rows that reach maxNewTokens, and every sequence of a sampled prompt on its own", async () => {
+    const finishes: string[] = [];
+    const sequences = new Set<string>();
+    await generate(new FunctionSession(vocab, [[1, 2], [4, 4]], hashLogits(vocab, 9)), { inputIds: [[1, 2], [4, 4]] }, options({ maxNewTokens: 3, doSample: true, numReturnSequences: 2, seed: 5 }), {
+      onSequenceDone: (row, sequence, s, finish) => {
+        finishes.push(finish);
+        sequences.add(`${row}/${sequence}`);
+        assert.equal(s.tokenIds.length, 3);
+      },
+    });
+    assert.deepEqual(finishes, ['length', 'length', 'length', 'length']);
+    assert.deepEqual([...sequences].sort(), ['0/0', '0/1', '1/0', '1/1']);
+  });
+});
+
 describe('beam search', () => {
   const vocab = 3;
   const eos = 2;

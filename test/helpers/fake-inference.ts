@@ -80,7 +80,7 @@ export class FakeInference implements InferenceService {
   }
 
   counters(): InferenceCounters {
-    return { visionRuns: 0, generations: 0, tokensGenerated: 0, cancelledGenerations: 0, captionCacheHits: 0, visionCacheHits: 0, sharedRequests: 0 };
+    return { visionRuns: 0, generations: 0, batches: 0, tokensGenerated: 0, cancelledGenerations: 0, captionCacheHits: 0, visionCacheHits: 0, sharedRequests: 0 };
   }
 
   updateSettings(_settings: Blip2Settings): void {}

@@ -28,7 +28,7 @@ import {
   type MessageConnection,
   type PublishDiagnosticsParams,
 } from 'vscode-languageserver-protocol/node';
-import { ModelStatusNotification, type ModelStatus } from '../../server/src/protocol/messages';
+import { ModelStatusNotification, ServerFailureNotification, type ModelStatus } from '../../server/src/protocol/messages';
 import { repoRoot, tinyCheckpointDir } from './paths';
 
 export const CLIENT_CAPABILITIES: ClientCapabilities = {
@@ -54,7 +54,7 @@ export const CLIENT_CAPABILITIES: ClientCapabilities = {
 };
 
 /** The settings every test server starts from: the tiny fixture as the model, nothing on the network. */
-export function testSettings(overrides: { generation?: Record<string, unknown>; altText?: Record<string, unknown>; remoteImages?: Record<string, unknown> } = {}): Record<string, unknown> {
+export function testSettings(overrides: { generation?: Record<string, unknown>; altText?: Record<string, unknown>; remoteImages?: Record<string, unknown>; server?: Record<string, unknown> } = {}): Record<string, unknown> {
   return {
     model: tinyCheckpointDir,
     precision: 'fp32',
@@ -64,6 +64,7 @@ export function testSettings(overrides: { generation?: Record<string, unknown>; 
     generation: { maxNewTokens: 20, numBeams: 3, alternatives: 2, noRepeatNgramSize: 3, repetitionPenalty: 1, ...overrides.generation },
     altText: { captionOnOpen: false, ...overrides.altText },
     remoteImages: { enabled: false, maxBytes: 10 * 1024 * 1024, ...overrides.remoteImages },
+    ...(overrides.server && { server: overrides.server }),
   };
 }
 
@@ -93,6 +94,8 @@ export class TestServer {
   readonly messages: string[] = [];
   /** `window/showMessageRequest` texts: requests that some editors show as a prompt to answer. */
   readonly messageRequests: string[] = [];
+  /** `blip2/serverFailed` sentences (the BLIP-2 server that blip2.server.url names failed). */
+  readonly serverFailures: string[] = [];
   /** What `workspace/configuration` answers for `blip2`; change it, then send didChangeConfiguration. */
   settings: Record<string, unknown> = {};
   private readonly waiters = new Set<() => void>();
@@ -200,6 +203,10 @@ export class TestServer {
     });
     c.onNotification('window/showMessage', (params: { message: string }) => {
       this.messages.push(params.message);
+      this.changed();
+    });
+    c.onNotification(ServerFailureNotification.type, (params) => {
+      this.serverFailures.push(params.message);
       this.changed();
     });
     c.onRequest('window/showMessageRequest', (params: { message: string }) => {

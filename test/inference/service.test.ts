@@ -130,6 +130,27 @@ describe('inference service', () => {
     );
   });
 
+  it('decodes captions of distinct images asked together as rows of one batch, each as the engine captions it alone', async () => {
+    const s = settings({ numBeams: 1, noRepeatNgramSize: 3 });
+    const svc = make(s);
+    const files = ['astronaut.png', 'camera-gray.png', 'horse-rgba.png', 'noise-palette.gif', 'wide-alpha.png'].map(imagePath);
+    const results = await Promise.all(files.map((file) => svc.caption({ kind: 'file', path: file }, { priority: 'background' }, never)));
+    for (let i = 0; i < files.length; i++) assert.equal(results[i].text, (await suite.engineCaption(files[i], s))[0], files[i]);
+    const c = svc.counters();
+    assert.equal(c.generations, files.length);
+    // The captions wait behind the encodings and start together; the last one may miss the batch if its encoding
+    // ends just as the batch starts.
+    assert.ok(c.batches <= 2, `${c.batches} batches for ${c.generations} captions`);
+  });
+
+  it('with maxBatch 1, captions one after another', async () => {
+    const svc = createInferenceService({ settings: { ...settings({ numBeams: 1 }), modelStore: path.join(suite.root, 'store') }, maxBatch: 1 });
+    suite.services.push(svc);
+    const files = ['astronaut.png', 'camera-gray.png', 'horse-rgba.png'].map(imagePath);
+    await Promise.all(files.map((file) => svc.caption({ kind: 'file', path: file }, { priority: 'background' }, never)));
+    assert.deepEqual({ batches: svc.counters().batches, generations: svc.counters().generations }, { batches: 3, generations: 3 });
+  });
+
   it('duplicate requests share one run', async () => {
     const svc = make(settings());
     const image = { kind: 'file' as const, path: imagePath('rocket.jpg') };

@@ -4,9 +4,17 @@ import { UserError } from '../engine/errors';
 import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '../engine/preprocess/image-file';
 import type { GenerationSettings } from '../engine/pipeline';
 import { parseDevice, type Device } from '../engine/runtime/ort';
+import { serverUrl } from '../inference/remote/server-url';
+import { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUED } from '../inference/types';
+import { MAX_BATCH_ROWS } from '../inference/worker-protocol';
 import { DEFAULT_SETTINGS, describeLimits, NUMBER_LIMITS, OPTION_LIMITS, quoteValue, withinLimits, type NumberLimits } from '../protocol/settings';
 
 export const DEFAULT_MODEL = 'Salesforce/blip2-opt-2.7b';
+
+/** `blip2 serve`'s defaults: vLLM's port; a request limit far above what a caption takes on a CPU. */
+export const DEFAULT_SERVE_PORT = 8000;
+export const DEFAULT_REQUEST_TIMEOUT_S = 300;
+export const DEFAULT_SERVE_MAX_TOKENS = 512;
 
 export const USAGE = `Usage:
   blip2 caption IMAGE... [--prompt TEXT]     caption images (a prompt such as "a photo of" is continued)
@@ -25,13 +33,32 @@ export const USAGE = `Usage:
   blip2 check [PATH...] [--format F]         report missing and unhelpful alt text in markdown, HTML, JSX
                                              and TSX files (default: the current folder; .gitignore honoured)
   blip2 fix [PATH...] [--dry-run]            write generated alt text into those files (--dry-run: print a diff)
+  blip2 serve [--host H] [--port P]          serve the model over the OpenAI chat completions API, as vLLM
+                                             does for BLIP-2 (POST /v1/chat/completions, GET /v1/models)
 
 Check and fix:
   --format F          text (default), json, sarif (SARIF 2.1.0, for GitHub code scanning), github (annotations)
   --dry-run           fix: print a unified diff instead of writing the files
+  --max-batch N       fix: captions decoded together (default ${DEFAULT_MAX_BATCH}; 1 captions one image after another)
   Exit status: 0 nothing to report (fix: every image given alt text), 1 problems found (fix: some images
   could not be captioned or files not written), 2 a usage or settings error. Rules, the length limit and the
   generation settings come from the nearest .blip2.json.
+
+Server (caption, ask, chat, fix):
+  --server URL        use the BLIP-2 server at URL (blip2 serve, or vLLM serving BLIP-2) instead of the model
+                      here; its API key from $BLIP2_API_KEY. The images are sent to that server.
+
+Serve:
+  --host H            the address to listen on (default 127.0.0.1: this machine only; another needs an API key)
+  --port P            default 8000
+  --api-key KEY       requests to /v1 need "Authorization: Bearer KEY" (default: $BLIP2_API_KEY, which keeps the
+                      key out of the process list)
+  --served-model-name NAME  the model id clients see (default: the --model given)
+  --max-batch N       requests decoded together (default ${DEFAULT_MAX_BATCH})
+  --max-queue N       model runs waiting at once; past it requests get 429 (default ${DEFAULT_MAX_QUEUED})
+  --request-timeout S a request unanswered after S seconds gets 503 (default ${DEFAULT_REQUEST_TIMEOUT_S})
+  --max-completion-tokens N  the most new tokens a request may ask for (default ${DEFAULT_SERVE_MAX_TOKENS})
+  --max-image-mb N    the largest image, decoded (default ${DEFAULT_MAX_IMAGE_FILE_BYTES / (1024 * 1024)})
 
 Model options:
   --model M           a Hub repo id (default ${DEFAULT_MODEL}), a checkpoint folder or a converted folder
@@ -67,8 +94,18 @@ export interface ModelArgs {
 /** A mistake on the command line or in the settings: exit status 2, so scripts tell it from problems found. */
 export class UsageError extends UserError {}
 
+export interface ServeArgs {
+  host: string;
+  port: number;
+  apiKey?: string;
+  servedModelName?: string;
+  maxQueue: number;
+  requestTimeoutS: number;
+  maxCompletionTokens: number;
+}
+
 export interface CliArgs {
-  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'publish' | 'check' | 'fix' | 'help';
+  command: 'caption' | 'ask' | 'chat' | 'convert' | 'verify' | 'publish' | 'check' | 'fix' | 'serve' | 'help';
   positionals: string[];
   model: ModelArgs;
   generation: GenerationSettings;
@@ -85,6 +122,11 @@ export interface CliArgs {
   /** `verify --repair`. */
   repair: boolean;
   maxImageBytes: number;
+  /** fix and serve: captions decoded together as one batch (1: one after another). */
+  maxBatch: number;
+  /** caption, ask, chat, fix: the BLIP-2 server to use instead of the model here. */
+  server?: string;
+  serve: ServeArgs;
   /** publish: the precisions to upload (`--precision int4,int8`), and `--private`. */
   publish?: { precisions: Precision[]; private: boolean };
 }
@@ -105,6 +147,15 @@ const OPTIONS = {
   'dry-run': { type: 'boolean' },
   repair: { type: 'boolean' },
   'max-image-mb': { type: 'string' },
+  'max-batch': { type: 'string' },
+  server: { type: 'string' },
+  host: { type: 'string' },
+  port: { type: 'string' },
+  'api-key': { type: 'string' },
+  'served-model-name': { type: 'string' },
+  'max-queue': { type: 'string' },
+  'request-timeout': { type: 'string' },
+  'max-completion-tokens': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   'block-size': { type: 'string' },
   'max-new-tokens': { type: 'string' },
@@ -141,12 +192,14 @@ export function parseCli(argv: string[]): CliArgs {
       json: false,
       repair: false,
       maxImageBytes: DEFAULT_MAX_IMAGE_FILE_BYTES,
+      maxBatch: DEFAULT_MAX_BATCH,
+      serve: serveDefaults(),
       dryRun: false,
       given,
     };
   }
-  if (!['caption', 'ask', 'chat', 'convert', 'verify', 'publish', 'check', 'fix'].includes(command)) {
-    throw new UsageError(`Unknown command ${quoteValue(command)}.`, 'Use caption, ask, chat, convert, verify, publish, check or fix (`blip2 --help`).');
+  if (!['caption', 'ask', 'chat', 'convert', 'verify', 'publish', 'check', 'fix', 'serve'].includes(command)) {
+    throw new UsageError(`Unknown command ${quoteValue(command)}.`, 'Use caption, ask, chat, convert, verify, publish, check, fix or serve (`blip2 --help`).');
   }
   if (v.repair && command !== 'verify') throw new UsageError('--repair goes with verify.', 'Example: blip2 verify --model DIR --repair');
   const model: ModelArgs = {
@@ -191,6 +244,18 @@ export function parseCli(argv: string[]): CliArgs {
     given,
     repair: v.repair ?? false,
     maxImageBytes: maxImageMegabytes !== undefined ? maxImageMegabytes * 1024 * 1024 : DEFAULT_MAX_IMAGE_FILE_BYTES,
+    maxBatch: v['max-batch'] !== undefined ? numberOption('max-batch', v['max-batch']) : DEFAULT_MAX_BATCH,
+    ...(v.server !== undefined && { server: asUsage(() => serverUrl(v.server!)) }),
+    serve: {
+      ...serveDefaults(),
+      ...(v.host !== undefined && { host: v.host }),
+      ...(v.port !== undefined && { port: numberOption('port', v.port) }),
+      ...(v['api-key'] !== undefined && { apiKey: v['api-key'] }),
+      ...(v['served-model-name'] !== undefined && { servedModelName: v['served-model-name'] }),
+      ...(v['max-queue'] !== undefined && { maxQueue: numberOption('max-queue', v['max-queue']) }),
+      ...(v['request-timeout'] !== undefined && { requestTimeoutS: numberOption('request-timeout', v['request-timeout']) }),
+      ...(v['max-completion-tokens'] !== undefined && { maxCompletionTokens: numberOption('max-completion-tokens', v['max-completion-tokens']) }),
+    },
     ...(command === 'publish' && {
       publish: {
         precisions: [...new Set((v.precision ?? '').split(',').map((p) => p.trim()).filter(Boolean))].map((p) => {
@@ -204,6 +269,10 @@ export function parseCli(argv: string[]): CliArgs {
   };
   checkPositionals(args);
   return args;
+}
+
+function serveDefaults(): ServeArgs {
+  return { host: '127.0.0.1', port: DEFAULT_SERVE_PORT, maxQueue: DEFAULT_MAX_QUEUED, requestTimeoutS: DEFAULT_REQUEST_TIMEOUT_S, maxCompletionTokens: DEFAULT_SERVE_MAX_TOKENS };
 }
 
 // HF_HUB_OFFLINE and friends are read where the Hub is reached (store/resolve.ts), not here.
@@ -229,6 +298,7 @@ function checkPositionals(a: CliArgs): void {
       break;
     case 'convert':
     case 'verify':
+    case 'serve':
       if (p.length !== 0) throw new UsageError(`${a.command} takes no positional arguments (got ${quoteValue(p[0])}).`, `Example: blip2 ${a.command} --model DIR --precision int4`);
       break;
   }
@@ -250,16 +320,20 @@ const GENERATION_OPTIONS = [
  * and its captions are cached and shared with the editor under those settings.
  */
 const COMMAND_OPTIONS: Record<CliArgs['command'], ReadonlySet<string>> = {
-  caption: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'prompt', 'json']),
-  ask: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json']),
-  chat: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json']),
+  caption: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'prompt', 'json', 'server']),
+  ask: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json', 'server']),
+  chat: new Set([...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'max-image-mb', 'json', 'server']),
   convert: new Set([...MODEL_OPTIONS, 'out', 'json']),
   verify: new Set([...MODEL_OPTIONS, 'repair', 'json']),
   publish: new Set(['model', 'precision', 'store', 'private']),
   check: new Set(['format']),
   fix: new Set([
     ...MODEL_OPTIONS.filter((o) => o !== 'block-size'),
-    'max-new-tokens', 'min-new-tokens', 'num-beams', 'repetition-penalty', 'no-repeat-ngram-size', 'prompt', 'dry-run',
+    'max-new-tokens', 'min-new-tokens', 'num-beams', 'repetition-penalty', 'no-repeat-ngram-size', 'prompt', 'dry-run', 'max-batch', 'server',
+  ]),
+  serve: new Set([
+    ...MODEL_OPTIONS.filter((o) => o !== 'block-size'),
+    'host', 'port', 'api-key', 'served-model-name', 'max-batch', 'max-queue', 'request-timeout', 'max-completion-tokens', 'max-image-mb',
   ]),
   help: new Set(),
 };
@@ -293,6 +367,12 @@ const NUMERIC_OPTIONS = {
   seed: OPTION_LIMITS.seed,
   'block-size': OPTION_LIMITS.blockSize,
   'max-image-mb': OPTION_LIMITS.maxImageMegabytes,
+  // blip2 serve's own.
+  'max-batch': { min: 1, max: MAX_BATCH_ROWS, integer: true },
+  port: { min: 0, max: 65535, integer: true },
+  'max-queue': { min: 1, max: 100_000, integer: true },
+  'request-timeout': { min: 0.001, max: 86_400, integer: false },
+  'max-completion-tokens': NUMBER_LIMITS['generation.maxNewTokens'],
 } satisfies Record<string, NumberLimits>;
 
 function numberOption(name: keyof typeof NUMERIC_OPTIONS, text: string): number {

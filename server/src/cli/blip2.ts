@@ -8,14 +8,17 @@ import type { EncodedImage, GenerationSettings, ImageInput } from '../engine/pip
 import { checkImageFile, readImageFile, type ImageFileLimits } from '../engine/preprocess/image-file';
 import { captionPrompt, fitChatPrompt, promptBudget, questionPrompt, type ChatTurn } from '../engine/preprocess/prompts';
 import { formatBytes } from '../engine/units';
+import { DEFAULT_MAX_BATCH } from '../inference/types';
 import { parseCli, UsageError, USAGE, type CliArgs } from './args';
 import { runCheck } from './check';
 import { runFix } from './fix';
+import { runServe } from './serve';
+import { viaServer } from './via-server';
 import { runPublish } from './publish';
 import { ProgressReporter } from './progress';
 
-// Images per batch: one left-padded generate() call; larger batches gain little on CPU and hold more memory.
-const BATCH = 4;
+// Images per batch: one left-padded generate() call, as the language server batches them.
+const BATCH = DEFAULT_MAX_BATCH;
 
 async function main(argv: string[]): Promise<number> {
   const args = parseCli(argv);
@@ -29,6 +32,8 @@ async function main(argv: string[]): Promise<number> {
   if (args.command === 'check') return runCheck(args);
   if (args.command === 'fix') return runFix(args, abort.signal);
   if (args.command === 'publish') return runPublish(args, abort.signal);
+  if (args.command === 'serve') return runServe(args, abort.signal);
+  if (args.server) return viaServer(args, abort.signal);
   try {
     if (args.command === 'convert') return await convert(args, progress, abort.signal);
     if (args.command === 'verify') return await verify(args, progress, abort.signal);

@@ -28,6 +28,7 @@ export async function runFix(args: CliArgs, signal: AbortSignal, cwd = process.c
   const inference = createInferenceService({
     settings: serverWide,
     cacheDir: defaultCacheDir(serverWide.modelStore),
+    maxBatch: args.maxBatch,
     log: (line) => (process.env.BLIP2_DEBUG ? process.stderr.write(`${line}\n`) : undefined),
   });
   const cancel = new CancellationTokenSource();
@@ -68,6 +69,7 @@ function commandLineSettings(args: CliArgs): Record<string, unknown> {
     ...(has('store') && { modelStore: args.model.store }),
     ...(has('offline') && { offline: args.model.offline }),
     ...(has('keep-source') && { keepSource: args.model.keepSource }),
+    ...(args.server && { server: { url: args.server } }),
     generation: {
       ...(has('max-new-tokens') && { maxNewTokens: g.maxNewTokens }),
       ...(has('min-new-tokens') && { minNewTokens: g.minNewTokens }),

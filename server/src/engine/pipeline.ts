@@ -1,6 +1,6 @@
 import * as crypto from 'node:crypto';
 import { generate } from './generation/generate';
-import type { GenerationOptions, GenerationResult } from './generation/types';
+import type { FinishReason, GenerationOptions, GenerationResult } from './generation/types';
 import { throwIfAborted } from './errors';
 import { preprocessImages, readImageProcessorConfig, type ImageInput, type ImageProcessorConfig } from './preprocess/image';
 import { buildInputs } from './preprocess/prompts';
@@ -21,8 +21,13 @@ export interface GenerationSettings {
   topK?: number;
   topP?: number;
   seed?: number;
-  /** Overrides generation_config.json's end tokens. */
-  eosTokenIds?: number[];
+  /**
+   * End tokens besides generation_config.json's (vLLM's stop_token_ids); the answer's text leaves them out. Ids the
+   * model cannot generate (past its vocabulary) are ignored.
+   */
+  stopTokenIds?: number[];
+  /** Text that ends a sequence where it first appears (vLLM's stop); the answer stops before it. */
+  stop?: string[];
 }
 
 export type { ImageInput };
@@ -41,12 +46,21 @@ export interface Request {
   prompt: string;
 }
 
-export interface Answer {
+/** Why a sequence ended: an end token or stop string, `maxNewTokens`, or the caller's `isCancelled`. */
+export type AnswerFinish = 'stop' | 'length' | 'cancelled';
+
+export interface AnswerSequence {
   text: string;
   /** New tokens only, the end token included when one was generated. */
   tokenIds: number[];
-  /** Further beams, best first, when numReturnSequences > 1. */
-  alternatives: { text: string; tokenIds: number[] }[];
+  finishReason: AnswerFinish;
+}
+
+export interface Answer extends AnswerSequence {
+  /** Further beams, best first (or further samples), when numReturnSequences > 1. */
+  alternatives: AnswerSequence[];
+  /** The row's prompt as the model saw it: the image's query tokens, BOS and the prompt (padding excluded). */
+  promptTokens: number;
 }
 
 export interface GenerateTimings {
@@ -61,8 +75,16 @@ export interface GenerateTimings {
 const IMAGE_PREFIXES_KEPT = 2;
 
 export interface StreamCallbacks {
-  /** Each row's new token and the text so far, as it is generated. */
-  onToken?: (row: number, tokenId: number, textSoFar: string) => void;
+  /** Each row's new token and the text so far of that sequence (0 unless numReturnSequences > 1), as it is generated. */
+  onToken?: (row: number, tokenId: number, textSoFar: string, sequence: number) => void;
+  /**
+   * Each row's answer as soon as it is complete: greedy and sampled rows end independently (and leave the batch,
+   * so the others go on without their cost); beam search answers every row at the end.
+   */
+  onAnswer?: (row: number, answer: Answer) => void;
+  /** Asked after every step: true ends the row there, its answer so far kept with finishReason 'cancelled'. */
+  isCancelled?: (row: number) => boolean;
+  /** Ends the whole batch (rejecting with CancelledError). */
   signal?: AbortSignal;
 }
 
@@ -100,12 +122,17 @@ export class Blip2Pipeline {
     }));
   }
 
-  /** Runs one batch of requests (left-padded together) and returns an answer per request. */
+  /**
+   * Runs one batch of requests (left-padded together, decoding in the same steps) and returns an answer per
+   * request. Greedy and sampled rows end independently: a row that ends leaves the batch and is answered at once.
+   */
   async generate(requests: Request[], settings: GenerationSettings, callbacks: StreamCallbacks = {}): Promise<{ answers: Answer[]; timings: GenerateTimings; raw: GenerationResult }> {
     const cfg = this.model.config;
     const gen = this.model.generation;
+    const tokenizer = this.model.tokenizer;
+    const promptIds = requests.map((r) => (r.prompt ? tokenizer.encode(r.prompt) : []));
     const inputs = buildInputs(
-      requests.map((r) => (r.prompt ? this.model.tokenizer.encode(r.prompt) : [])),
+      promptIds,
       { imageToken: this.model.imageTokenId, bos: gen.bosTokenId, pad: gen.padTokenId, numQueryTokens: cfg.numQueryTokens },
       { maxPositions: cfg.text.maxPositionEmbeddings, numQueryTokens: cfg.numQueryTokens, maxNewTokens: settings.maxNewTokens },
     );
@@ -124,20 +151,57 @@ export class Blip2Pipeline {
       onPrefix: prefixKey ? (p) => this.keepPrefix(prefixKey, p) : undefined,
     });
     if (prefixKey && reusePrefix) this.keepPrefix(prefixKey, reusePrefix);
-    const streamed: number[][] = requests.map(() => []);
+
+    const options = this.options(settings);
+    const copies = options.numReturnSequences ?? 1;
+    const stops = (settings.stop ?? []).filter((s) => s.length > 0);
+    // Per row and sequence: the tokens so far, whether a stop string ended it, and, once ended, how it ended.
+    const streamed = requests.map(() => Array.from({ length: copies }, () => [] as number[]));
+    const stopped = requests.map(() => new Array<boolean>(copies).fill(false));
+    const done = requests.map(() => Array.from<AnswerSequence | undefined>({ length: copies }));
+    const answered = new Array<boolean>(requests.length).fill(false);
+    const promptTokens = (row: number) => cfg.numQueryTokens + 1 + promptIds[row].length;
+    const cancelled = (row: number) => callbacks.isCancelled?.(row) === true;
+    const sequence = (row: number, tokenIds: number[], finish: FinishReason | 'cancelled'): AnswerSequence => {
+      const raw = tokenizer.decodeRaw(tokenIds);
+      const at = firstStop(raw, stops);
+      if (at >= 0) return { text: raw.slice(0, at).trim(), tokenIds, finishReason: 'stop' };
+      const reason = finish === 'stopped' ? (cancelled(row) ? 'cancelled' : 'stop') : finish;
+      return { text: raw.trim(), tokenIds, finishReason: reason };
+    };
+    const answer = (row: number, seqs: AnswerSequence[]): Answer => {
+      const [best, ...alternatives] = seqs;
+      return { ...best, alternatives, promptTokens: promptTokens(row) };
+    };
+    const watchText = stops.length > 0 || callbacks.onToken !== undefined;
+
     try {
-      const raw = await generate(session, { inputIds: inputs.inputIds }, this.options(settings), {
+      const raw = await generate(session, { inputIds: inputs.inputIds }, options, {
         signal: callbacks.signal,
-        onToken: callbacks.onToken
-          ? (row, token) => {
-              streamed[row].push(token);
-              callbacks.onToken!(row, token, this.model.tokenizer.decode(streamed[row]));
+        onToken: watchText
+          ? (row, token, seq) => {
+              const ids = streamed[row][seq];
+              ids.push(token);
+              if (stops.length > 0 && firstStop(tokenizer.decodeRaw(ids), stops) >= 0) stopped[row][seq] = true;
+              callbacks.onToken?.(row, token, tokenizer.decode(ids), seq);
             }
           : undefined,
+        onSequenceDone: (row, seq, result, finish) => {
+          done[row][seq] = sequence(row, result.tokenIds, finish);
+          if (done[row].every((d) => d !== undefined)) {
+            answered[row] = true;
+            callbacks.onAnswer?.(row, answer(row, done[row] as AnswerSequence[]));
+          }
+        },
+        isStopped: (row, seq) => stopped[row][seq] || cancelled(row),
       });
-      const answers = raw.sequences.map((seqs) => {
-        const [best, ...rest] = seqs.map((s) => ({ text: this.model.tokenizer.decode(s.tokenIds), tokenIds: s.tokenIds }));
-        return { ...best, alternatives: rest };
+      const eos = new Set(options.eosTokenIds);
+      const answers = raw.sequences.map((seqs, row) => {
+        if (answered[row]) return answer(row, done[row] as AnswerSequence[]);
+        // Beam search: every row at the end, ended by an end token or by the length limit.
+        const a = answer(row, seqs.map((s) => sequence(row, s.tokenIds, eos.has(s.tokenIds[s.tokenIds.length - 1]) ? 'stop' : 'length')));
+        callbacks.onAnswer?.(row, a);
+        return a;
       });
       return { answers, timings: { ...session.timings }, raw };
     } finally {
@@ -152,8 +216,7 @@ export class Blip2Pipeline {
   }
 
   options(s: GenerationSettings): GenerationOptions {
-    // Any sampling setting turns sampling on, except an explicit temperature of 0, which always means greedy.
-    const sampling = s.temperature !== 0 && (s.temperature !== undefined || s.topK !== undefined || s.topP !== undefined);
+    const sampling = isSampling(s);
     return {
       maxNewTokens: s.maxNewTokens,
       minNewTokens: s.minNewTokens,
@@ -167,7 +230,8 @@ export class Blip2Pipeline {
       topK: s.topK,
       topP: s.topP,
       seed: s.seed,
-      eosTokenIds: s.eosTokenIds ?? this.model.generation.eosTokenIds,
+      // The model cannot generate ids past its logits: asking to stop on one is asking for nothing.
+      eosTokenIds: [...new Set([...this.model.generation.eosTokenIds, ...(s.stopTokenIds ?? []).filter((id) => Number.isInteger(id) && id >= 0 && id < this.model.manifest.vocabSize)])],
       padTokenId: this.model.generation.padTokenId,
     };
   }
@@ -176,6 +240,21 @@ export class Blip2Pipeline {
     this.prefixes.clear();
     return this.model.dispose();
   }
+}
+
+/** Any sampling setting turns sampling on, except an explicit temperature of 0, which always means greedy. */
+export function isSampling(s: GenerationSettings): boolean {
+  return s.temperature !== 0 && (s.temperature !== undefined || s.topK !== undefined || s.topP !== undefined);
+}
+
+/** Where the first of the stop strings starts in `text`, or -1. */
+function firstStop(text: string, stops: readonly string[]): number {
+  let first = -1;
+  for (const stop of stops) {
+    const at = text.indexOf(stop);
+    if (at >= 0 && (first < 0 || at < first)) first = at;
+  }
+  return first;
 }
 
 function featuresKey(features: Float32Array): string {

@@ -11,6 +11,14 @@ export function noModelHint(vscodeClient: boolean): string {
     : 'Set the "model" setting to a folder with a BLIP-2 checkpoint, or download and convert one once with `blip2 convert --model Salesforce/blip2-opt-2.7b`.';
 }
 
+/** Whether a request failed because the BLIP-2 server `blip2.server.url` names failed (the client offers the local model). */
+export function isServerFailure(error: unknown): boolean {
+  return kindOf(error) === 'server';
+}
+
+/** The way out of a server's failure where the editor has no button for it. */
+export const USE_LOCAL_MODEL_HINT = 'Clear the server.url setting to use the model on this machine.';
+
 /** Whether a failed request failed because no model is set up (the client then offers set-up). */
 export function isNoModel(error: unknown, inference: Pick<InferenceService, 'status'>): boolean {
   return kindOf(error) === 'noModel' || inference.status().state === 'noModel';
@@ -27,5 +35,6 @@ export function failureReason(error: unknown, inference: Pick<InferenceService, 
 /** The sentence a result, a message or a failure list shows for a failed caption or answer, with the way out. */
 export function failureSentence(error: unknown, inference: Pick<InferenceService, 'status'>, vscodeClient = false): string {
   const reason = failureReason(error, inference);
+  if (isServerFailure(error)) return vscodeClient ? reason : `${reason} ${USE_LOCAL_MODEL_HINT}`;
   return isNoModel(error, inference) && kindOf(error) !== 'damaged' ? `${reason} ${noModelHint(vscodeClient)}` : reason;
 }

@@ -7,7 +7,7 @@ import type { PrecisionChoice } from '../engine/convert/precision';
 import type { GenerationSettings } from '../engine/pipeline';
 import { fitChatPrompt, promptBudget } from '../engine/preprocess/prompts';
 import type { Device } from '../engine/runtime/ort';
-import { CANCEL_SLOT, type FromWorker, type PromptSpec, type ToWorker, type WorkerError } from './worker-protocol';
+import { CANCEL_SLOT, MAX_BATCH_ROWS, type FromWorker, type PromptSpec, type ToWorker, type WorkerError } from './worker-protocol';
 
 const port = parentPort!;
 const cancelFlags = new Int32Array(workerData.cancelBuffer as SharedArrayBuffer);
@@ -27,6 +27,10 @@ function send(message: FromWorker, transfer: ArrayBuffer[] = []): void {
 
 function stopRequested(id: number): boolean {
   return Atomics.load(cancelFlags, CANCEL_SLOT) === id;
+}
+
+function rowCancelled(id: number, row: number): boolean {
+  return Atomics.load(cancelFlags, CANCEL_SLOT + 1 + row) === id;
 }
 
 function toError(e: unknown): WorkerError {
@@ -66,7 +70,7 @@ async function handle(msg: ToWorker): Promise<void> {
         send({
           type: 'loaded',
           id: msg.id,
-          model: { source: model.source, dir: model.dir, precision: model.precision, device: model.device, fallbackReason: model.fallbackReason, loadNotes: model.loadNotes, loadMs: model.loadMs },
+          model: { source: model.source, dir: model.dir, precision: model.precision, device: model.device, fallbackReason: model.fallbackReason, loadNotes: model.loadNotes, loadMs: model.loadMs, maxModelLen: model.pipeline.model.config.text.maxPositionEmbeddings },
         });
         return;
       }
@@ -84,29 +88,30 @@ async function handle(msg: ToWorker): Promise<void> {
       }
       case 'generate': {
         const pipeline = requireModel();
+        let lastPlace = Infinity;
         const result = await pipeline.generate(
           msg.rows.map((r) => ({ image: { features: r.features, preprocessMs: 0, visionMs: 0 }, prompt: promptText(r.prompt, msg.settings) })),
           msg.settings,
           {
             signal: controller.signal,
-            onToken: (row, _token, textSoFar) => {
-              send({ type: 'token', id: msg.id, row, textSoFar });
-              if (stepDelayMs > 0) Atomics.wait(sleeper, 0, 0, stepDelayMs);
+            onToken: (row, _token, textSoFar, sequence) => {
+              send({ type: 'token', id: msg.id, row, sequence, textSoFar });
+              // Once per step, not per row: a batch of eight must not sleep eight times. Rows report in order, so a
+              // row at or before the last one reported starts the next step.
+              const place = row * MAX_BATCH_ROWS + sequence;
+              if (stepDelayMs > 0 && place <= lastPlace) Atomics.wait(sleeper, 0, 0, stepDelayMs);
+              lastPlace = place;
               if (crashFile && fs.existsSync(crashFile)) {
                 fs.rmSync(crashFile);
                 process.exit(70);
               }
               if (stopRequested(msg.id)) controller.abort();
             },
+            onAnswer: (row, answer) => send({ type: 'answer', id: msg.id, row, answer }),
+            isCancelled: (row) => rowCancelled(msg.id, row),
           },
         );
-        send({
-          type: 'generated',
-          id: msg.id,
-          texts: result.answers.map((a) => [a.text, ...a.alternatives.map((x) => x.text)]),
-          prefillMs: result.timings.prefillMs,
-          decodeMs: result.timings.decodeMs,
-        });
+        send({ type: 'generated', id: msg.id, prefillMs: result.timings.prefillMs, decodeMs: result.timings.decodeMs });
         return;
       }
     }

@@ -1,11 +1,27 @@
 import { CancelledError, UserError } from '../engine/errors';
 import type { Priority } from './types';
 
+/** A run that others may join: waiting runs of the same kind (`key`) start together, up to `limit` of them. */
+export interface BatchKind<I> {
+  key: string;
+  limit: number;
+  /** Runs the members; each member is settled by it (resolve or reject), whenever its part is done. */
+  run(members: BatchMember<I>[]): Promise<void>;
+}
+
+export interface BatchMember<I> {
+  item: I;
+  signal: AbortSignal;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
 interface Entry {
   priority: () => Priority;
   signal: AbortSignal;
   start: () => Promise<void>;
   reject: (e: unknown) => void;
+  batch?: { kind: BatchKind<unknown>; member: BatchMember<unknown> };
 }
 
 /** A run refused because the queue is full; background work gives way to interactive work with it too. */
@@ -16,6 +32,7 @@ export class QueueFullError extends UserError {}
  * is aborted while it waits never starts. Priorities are read when a run is picked, so background work that a
  * hover starts waiting on moves ahead. At most `maxWaiting` runs wait: when full, an interactive run takes the
  * place of the latest background one, and anything else is refused with a sentence.
+ * Batched runs (`batch`): when one is picked, the waiting runs of the same kind start with it, as one run.
  */
 export class Scheduler {
   private readonly waiting: Entry[] = [];
@@ -29,26 +46,38 @@ export class Scheduler {
 
   run<T>(priority: () => Priority, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const entry: Entry = {
+      this.enqueue({ priority, signal, reject, start: () => work().then(resolve, reject) });
+    });
+  }
+
+  /** A run of `kind` for `item`, started with the other waiting runs of its kind; resolves with what `run` gives it. */
+  batch<I, T>(priority: () => Priority, signal: AbortSignal, kind: BatchKind<I>, item: I): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const member: BatchMember<I> = { item, signal, resolve: resolve as (v: unknown) => void, reject };
+      this.enqueue({
         priority,
         signal,
         reject,
-        start: () => work().then(resolve, reject),
-      };
-      if (this.waiting.length >= this.maxWaiting && !this.makeRoomFor(priority())) {
-        reject(full(this.maxWaiting));
-        return;
-      }
-      signal.addEventListener('abort', () => {
-        const i = this.waiting.indexOf(entry);
-        if (i >= 0) {
-          this.waiting.splice(i, 1);
-          reject(new CancelledError());
-        }
-      }, { once: true });
-      this.waiting.push(entry);
-      this.pump();
+        start: () => kind.run([member]),
+        batch: { kind: kind as BatchKind<unknown>, member: member as BatchMember<unknown> },
+      });
     });
+  }
+
+  private enqueue(entry: Entry): void {
+    if (this.waiting.length >= this.maxWaiting && !this.makeRoomFor(entry.priority())) {
+      entry.reject(full(this.maxWaiting));
+      return;
+    }
+    entry.signal.addEventListener('abort', () => {
+      const i = this.waiting.indexOf(entry);
+      if (i >= 0) {
+        this.waiting.splice(i, 1);
+        entry.reject(new CancelledError());
+      }
+    }, { once: true });
+    this.waiting.push(entry);
+    this.pump();
   }
 
   /** Drops the latest waiting background run for an interactive one; false when there is none to drop. */
@@ -75,9 +104,27 @@ export class Scheduler {
       return;
     }
     this.busy = true;
-    entry.start().finally(() => {
+    const started = entry.batch ? this.startBatch(entry.batch.kind, entry.batch.member) : entry.start();
+    started.catch(() => undefined).finally(() => {
       this.busy = false;
       this.pump();
+    });
+  }
+
+  /** The picked run and the waiting runs of its kind (in arrival order, up to its limit), as one run. */
+  private startBatch(kind: BatchKind<unknown>, first: BatchMember<unknown>): Promise<void> {
+    const members = [first];
+    for (let i = 0; i < this.waiting.length && members.length < kind.limit; ) {
+      const other = this.waiting[i].batch;
+      if (other && other.kind.key === kind.key && !other.member.signal.aborted) {
+        this.waiting.splice(i, 1);
+        members.push(other.member);
+      } else {
+        i++;
+      }
+    }
+    return kind.run(members).catch((e: unknown) => {
+      for (const m of members) m.reject(e);
     });
   }
 }

@@ -1,37 +1,19 @@
-import * as crypto from 'node:crypto';
 import type { CancellationToken } from 'vscode-languageserver';
 import { CancelledError, isCancelled, UserError } from '../engine/errors';
 import type { ModelProgress } from '../engine/open-model';
 import { setUpPlan } from './setup-plan';
 import { describeCost } from '../engine/store/setup-cost';
 import type { GenerationSettings } from '../engine/pipeline';
-import { readImageFile } from '../engine/preprocess/image-file';
-import { chatPrompt } from '../engine/preprocess/prompts';
 import type { GenerationResult, InferenceCounters, ModelStatus, SetUpPlan } from '../protocol/messages';
 import { RELOAD_SETTINGS, type Blip2Settings } from '../protocol/settings';
-import { generationSettingsFor, type GenerationKind } from './generation-settings';
+import { AnswerRequests, type SharedRun, type StoredAnswer } from './answer-requests';
 import { cacheKey, ResultCache } from './result-cache';
-import { Scheduler } from './scheduler';
-import type { AskOptions, CaptionOptions, ImageSource, InferenceService, Priority, SetUpReporter } from './types';
-import { WorkerHost } from './worker-host';
+import { EngineChoice } from './engine-choice';
+import { InferenceEngine } from './engine';
+import { RemoteInferenceService } from './remote/remote-service';
+import { DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUED, type AskOptions, type CaptionOptions, type ImageSource, type InferenceService, type SetUpReporter } from './types';
 import type { EngineSettings, ImageBytes, LoadedModel, PromptSpec, WorkerError } from './worker-protocol';
 
-interface StoredAnswer {
-  text: string;
-  alternatives: string[];
-  model: string;
-  precision: string;
-  device: string;
-}
-
-/** A computation that several requests wait on; it is stopped when the last of them is cancelled. */
-interface Shared<T> {
-  promise: Promise<T>;
-  waiters: number;
-  priority: Priority;
-  controller: AbortController;
-  partials: Set<(text: string) => void>;
-}
 
 export interface InferenceServiceOptions {
   settings: Blip2Settings;
@@ -40,25 +22,27 @@ export interface InferenceServiceOptions {
   log?: (line: string) => void;
   /** Model runs that may wait at once (see Scheduler); DEFAULT_MAX_QUEUED unless given. */
   maxQueued?: number;
+  /** Captions and answers decoded together as one batch; DEFAULT_MAX_BATCH unless given (1: one after another). */
+  maxBatch?: number;
 }
 
-/**
- * Distinct model runs waiting at once. Requests for the same image and prompt share one run, so this bounds work,
- * not requests: 500 hovers over 50 images wait on at most 50 runs.
- */
-export const DEFAULT_MAX_QUEUED = 64;
 
+/**
+ * The engine of the language features and `blip2 fix`: the model here, in a worker thread, or the BLIP-2 server
+ * `settings.server.url` names; a change of that setting swaps one for the other.
+ */
 export function createInferenceService(options: InferenceServiceOptions): InferenceService {
-  return new WorkerInferenceService(options);
+  return new EngineChoice(options.settings, (settings) =>
+    settings.server.url ? new RemoteInferenceService({ ...options, settings }) : new WorkerInferenceService({ ...options, settings }),
+  );
 }
 
 class WorkerInferenceService implements InferenceService {
   private settings: Blip2Settings;
   private readonly log: (line: string) => void;
-  private readonly host: WorkerHost;
-  private readonly scheduler: Scheduler;
+  private readonly engine: InferenceEngine;
   private readonly cache: ResultCache<StoredAnswer>;
-  private readonly inflight = new Map<string, Shared<unknown>>();
+  private readonly requests: AnswerRequests;
   private readonly listeners = new Set<(s: ModelStatus) => void>();
   private loading?: Promise<LoadedModel>;
   private loaded?: LoadedModel;
@@ -66,41 +50,41 @@ class WorkerInferenceService implements InferenceService {
   private loadCrash?: WorkerError;
   private idleTimer?: NodeJS.Timeout;
   private current: Omit<ModelStatus, 'queued' | 'cache' | 'memoryBytes'>;
-  private readonly count: InferenceCounters = {
-    visionRuns: 0,
-    generations: 0,
-    tokensGenerated: 0,
-    cancelledGenerations: 0,
-    captionCacheHits: 0,
-    visionCacheHits: 0,
-    sharedRequests: 0,
-  };
+  private visionCacheHits = 0;
 
   constructor(options: InferenceServiceOptions) {
     this.settings = options.settings;
     this.log = options.log ?? (() => undefined);
-    this.host = new WorkerHost(this.log, (message) => this.workerCrashed(message));
-    this.scheduler = new Scheduler(options.maxQueued ?? DEFAULT_MAX_QUEUED);
+    this.engine = new InferenceEngine(
+      { log: this.log, onCrash: (message) => this.workerCrashed(message), maxQueued: options.maxQueued ?? DEFAULT_MAX_QUEUED, maxBatch: options.maxBatch ?? DEFAULT_MAX_BATCH },
+      {
+        // The worker may have crashed (and taken the model with it) while a run waited.
+        ready: (signal) => this.load({ allowDownload: false, signal }),
+        busy: (busy) => this.setBusy(busy),
+        fromWorker: (e) => this.fromWorker(e),
+      },
+    );
     this.cache = new ResultCache<StoredAnswer>(options.cacheDir, options.settings.cache.maxMegabytes * 1024 * 1024);
+    this.requests = new AnswerRequests(this.cache, { modelKey: () => this.modelKey(), compute: (...a) => this.answer(...a) }, () => this.settings.localImages.maxBytes);
     this.current = { state: 'unloaded', model: options.settings.model };
   }
 
   // ---- InferenceService ----
 
   caption(image: ImageSource, options: CaptionOptions, token: CancellationToken): Promise<GenerationResult> {
-    const prompt = options.prompt ?? this.settings.generation.captionPrompt;
-    return this.request(options.alternatives ? 'alternatives' : 'caption', image, { text: prompt }, options.priority, undefined, token);
+    return this.requests.caption(this.settings.generation, image, options, token);
   }
 
   ask(image: ImageSource, question: string, options: AskOptions, token: CancellationToken): Promise<GenerationResult> {
-    return this.request('answer', image, { question, history: options.history ?? [] }, options.priority, options.onPartial, token);
+    return this.requests.ask(this.settings.generation, image, question, options, token);
   }
+
 
   async planSetUp(model: string | undefined, token: CancellationToken): Promise<SetUpPlan> {
     const controller = new AbortController();
     const sub = token.onCancellationRequested(() => controller.abort());
     try {
-      const job = this.host.send({ type: 'plan', settings: { ...this.engineSettings(true), model: model ?? this.settings.model } });
+      const job = this.engine.host.send({ type: 'plan', settings: { ...this.engineSettings(true), model: model ?? this.settings.model } });
       const m = await job.done.catch((e: WorkerError) => {
         throw this.fromWorker(e);
       });
@@ -133,7 +117,7 @@ class WorkerInferenceService implements InferenceService {
     return {
       ...this.current,
       memoryBytes: process.memoryUsage().rss,
-      queued: this.scheduler.queued,
+      queued: this.engine.queued,
       cache: this.cache.stats(),
     };
   }
@@ -144,7 +128,7 @@ class WorkerInferenceService implements InferenceService {
   }
 
   counters(): InferenceCounters {
-    return { ...this.count };
+    return { ...this.engine.counters, ...this.requests.counts, visionCacheHits: this.visionCacheHits };
   }
 
   updateSettings(settings: Blip2Settings): void {
@@ -158,166 +142,34 @@ class WorkerInferenceService implements InferenceService {
 
   async dispose(): Promise<void> {
     clearTimeout(this.idleTimer);
-    await this.host.terminate();
+    await this.engine.terminate();
     this.listeners.clear();
   }
 
   // ---- internals ----
 
-  /** A caption or an answer: from the cache, from a run already under way for the same key, or from a new run. */
-  private async request(
-    kind: GenerationKind,
-    image: ImageSource,
-    prompt: PromptSpec,
-    priority: Priority,
-    onPartial: ((text: string) => void) | undefined,
-    token: CancellationToken,
-  ): Promise<GenerationResult> {
-    const started = performance.now();
-    // The whole chat as asked: the worker may drop old turns to fit, the same ones for the same chat every time.
-    const promptKey = 'text' in prompt ? prompt.text : chatPrompt(prompt.history, prompt.question);
-    // Read once: these bytes are hashed, and the same bytes go to the model if nothing is cached for them.
-    const bytes = await this.imageBytes(image);
-    const imageHash = await sha256(bytes.bytes);
-    const generation = generationSettingsFor(this.settings.generation, kind);
-    const key = cacheKey(kind, this.modelKey(), imageHash, promptKey, generation);
-    const cached = await this.cache.getAnswer(key);
-    if (cached) {
-      this.count.captionCacheHits++;
-      onPartial?.(cached.text);
-      return { ...cached, durationMs: 0, cached: true };
-    }
-    const answer = await this.share<StoredAnswer>(key, priority, token, onPartial, (shared) => this.answer(bytes, imageHash, prompt, generation, shared));
-    await this.cache.putAnswer(key, answer);
-    return { ...answer, durationMs: performance.now() - started, cached: false };
-  }
-
-  /** Joins a computation already running for the same key, or starts one; this request's cancellation only withdraws its interest. */
-  private share<T>(
-    key: string,
-    priority: Priority,
-    token: CancellationToken,
-    onPartial: ((text: string) => void) | undefined,
-    compute: (shared: Shared<T>) => Promise<T>,
-  ): Promise<T> {
-    let shared = this.inflight.get(key) as Shared<T> | undefined;
-    if (shared) {
-      this.count.sharedRequests++;
-      if (priority === 'interactive') shared.priority = 'interactive';
-    } else {
-      const created: Shared<T> = { promise: undefined!, waiters: 0, priority, controller: new AbortController(), partials: new Set() };
-      created.promise = compute(created).finally(() => {
-        if (this.inflight.get(key) === created) this.inflight.delete(key);
-      });
-      // A computation nobody waits for any more still settles; its rejection must not go unhandled.
-      created.promise.catch(() => undefined);
-      this.inflight.set(key, created as Shared<unknown>);
-      shared = created;
-    }
-    const s = shared;
-    s.waiters++;
-    if (onPartial) s.partials.add(onPartial);
-    return new Promise<T>((resolve, reject) => {
-      let settled = false;
-      const leave = () => {
-        if (onPartial) s.partials.delete(onPartial);
-        sub.dispose();
-      };
-      const withdraw = () => {
-        if (settled) return;
-        settled = true;
-        leave();
-        if (--s.waiters === 0) {
-          s.controller.abort();
-          if (this.inflight.get(key) === s) this.inflight.delete(key);
-        }
-        reject(new CancelledError());
-      };
-      const sub = token.onCancellationRequested(withdraw);
-      // A token cancelled before anyone read it (a request the client cancelled while it was still queued) is
-      // vscode-jsonrpc's CancellationToken.Cancelled, whose event never fires: withdraw now, or never answer.
-      if (token.isCancellationRequested) {
-        withdraw();
-        return;
-      }
-      s.promise.then(
-        (v) => {
-          if (settled) return;
-          settled = true;
-          leave();
-          resolve(v);
-        },
-        (e) => {
-          if (settled) return;
-          settled = true;
-          leave();
-          reject(e);
-        },
-      );
-    });
-  }
-
-  private async answer(image: ImageBytes, imageHash: string, prompt: PromptSpec, generation: GenerationSettings, shared: Shared<StoredAnswer>): Promise<StoredAnswer> {
+  private async answer(image: ImageBytes, imageHash: string, prompt: PromptSpec, generation: GenerationSettings, shared: SharedRun): Promise<StoredAnswer> {
     const signal = shared.controller.signal;
     await this.load({ allowDownload: false, signal });
     const features = await this.features(image, imageHash, shared);
-    let model!: LoadedModel;
-    const result = await this.scheduler.run(() => shared.priority, signal, async () => {
-      // The worker may have crashed (and taken the model with it) while this run waited.
-      model = await this.load({ allowDownload: false, signal });
-      this.setBusy(true);
-      this.count.generations++;
-      const job = this.host.send(
-        { type: 'generate', rows: [{ features, prompt }], settings: generation },
-        {
-          onToken: (_row, text) => {
-            // Counted as they arrive, so a cancelled run shows how far it got.
-            this.count.tokensGenerated++;
-            shared.partials.forEach((p) => p(text));
-          },
-        },
-      );
-      const stop = () => this.host.cancel(job.id);
-      signal.addEventListener('abort', stop, { once: true });
-      try {
-        const m = await job.done.catch((e: WorkerError) => {
-          if (e.kind === 'cancelled') this.count.cancelledGenerations++;
-          throw this.fromWorker(e);
-        });
-        if (m.type !== 'generated') throw new Error(`unexpected ${m.type}`);
-        return m;
-      } finally {
-        signal.removeEventListener('abort', stop);
-        this.setBusy(false);
-      }
-    });
-    const [text, ...alternatives] = result.texts[0];
-    return { text, alternatives, model: model.source, precision: model.precision, device: model.device };
+    const answer = await this.engine.generate(
+      { features, prompt, priority: () => shared.priority, signal, onToken: (text, sequence) => sequence === 0 && shared.partials.forEach((p) => p(text)) },
+      generation,
+    );
+    // What computed it; a model unloaded since (a settings change) is named as the settings name it.
+    const model = this.loaded ?? { source: this.settings.model, precision: this.settings.precision, device: this.settings.device };
+    return { text: answer.text, alternatives: answer.alternatives.map((a) => a.text), model: model.source, precision: model.precision, device: model.device };
   }
 
   /** The image's query features: from the cache, or one vision-encoder run. */
-  private async features(image: ImageBytes, imageHash: string, shared: Shared<StoredAnswer>): Promise<Float32Array> {
+  private async features(image: ImageBytes, imageHash: string, shared: SharedRun): Promise<Float32Array> {
     const key = cacheKey('vision', this.modelKey(), imageHash);
     const cached = await this.cache.getFeatures(key);
     if (cached) {
-      this.count.visionCacheHits++;
+      this.visionCacheHits++;
       return cached;
     }
-    const signal = shared.controller.signal;
-    const encoded = await this.scheduler.run(() => shared.priority, signal, async () => {
-      await this.load({ allowDownload: false, signal });
-      this.setBusy(true);
-      this.count.visionRuns++;
-      try {
-        const m = await this.host.send({ type: 'encode', image }).done.catch((e: WorkerError) => {
-          throw this.fromWorker(e);
-        });
-        if (m.type !== 'encoded') throw new Error(`unexpected ${m.type}`);
-        return m.features;
-      } finally {
-        this.setBusy(false);
-      }
-    });
+    const encoded = await this.engine.encode(image, () => shared.priority, shared.controller.signal);
     await this.cache.putFeatures(key, encoded);
     return encoded;
   }
@@ -327,14 +179,14 @@ class WorkerInferenceService implements InferenceService {
    * a 15 GB download); only set-up, which the user asked for, may download.
    */
   private load(opts: { allowDownload: boolean; signal: AbortSignal; reporter?: SetUpReporter }): Promise<LoadedModel> {
-    if (this.loaded && this.host.running) return Promise.resolve(this.loaded);
+    if (this.loaded && this.engine.host.running) return Promise.resolve(this.loaded);
     if (this.loading && !opts.allowDownload) return this.loading;
     if (this.loadCrash && !opts.allowDownload) return Promise.reject(this.fromWorker(this.loadCrash));
     this.loadCrash = undefined;
     const settings = this.engineSettings(opts.allowDownload);
     this.setState({ state: 'loading', model: settings.model });
-    const job = this.host.send({ type: 'load', settings }, { onProgress: (p) => this.onLoadProgress(p, opts.reporter) });
-    const cancel = () => this.host.cancel(job.id);
+    const job = this.engine.host.send({ type: 'load', settings }, { onProgress: (p) => this.onLoadProgress(p, opts.reporter) });
+    const cancel = () => this.engine.host.cancel(job.id);
     opts.signal.addEventListener('abort', cancel, { once: true });
     const loading = job.done
       .then((m) => {
@@ -423,7 +275,7 @@ class WorkerInferenceService implements InferenceService {
     this.loaded = undefined;
     this.loading = undefined;
     this.loadCrash = undefined;
-    await this.host.terminate();
+    await this.engine.terminate();
     // A request or set-up may have started the next load while the old worker ended: its status is the true one.
     if (this.loading || this.loaded) return;
     this.setState({ state, model: this.settings.model });
@@ -434,7 +286,7 @@ class WorkerInferenceService implements InferenceService {
     const minutes = this.settings.unloadAfterMinutes;
     if (!this.loaded || minutes <= 0) return;
     this.idleTimer = setTimeout(() => {
-      if (this.scheduler.queued === 0) void this.unload('unloaded');
+      if (this.engine.queued === 0) void this.unload('unloaded');
       else this.armIdleTimer();
     }, minutes * 60_000);
     this.idleTimer.unref();
@@ -458,7 +310,7 @@ class WorkerInferenceService implements InferenceService {
     if (e.kind === 'damaged' && this.loaded) {
       // Found while generating (non-finite scores): the loaded model cannot be trusted any more.
       this.loaded = undefined;
-      void this.host.terminate();
+      void this.engine.terminate();
       this.setState({ state: 'noModel', model: this.settings.model, message: e.message });
     }
     if (e.kind === 'user' || e.kind === 'noModel' || e.kind === 'damaged' || e.kind === 'crashed') {
@@ -466,13 +318,6 @@ class WorkerInferenceService implements InferenceService {
     }
     this.log(`inference failed: ${e.message}`);
     return new Error(firstLine(e.message));
-  }
-
-  /** A file's bytes, read within the size limit; bytes already in memory as they are. */
-  private async imageBytes(image: ImageSource): Promise<ImageBytes> {
-    if (image.kind === 'bytes') return { bytes: image.bytes, name: image.name };
-    const bytes = await readImageFile(image.path, { maxBytes: this.settings.localImages.maxBytes, raiseHint: RAISE_FILE_LIMIT });
-    return { bytes, name: image.path };
   }
 
   /** The worker died: whatever it was running has failed; the model loads again for the next run. */
@@ -488,13 +333,6 @@ class WorkerInferenceService implements InferenceService {
   }
 
 }
-
-/** In libuv's pool (WebCrypto), so a large image is never hashed on the main thread. */
-async function sha256(bytes: Uint8Array): Promise<string> {
-  return Buffer.from(await crypto.subtle.digest('SHA-256', bytes)).toString('hex');
-}
-
-const RAISE_FILE_LIMIT = 'Raise blip2.localImages.maxBytes to caption it.';
 
 function firstLine(s: string): string {
   return s.split('\n')[0];

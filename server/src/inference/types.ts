@@ -5,6 +5,15 @@ import type { Blip2Settings } from '../protocol/settings';
 /** An image as the inference service takes it: a file on disk, or bytes already in memory (remote, data: URI). */
 export type ImageSource = { kind: 'file'; path: string } | { kind: 'bytes'; bytes: Uint8Array; name: string };
 
+/** Captions and answers decoded together by default: decoding is bound by memory, so eight rows cost little more than one. */
+export const DEFAULT_MAX_BATCH = 8;
+
+/**
+ * Distinct model runs waiting at once. Requests for the same image and prompt share one run, so this bounds work,
+ * not requests: 500 hovers over 50 images wait on at most 50 runs.
+ */
+export const DEFAULT_MAX_QUEUED = 64;
+
 /** Interactive work (a hover, a command) runs before background work (captions queued when a document opens). */
 export type Priority = 'interactive' | 'background';
 

@@ -2,13 +2,15 @@ import * as v8 from 'node:v8';
 import type { Worker } from 'node:worker_threads';
 import type { ModelProgress } from '../engine/open-model';
 import { startWorkerThread } from '../worker-thread';
-import { CANCEL_SLOT, type FromWorker, type ToWorker, type WorkerError } from './worker-protocol';
+import type { Answer } from '../engine/pipeline';
+import { CANCEL_SLOT, MAX_BATCH_ROWS, type FromWorker, type ToWorker, type WorkerError } from './worker-protocol';
 
 type Pending = {
   resolve: (m: FromWorker) => void;
   reject: (e: WorkerError) => void;
   onProgress?: (p: ModelProgress) => void;
-  onToken?: (row: number, textSoFar: string) => void;
+  onToken?: (row: number, textSoFar: string, sequence: number) => void;
+  onAnswer?: (row: number, answer: Answer) => void;
 };
 
 type Job = ToWorker extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
@@ -25,7 +27,7 @@ function inferenceHeapMb(): number {
 /** The main thread's handle on the inference worker: numbered jobs, their progress and tokens, cancellation. */
 export class WorkerHost {
   private worker?: Worker;
-  private readonly cancelFlags = new Int32Array(new SharedArrayBuffer(4));
+  private readonly cancelFlags = new Int32Array(new SharedArrayBuffer(4 * (1 + MAX_BATCH_ROWS)));
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
 
@@ -43,9 +45,15 @@ export class WorkerHost {
     const worker = this.ensureWorker();
     const id = this.nextId++;
     const done = new Promise<FromWorker>((resolve, reject) => this.pending.set(id, { resolve, reject, ...handlers }));
+    if (job.type === 'generate' && job.rows.length > MAX_BATCH_ROWS) throw new Error(`A batch of ${job.rows.length} rows; at most ${MAX_BATCH_ROWS}.`);
     const transfer = job.type === 'generate' ? job.rows.map((r) => r.features.buffer as ArrayBuffer) : [];
     worker.postMessage({ ...job, id } as ToWorker, transfer);
     return { id, done };
+  }
+
+  /** Ends one row of a generate job at its next step; the job's other rows go on. */
+  cancelRow(id: number, row: number): void {
+    Atomics.store(this.cancelFlags, CANCEL_SLOT + 1 + row, id);
   }
 
   cancel(id: number): void {
@@ -96,7 +104,10 @@ export class WorkerHost {
         p.onProgress?.(m.progress);
         return;
       case 'token':
-        p.onToken?.(m.row, m.textSoFar);
+        p.onToken?.(m.row, m.textSoFar, m.sequence);
+        return;
+      case 'answer':
+        p.onAnswer?.(m.row, m.answer);
         return;
       case 'failed':
         this.pending.delete(m.id);

@@ -1,6 +1,6 @@
 // Messages between the language server's main thread and its inference worker.
 import type { ModelProgress } from '../engine/open-model';
-import type { GenerationSettings } from '../engine/pipeline';
+import type { Answer, GenerationSettings } from '../engine/pipeline';
 import type { ChatTurn } from '../engine/preprocess/prompts';
 import type { SetUpCost } from '../engine/store/setup-cost';
 
@@ -26,6 +26,8 @@ export interface LoadedModel {
   /** Why loading stays slow (see Blip2Model.loadNotes). */
   loadNotes: string[];
   loadMs: number;
+  /** The language model's positions (the image's query tokens included), as vLLM's max_model_len. */
+  maxModelLen: number;
 }
 
 /**
@@ -63,13 +65,20 @@ export type FromWorker =
   | { type: 'loaded'; id: number; model: LoadedModel }
   | { type: 'planned'; id: number; cost: SetUpCost }
   | { type: 'encoded'; id: number; features: Float32Array; preprocessMs: number; visionMs: number }
-  | { type: 'token'; id: number; row: number; textSoFar: string }
-  | { type: 'generated'; id: number; texts: string[][]; prefillMs: number; decodeMs: number }
+  | { type: 'token'; id: number; row: number; sequence: number; textSoFar: string }
+  /** One row's answer, as soon as the row ends (the job's other rows may go on). */
+  | { type: 'answer'; id: number; row: number; answer: Answer }
+  /** The whole job is done; every row was answered before this. */
+  | { type: 'generated'; id: number; prefillMs: number; decodeMs: number }
   | { type: 'failed'; id: number; error: WorkerError };
 
 /**
  * onnxruntime's run() blocks the worker's thread, so a 'cancel' message would wait behind the whole generation.
  * The main thread writes the id of the job to stop into this shared slot instead; the worker reads it after
- * every token.
+ * every token. The slots after it are per row of a batch: `CANCEL_SLOT + 1 + row` holds the id of the job whose
+ * row `row` is to end (its request was cancelled) while the other rows go on.
  */
 export const CANCEL_SLOT = 0;
+
+/** The most rows one generate job may have (each has a cancellation slot). */
+export const MAX_BATCH_ROWS = 64;

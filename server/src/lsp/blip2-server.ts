@@ -31,7 +31,7 @@ import { DocumentImages } from '../features/images/document-images';
 import { imageSyntaxOf } from '../features/images/find-images';
 import { WorkerImageParser } from '../features/images/image-parser';
 import { askAboutImage, captionImage, RequestFailure } from '../features/requests/image-requests';
-import { failureSentence, isNoModel } from '../features/inference-failure';
+import { failureSentence, isNoModel, isServerFailure, USE_LOCAL_MODEL_HINT } from '../features/inference-failure';
 import { describeError } from '../features/user-message';
 import { PROJECT_CONFIG_FILE } from '../features/workspace/project-config';
 import { findWorkspaceFiles, languageIdOfPath } from '../features/workspace/workspace-files';
@@ -98,6 +98,8 @@ export class Blip2Server {
   private readonly progressCancellations = new Map<ProgressToken, CancellationTokenSource>();
   private shuttingDown = false;
   private readonly statusThrottle = new StatusThrottle((status) => this.client.modelStatusChanged(status));
+  /** The server failure last told, so a burst of failed captions is one notice; cleared when the server answers. */
+  private serverFailureTold?: string;
   /** Finds images off the main thread; `images` keeps what it found for each open document's version. */
   private readonly parser = new WorkerImageParser({ log: (line) => this.client.log(line) });
   private readonly images = new DocumentImages(this.parser.find);
@@ -125,7 +127,10 @@ export class Blip2Server {
 
     const initial = this.settings.serverWideNow();
     this.inference = this.createInference({ settings: initial, cacheDir: options.cacheDir ?? defaultCacheDir(initial.modelStore), log: (line) => this.client.log(line) });
-    this.inference.onStatusChange((status) => this.statusThrottle.push(status));
+    this.inference.onStatusChange((status) => {
+      this.statusThrottle.push(status);
+      this.noticeServerFailure(status);
+    });
 
     return {
       capabilities: {
@@ -309,8 +314,9 @@ export class Blip2Server {
     if (typeof uri !== 'string') return action;
     const resolved = await resolveAltAction(action, this.inference, await this.altFixOptions(uri), token);
     if (token.isCancellationRequested) throw cancelled();
-    // A resolved action has no way to carry an error, so the user hears it as a message instead of nothing happening.
-    if (resolved.failure && !resolved.action.edit) this.client.showMessage('warning', `BLIP-2: ${resolved.failure}`);
+    // A resolved action has no way to carry an error, so the user hears it as a message instead of nothing happening
+    // (a server's failure has been told already, with its way out).
+    if (resolved.failure && !resolved.action.edit && this.serverFailureTold === undefined) this.client.showMessage('warning', `BLIP-2: ${resolved.failure}`);
     return resolved.action;
   }
 
@@ -477,6 +483,23 @@ export class Blip2Server {
     }
   }
 
+  /**
+   * A failure of the BLIP-2 server, told once until it answers again: to VS Code as `blip2/serverFailed` (it offers
+   * "Use the Local Model"), to other editors as a notice with the setting to clear. Never computed here instead.
+   */
+  private noticeServerFailure(status: ModelStatus): void {
+    if (!status.server) return;
+    if (status.state !== 'error') {
+      if (status.state === 'ready') this.serverFailureTold = undefined;
+      return;
+    }
+    const message = status.message ?? `The BLIP-2 server at ${status.server} failed.`;
+    if (message === this.serverFailureTold) return;
+    this.serverFailureTold = message;
+    if (this.vscodeClient) this.client.serverFailed(message);
+    else this.client.showMessage('warning', `BLIP-2: ${message} ${USE_LOCAL_MODEL_HINT}`);
+  }
+
   async setUpPlan(params: SetUpModelParams, token: CancellationToken): Promise<SetUpPlan> {
     await this.ready;
     try {
@@ -515,7 +538,8 @@ export class Blip2Server {
   private responseError(e: unknown, token: CancellationToken): ResponseError<void> {
     if (e instanceof ResponseError) return e;
     if (token.isCancellationRequested) return cancelled();
-    if (e instanceof RequestFailure) return new ResponseError(e.noModel ? Blip2ErrorCodes.NoModel : LSPErrorCodes.RequestFailed, e.message);
+    if (e instanceof RequestFailure) return new ResponseError(e.noModel ? Blip2ErrorCodes.NoModel : e.server ? Blip2ErrorCodes.ServerFailed : LSPErrorCodes.RequestFailed, e.message);
+    if (isServerFailure(e)) return new ResponseError(Blip2ErrorCodes.ServerFailed, failureSentence(e, this.inference, this.vscodeClient));
     if (isNoModel(e, this.inference)) return new ResponseError(Blip2ErrorCodes.NoModel, failureSentence(e, this.inference, this.vscodeClient));
     return new ResponseError(LSPErrorCodes.RequestFailed, describeError(e));
   }

@@ -6,7 +6,8 @@ import {
   type Connection,
 } from 'vscode-languageserver/node';
 import type { Diagnostic, ProgressToken, WorkspaceEdit } from 'vscode-languageserver-protocol';
-import { AnswerPartialType, ModelStatusNotification, type AnswerPartial, type ModelStatus } from '../protocol/messages';
+import { AnswerPartialType, ModelStatusNotification,
+  ServerFailureNotification, type AnswerPartial, type ModelStatus } from '../protocol/messages';
 import type { LspClient, WorkDoneReporter } from './lsp-client';
 
 /** `LspClient` over a vscode-languageserver connection. */
@@ -46,6 +47,10 @@ export class ConnectionClient implements LspClient {
 
   modelStatusChanged(status: ModelStatus): void {
     void this.connection.sendNotification(ModelStatusNotification.type, status);
+  }
+
+  serverFailed(message: string): void {
+    void this.connection.sendNotification(ServerFailureNotification.type, { message });
   }
 
   workDone(token: ProgressToken | undefined): WorkDoneReporter {

@@ -23,6 +23,8 @@ export interface LspClient {
   /** `workspace/applyEdit`; resolves with whether the client applied it. */
   applyEdit(label: string, edit: WorkspaceEdit): Promise<boolean>;
   modelStatusChanged(status: ModelStatus): void;
+  /** The BLIP-2 server failed (`blip2/serverFailed`, for the VS Code client, which offers the local model). */
+  serverFailed(message: string): void;
   workDone(token: ProgressToken | undefined): WorkDoneReporter;
   answerPartial(token: ProgressToken, partial: AnswerPartial): void;
   /** A notice (`window/showMessage`): no buttons, so no editor blocks on it. */

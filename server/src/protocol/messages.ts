@@ -9,8 +9,10 @@ export type ModelState = 'noModel' | 'downloading' | 'converting' | 'loading' | 
 
 export interface ModelStatus {
   state: ModelState;
-  /** What the settings name (repo id or folder). */
+  /** What the settings name (repo id or folder); with a server, the model it serves ('' until it says). */
   model: string;
+  /** The BLIP-2 server that computes instead of this machine (its origin), when `blip2.server.url` names one. */
+  server?: string;
   precision?: string;
   /** The provider running the model, after any fallback. */
   device?: string;
@@ -111,6 +113,8 @@ export interface SetUpPlan {
 export interface InferenceCounters {
   visionRuns: number;
   generations: number;
+  /** Generation runs: captions and answers decoded together as one batch count once. */
+  batches: number;
   tokensGenerated: number;
   cancelledGenerations: number;
   /** Captions and answers served from the cache. */
@@ -190,6 +194,16 @@ export namespace CountersRequest {
   export const type = new RequestType0<InferenceCounters, void>(method);
 }
 
+/**
+ * server → client: the BLIP-2 server that `blip2.server.url` names failed (refused, 401, 429, 5xx, a time-out, not
+ * BLIP-2): one sentence. Sent once per failure until it answers again; the VS Code client offers "Use the Local
+ * Model" with it. Other clients get the same sentence as a `window/showMessage` notice instead.
+ */
+export namespace ServerFailureNotification {
+  export const method = 'blip2/serverFailed';
+  export const type = new NotificationType<{ message: string }>(method);
+}
+
 /** server → client: the model's state changed (status bar, first-run set-up). */
 export namespace ModelStatusNotification {
   export const method = 'blip2/modelStatusChanged';
@@ -219,6 +233,8 @@ export const ClientCommands = {
   captionImage: 'blip2.captionImage',
   /** No args: the model set-up picker. */
   setUpModel: 'blip2.setUpModel',
+  /** No args: clears the user's `blip2.server.url`, so the model on this machine computes again. */
+  useLocalModel: 'blip2.useLocalModel',
 } as const;
 
 /**
@@ -228,6 +244,8 @@ export const ClientCommands = {
 export const Blip2ErrorCodes = {
   /** No model is set up (nothing at `blip2.model`, or not converted yet): the client offers set-up. */
   NoModel: 4001,
+  /** The BLIP-2 server `blip2.server.url` names failed: the client offers to use the local model. */
+  ServerFailed: 4002,
 } as const;
 
 /**
@@ -235,4 +253,4 @@ export const Blip2ErrorCodes = {
  * to this list (vscode-languageclient: `markdown.isTrusted` in LanguageClientOptions); LSP's MarkupContent has no
  * trust field, so the server cannot set it per hover.
  */
-export const HOVER_COMMANDS: readonly string[] = [ClientCommands.useAsAltText, ClientCommands.askAboutImage, ClientCommands.setUpModel];
+export const HOVER_COMMANDS: readonly string[] = [ClientCommands.useAsAltText, ClientCommands.askAboutImage, ClientCommands.setUpModel, ClientCommands.useLocalModel];

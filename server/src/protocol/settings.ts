@@ -83,6 +83,13 @@ export interface Blip2Settings {
   };
   /** Unload the model after this many idle minutes (0 keeps it loaded). */
   unloadAfterMinutes: number;
+  server: {
+    /**
+     * A BLIP-2 server (blip2 serve, or vLLM serving BLIP-2) that computes instead of the model here; '' for none.
+     * Images are sent to it, so only the user sets it: never a workspace or a repository's .blip2.json.
+     */
+    url: string;
+  };
 }
 
 export const DEFAULT_SETTINGS: Blip2Settings = {
@@ -109,7 +116,15 @@ export const DEFAULT_SETTINGS: Blip2Settings = {
   remoteImages: { enabled: false, maxBytes: 10 * 1024 * 1024 },
   cache: { maxMegabytes: 256 },
   unloadAfterMinutes: 15,
+  server: { url: '' },
 };
+
+/**
+ * Settings that decide where the user's images go: taken from the user's own settings only. VS Code's `machine`
+ * scope already keeps workspace values out; the client warns about one a workspace sets, and a repository's
+ * `.blip2.json` can never set them (PROJECT_SETTING_KEYS).
+ */
+export const USER_ONLY_SETTINGS = ['server.url'] as const;
 
 /** Settings whose change needs the model reloaded (the client offers "Restart now" for these). */
 export const RELOAD_SETTINGS = ['model', 'precision', 'device', 'threads', 'modelStore'] as const;

@@ -248,7 +248,7 @@ export class Workbench {
 }
 
 /** Checks `condition` every 100 ms until it holds (true) or `timeoutMs` passes (false). */
-async function poll(condition: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+export async function poll(condition: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await condition().catch(() => false)) return true;

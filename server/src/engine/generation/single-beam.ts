@@ -6,7 +6,7 @@ import { throwIfAborted } from '../errors';
 import type { DecodeContext } from './decode-context';
 import { applyProcessors } from './logits-processors';
 import { checkLogits, gatherRows, logSumExpRow } from './scores';
-import type { GeneratedSequence, GenerationResult } from './types';
+import type { FinishReason, GeneratedSequence, GenerationResult } from './types';
 
 /** Picks the next token of the row whose processed scores start at `offset`. */
 export type TokenChooser = (scores: Float32Array, offset: number, vocabSize: number) => number;
@@ -18,6 +18,8 @@ export async function decodeSingleBeam(ctx: DecodeContext, choose: TokenChooser)
   const rows = prompts.length * copies;
   const eos = new Set(options.eosTokenIds);
   const signal = callbacks.signal;
+  const onDone = callbacks.onSequenceDone;
+  if (onDone && callbacks.keepStepScores) throw new Error('Rows that leave the batch early have no step scores to keep.');
 
   throwIfAborted(signal);
   let logits = await session.prefill();
@@ -35,41 +37,59 @@ export async function decodeSingleBeam(ctx: DecodeContext, choose: TokenChooser)
   const logProbSums = new Float64Array(rows);
   const unfinished = new Uint8Array(rows).fill(1);
   let unfinishedCount = rows;
-  const tokens = new Array<number>(rows).fill(options.padTokenId);
+  // The session's rows, as rows of the input: all of them, unless ended rows leave (onSequenceDone).
+  let live = Array.from({ length: rows }, (_, i) => i);
+  let tokens = new Array<number>(rows).fill(options.padTokenId);
   const stepScores: Float32Array[] | undefined = callbacks.keepStepScores ? [] : undefined;
 
+  const finish = (r: number, reason: FinishReason): void => {
+    unfinished[r] = 0;
+    unfinishedCount--;
+    onDone?.(Math.floor(r / copies), r % copies, { tokenIds: generated[r]!, score: logProbSums[r]! }, reason);
+  };
+
   for (let step = 0; ; step++) {
-    applyProcessors(processors, sequences, logits, vocab);
+    applyProcessors(processors, live.length === rows ? sequences : live.map((r) => sequences[r]!), logits, vocab);
     stepScores?.push(logits.slice());
 
-    for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < live.length; i++) {
+      const r = live[i]!;
       // Like transformers, rows that have ended are fed the pad id (their scores are still computed and kept, as
       // output_scores keeps them) until every row has ended.
       if (!unfinished[r]) {
-        tokens[r] = options.padTokenId;
+        tokens[i] = options.padTokenId;
         continue;
       }
-      const offset = r * vocab;
+      const offset = i * vocab;
       const token = choose(logits, offset, vocab);
-      tokens[r] = token;
+      tokens[i] = token;
       logProbSums[r] += logits[offset + token]! - logSumExpRow(logits, offset, vocab);
       generated[r]!.push(token);
     }
-    for (let r = 0; r < rows; r++) sequences[r]!.push(tokens[r]!);
+    for (let i = 0; i < live.length; i++) sequences[live[i]!]!.push(tokens[i]!);
 
-    for (let r = 0; r < rows; r++) {
+    const last = step + 1 >= options.maxNewTokens;
+    for (let i = 0; i < live.length; i++) {
+      const r = live[i]!;
       if (!unfinished[r]) continue;
-      callbacks.onToken?.(Math.floor(r / copies), tokens[r]!, r % copies);
-      if (eos.has(tokens[r]!)) {
-        unfinished[r] = 0;
-        unfinishedCount--;
-      }
+      callbacks.onToken?.(Math.floor(r / copies), tokens[i]!, r % copies);
+      if (eos.has(tokens[i]!)) finish(r, 'stop');
+      else if (onDone && last) finish(r, 'length');
+      else if (onDone && callbacks.isStopped?.(Math.floor(r / copies), r % copies)) finish(r, 'stopped');
     }
 
-    if (unfinishedCount === 0 || step + 1 >= options.maxNewTokens) break;
+    if (unfinishedCount === 0 || last) break;
     throwIfAborted(signal);
+    if (onDone) {
+      const keep = live.flatMap((r, i) => (unfinished[r] ? [i] : []));
+      if (keep.length < live.length) {
+        session.reorder(keep);
+        tokens = keep.map((i) => tokens[i]!);
+        live = keep.map((i) => live[i]!);
+      }
+    }
     logits = await session.next(tokens);
-    checkLogits(logits, rows, vocab, 'next');
+    checkLogits(logits, live.length, vocab, 'next');
   }
 
   const result: GeneratedSequence[][] = [];

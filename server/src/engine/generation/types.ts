@@ -77,6 +77,9 @@ export interface GenerationResult {
   stepScores?: Float32Array[];
 }
 
+/** Why a sequence ended: its end token, `maxNewTokens`, or `isStopped` (the caller's stop string or cancellation). */
+export type FinishReason = 'stop' | 'length' | 'stopped';
+
 export interface GenerationCallbacks {
   /**
    * Called after every step for each input row still generating. Greedy/sampling: the row's newest token, and which
@@ -87,4 +90,13 @@ export interface GenerationCallbacks {
   signal?: AbortSignal;
   /** Keep the processed scores of every step in the result. */
   keepStepScores?: boolean;
+  /**
+   * Greedy and sampling: rows finish independently. Each sequence is reported here the step it ends, and its row
+   * leaves the session then (`reorder` to the rows still going), so the rows left compute only their own steps;
+   * transformers instead feeds ended rows the pad id until the last one ends, which the loop does without this.
+   * Not with keepStepScores (the rows of later steps would no longer be the input rows). Beam search ignores it.
+   */
+  onSequenceDone?: (row: number, sequence: number, result: GeneratedSequence, finish: FinishReason) => void;
+  /** With onSequenceDone: asked after every step for each sequence still going; true ends it there ('stopped'). */
+  isStopped?: (row: number, sequence: number) => boolean;
 }

@@ -20,11 +20,14 @@ export function questionPrompt(question: string): string {
 
 /** Chat: earlier turns as "Question: … Answer: …." before the new question, as in the BLIP-2 model card. */
 export function chatPrompt(history: readonly ChatTurn[], question: string): string {
-  const turns = history.map((t) => {
-    const answer = t.answer.trim();
-    return `Question: ${t.question.trim()} Answer: ${/[.!?]$/.test(answer) ? answer : `${answer}.`}`;
-  });
+  const turns = history.map((t) => `Question: ${t.question.trim()} Answer: ${promptedAnswer(t.answer)}`);
   return [...turns, questionPrompt(question)].join(' ');
+}
+
+/** An earlier answer as a chat prompt gives it: trimmed, and ended with a full stop unless it ends a sentence. */
+export function promptedAnswer(answer: string): string {
+  const a = answer.trim();
+  return /[.!?]$/.test(a) ? a : `${a}.`;
 }
 
 /** What bounds a prompt: the language model's positions, shared by the image's query tokens, BOS and the answer. */

@@ -24,6 +24,11 @@ export class TextTokenizer {
 
   /** Decoded text of generated ids without special tokens, stripped as transformers' batch_decode(...).strip() callers do. */
   decode(ids: readonly number[]): string {
-    return this.tok.decode([...ids], { skip_special_tokens: true }).trim();
+    return this.decodeRaw(ids).trim();
+  }
+
+  /** The same without the strip, for matching stop strings such as a newline. */
+  decodeRaw(ids: readonly number[]): string {
+    return this.tok.decode([...ids], { skip_special_tokens: true });
   }
 }

@@ -1,6 +1,6 @@
 import type { CancellationToken } from 'vscode-languageserver-protocol';
 import { TextDocument } from 'vscode-languageserver-textdocument';
-import type { InferenceService, Priority } from '../../inference/types';
+import { DEFAULT_MAX_BATCH, type InferenceService, type Priority } from '../../inference/types';
 import type { AltTextCommandResult } from '../../protocol/messages';
 import type { AltRuleSettings, Blip2Settings } from '../../protocol/settings';
 import { throwIfCancelled } from '../cancellation';
@@ -58,8 +58,8 @@ export interface AltTextCaptions {
 /** What an empty caption is reported as: alt="" would mark the image as decoration, which is a claim. */
 export const EMPTY_CAPTION = 'BLIP-2 gave an empty caption for this image; write its alt text yourself.';
 
-/** Captions run concurrently up to this many, so the service can share and batch them without a huge queue. */
-const IN_FLIGHT = 4;
+/** Captions asked for at once: as many as the engine decodes together, so they share its batches. */
+const IN_FLIGHT = DEFAULT_MAX_BATCH;
 
 /** The images that "Generate missing alt text" fills in: what the rules flag, except length alone. */
 export function needsGeneratedAlt(image: ImageElement, settings: AltRuleSettings): boolean {

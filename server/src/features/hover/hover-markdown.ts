@@ -39,9 +39,17 @@ export function pendingHoverMarkdown(thumbnailOptions: ThumbnailOptions): string
   return [thumbnail(thumbnailOptions), '*Captioning… hover again in a moment.*'].filter((l) => l !== '').join('\n\n');
 }
 
-/** Why there is no caption; `setUpLink` adds the VS Code extension's "Set Up Model…" as a link after it. */
-export function problemHoverMarkdown(reason: string, thumbnailOptions?: ThumbnailOptions, setUpLink = false): string {
-  const link = setUpLink ? ` ${commandLink('Set Up Model…', ClientCommands.setUpModel, [], 'Download the model or choose a local folder')}` : '';
+/**
+ * Why there is no caption, with the VS Code extension's way out as a link after it: "Set Up Model…" without a
+ * model, "Use the local model" when the server failed.
+ */
+export function problemHoverMarkdown(reason: string, thumbnailOptions?: ThumbnailOptions, way?: 'setUp' | 'useLocalModel'): string {
+  const link =
+    way === 'setUp'
+      ? ` ${commandLink('Set Up Model…', ClientCommands.setUpModel, [], 'Download the model or choose a local folder')}`
+      : way === 'useLocalModel'
+        ? ` ${commandLink('Use the local model', ClientCommands.useLocalModel, [], 'Clear blip2.server.url: captions are computed on this machine')}`
+        : '';
   return [thumbnailOptions ? thumbnail(thumbnailOptions) : '', `**BLIP-2:** ${escapeMarkdown(reason)}${link}`].filter((l) => l !== '').join('\n\n');
 }
 

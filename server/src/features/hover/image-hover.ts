@@ -7,7 +7,7 @@ import { linkedSource, waitAtMost } from '../cancellation';
 import { imageAt } from '../images/find-images';
 import { contains, isImageElement, type ImageElement, type OffsetRange } from '../images/image-reference';
 import { loadImageAt } from '../images/load-image';
-import { failureReason, failureSentence, isNoModel } from '../inference-failure';
+import { failureReason, failureSentence, isNoModel, isServerFailure } from '../inference-failure';
 import { captionHoverMarkdown, pendingHoverMarkdown, problemHoverMarkdown, type ThumbnailOptions } from './hover-markdown';
 
 export interface ImageHoverOptions {
@@ -84,8 +84,8 @@ export async function imageHover(
   } catch (e) {
     if (token.isCancellationRequested) return undefined;
     // VS Code gets the way out as a link; other editors show links as raw text, so they get the sentence.
-    const setUpLink = options.vscodeClient && isNoModel(e, inference);
-    const reason = setUpLink ? failureReason(e, inference) : failureSentence(e, inference, options.vscodeClient);
-    return { range, markdown: problemHoverMarkdown(reason, thumbnail, setUpLink), state: 'problem' };
+    const way = !options.vscodeClient ? undefined : isServerFailure(e) ? 'useLocalModel' : isNoModel(e, inference) ? 'setUp' : undefined;
+    const reason = way === 'setUp' ? failureReason(e, inference) : failureSentence(e, inference, options.vscodeClient);
+    return { range, markdown: problemHoverMarkdown(reason, thumbnail, way), state: 'problem' };
   }
 }

@@ -4,13 +4,15 @@ import type { ImageSource, InferenceService } from '../../inference/types';
 import type { AskParams, CaptionParams, GenerationResult } from '../../protocol/messages';
 import type { Blip2Settings } from '../../protocol/settings';
 import { loadImageAt, type LoadedImage } from '../images/load-image';
-import { failureSentence, isNoModel } from '../inference-failure';
+import { failureSentence, isNoModel, isServerFailure } from '../inference-failure';
 
 /** A request that failed for a reason the user can act on; `noModel` makes the client offer model set-up. */
 export class RequestFailure extends Error {
   constructor(
     message: string,
     readonly noModel = false,
+    /** The BLIP-2 server `blip2.server.url` names failed. */
+    readonly server = false,
   ) {
     super(message);
     this.name = 'RequestFailure';
@@ -80,6 +82,6 @@ async function run(inference: InferenceService, options: ImageRequestOptions, wo
   try {
     return await work();
   } catch (e) {
-    throw new RequestFailure(failureSentence(e, inference, options.vscodeClient), isNoModel(e, inference));
+    throw new RequestFailure(failureSentence(e, inference, options.vscodeClient), isNoModel(e, inference), isServerFailure(e));
   }
 }
